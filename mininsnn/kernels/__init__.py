@@ -1,0 +1,1 @@
+"""Numba kernels: arrays in, preallocated arrays out. No Python objects, no validation."""

@@ -1,0 +1,361 @@
+"""Image data sets (MNIST, Fashion-MNIST) and the seeded batch iterator shared by all data sets.
+
+IDX format (LeCun): a 4-byte big-endian magic number ``00 00 <type> <ndim>``, then ``ndim``
+big-endian uint32 dimensions, then the row-major payload. Files may be gzip-compressed (detected by
+the magic bytes ``1f 8b``, not by the file name).
+
+Images stay uint8 in memory; ``ImageDataset.get_batch`` converts only the requested batch to
+float32 in [0, 1], so a 60000-image set costs 47 MB, not 188 MB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "read_idx",
+    "ImageDataset",
+    "load_mnist",
+    "load_fashion_mnist",
+    "BatchIterator",
+    "MNIST_SHA256",
+    "FASHION_MNIST_SHA256",
+    "FASHION_MNIST_URL",
+]
+
+# sha256 of the *uncompressed* IDX files (identical for the gzip and the raw copy of a file).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# Where Debian's `dataset-fashion-mnist` package installs the files.
+FASHION_MNIST_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+
+_SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# IDX type code -> big-endian dtype of the payload.
+_IDX_TYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+
+def _read_raw_bytes(path) -> bytes:
+    """The uncompressed content of `path` (gunzipped if it starts with the gzip magic 1f 8b)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError as e:  # gzip stream ends before its end-of-stream marker
+        raise ValueError(f"{path}: truncated gzip file ({e})") from None
+    except (OSError, zlib.error) as e:  # bad header, bad CRC or length, corrupt deflate data
+        raise ValueError(f"{path}: corrupt gzip file ({e})") from None
+
+
+def _parse_idx(raw: bytes, path) -> np.ndarray:
+    """Parse the bytes of an uncompressed IDX file; every inconsistency raises ValueError."""
+    if len(raw) < 4:
+        raise ValueError(f"{path}: too short for an IDX file ({len(raw)} bytes, header needs 4)")
+    if raw[0] != 0 or raw[1] != 0:
+        raise ValueError(
+            f"{path}: wrong magic number 0x{raw[:4].hex()} (an IDX file starts with 00 00 <type> <ndim>)"
+        )
+    type_code, ndim = raw[2], raw[3]
+    if type_code not in _IDX_TYPES:
+        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x} in magic 0x{raw[:4].hex()}")
+    if ndim == 0:
+        raise ValueError(f"{path}: IDX header declares 0 dimensions")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, {ndim} dimensions need {header_len})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    found = len(raw) - header_len
+    if found != expected:
+        raise ValueError(
+            f"{path}: payload length mismatch: dimensions {dims} of {dtype.itemsize}-byte items need "
+            f"{expected} bytes after the {header_len}-byte header, found {found}"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)  # native byte order, writable
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (gzip or raw). Returns a writable array in native byte order.
+
+    Raises ValueError naming the file for a truncated/corrupt gzip stream, a wrong magic number, an
+    unknown type code or a payload whose length does not match the dimensions.
+    """
+    return _parse_idx(_read_raw_bytes(path), path)
+
+
+# ----------------------------------------------------------------------------- data set
+
+
+class ImageDataset:
+    """Images (N, H, W) uint8 and labels (N,) int64 held in memory; batches made on demand.
+
+    get_batch(indices) -> x float32 (B, 1, H, W) = images / 255, y int64 (B,).
+    """
+
+    def __init__(self, images, labels, name="images", num_classes=None, sources=None):
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        src = f" ({sources[0]} and {sources[1]})" if sources else ""
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{name}: images must be uint8 (N, H, W), got {images.dtype} {images.shape}{src}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{name}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}{src}")
+        if len(images) != len(labels):
+            raise ValueError(
+                f"{name}: image/label count mismatch: {len(images)} images but {len(labels)} labels{src}"
+            )
+        labels = labels.astype(np.int64)
+        if num_classes is None:
+            num_classes = int(labels.max()) + 1 if len(labels) else 0
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"{name}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]{src}"
+            )
+        self.images = images  # (N, H, W) uint8
+        self.labels = labels  # (N,) int64
+        self.name = name
+        self.num_classes = int(num_classes)
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.images.shape[1:]}, classes={self.num_classes})"
+
+    def get_batch(self, indices):
+        """x float32 (B, 1, H, W) in [0, 1] (pixels / 255, as torchvision's ToTensor), y int64 (B,)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        x = self.images[idx].astype(np.float32)  # (B, H, W); IndexError if an index is out of range
+        x /= np.float32(255.0)
+        return x[:, None], self.labels[idx]  # (B, 1, H, W), (B,)
+
+    def subset(self, n: int) -> "ImageDataset":
+        """The first n samples (all of them if n >= len) as a new ImageDataset sharing memory."""
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"{self.name}: subset size must be >= 1, got {n}")
+        return ImageDataset(self.images[:n], self.labels[:n], self.name, self.num_classes, self.sources)
+
+
+# ----------------------------------------------------------------------------- locating files
+
+
+def _repo_datasets_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "datasets"
+
+
+def _default_dir(name: str) -> Path:
+    """$MININSNN_DATA/<name> if the variable is set, else <repo>/datasets/<name>."""
+    env = os.environ.get("MININSNN_DATA")
+    return Path(env) / name if env else _repo_datasets_dir() / name
+
+
+def _find(folder: Path, stem: str):
+    """Path of `stem`.gz or `stem` (raw) in `folder`, or None."""
+    for cand in (folder / (stem + ".gz"), folder / stem):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _check_split(split: str):
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return _SPLIT_FILES[split]
+
+
+def _load_checked(path: Path, stem: str, sha256: dict, verify: bool) -> np.ndarray:
+    raw = _read_raw_bytes(path)
+    if verify:
+        got = hashlib.sha256(raw).hexdigest()
+        if got != sha256[stem]:
+            raise ValueError(
+                f"{path}: sha256 of the uncompressed content is {got}, expected {sha256[stem]} "
+                "(file corrupt or not the official release; pass verify=False to load it anyway)"
+            )
+    return _parse_idx(raw, path)
+
+
+def _load_pair(folder: Path, split: str, name: str, sha256: dict, verify: bool, num_classes: int):
+    img_stem, lbl_stem = _SPLIT_FILES[split]
+    img_path, lbl_path = _find(folder, img_stem), _find(folder, lbl_stem)
+    images = _load_checked(img_path, img_stem, sha256, verify)
+    labels = _load_checked(lbl_path, lbl_stem, sha256, verify)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise ValueError(
+            f"{name}: expected 3-D images and 1-D labels, got {images.shape} in {img_path} "
+            f"and {labels.shape} in {lbl_path}"
+        )
+    return ImageDataset(images, labels, f"{name}-{split}", num_classes, sources=(img_path, lbl_path))
+
+
+def load_mnist(split: str = "train", root=None, verify: bool = True) -> ImageDataset:
+    """MNIST train (60000) or test (10000) split from `root` (gz or raw IDX files).
+
+    root defaults to $MININSNN_DATA/mnist, else <repo>/datasets/mnist (shipped with the repository).
+    verify=True checks the sha256 of the uncompressed bytes against MNIST_SHA256.
+    """
+    stems = _check_split(split)
+    folder = Path(root) if root is not None else _default_dir("mnist")
+    missing = [s for s in stems if _find(folder, s) is None]
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} in {folder}, "
+            f"missing {', '.join(missing)}. A source checkout of mininsnn ships them in datasets/mnist/; "
+            "otherwise copy the four official IDX files (from http://yann.lecun.com/exdb/mnist/) into a folder "
+            "and pass root=<folder> (or set MININSNN_DATA=<parent> with the files in <parent>/mnist)."
+        )
+    return _load_pair(folder, split, "mnist", MNIST_SHA256, verify, 10)
+
+
+def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
+    """Fetch `url` to `dest` atomically: temp file in dest's folder, check, then rename.
+
+    The check is the sha256 of the uncompressed content (see datasets/README.md for why not the
+    gzip container's). On any failure the temp file is removed and dest is left untouched.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+            except OSError as e:  # URLError, HTTPError, timeouts, refused connections
+                raise OSError(f"download of {url} failed: {e}") from None
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            raw = _read_raw_bytes(tmp)
+        except ValueError as e:
+            raise ValueError(f"download of {url} is not a valid file: {e}") from None
+        got = hashlib.sha256(raw).hexdigest()
+        if got != sha256[stem]:
+            raise ValueError(
+                f"download of {url}: checksum error: sha256 of the uncompressed content is {got}, "
+                f"expected {sha256[stem]}; nothing was written to {dest}"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def fashion_mnist_search_dirs(root=None) -> list:
+    """The folders load_fashion_mnist looks in, in order."""
+    dirs = [Path(root)] if root is not None else []
+    return dirs + [_default_dir("fashion-mnist"), *FASHION_MNIST_SYSTEM_DIRS]
+
+
+def load_fashion_mnist(split: str = "train", root=None, download: bool = False, verify: bool = True,
+                       base_url: str = FASHION_MNIST_URL) -> ImageDataset:
+    """Fashion-MNIST train (60000) or test (10000) split.
+
+    Looks in `root`, then $MININSNN_DATA/fashion-mnist or <repo>/datasets/fashion-mnist, then
+    /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist). If the split is in none
+    of them and download=True, the four official files are downloaded from `base_url` into `root`
+    (or the default folder), each checked by sha256 and written atomically.
+    """
+    stems = _check_split(split)
+    searched = fashion_mnist_search_dirs(root)
+    for folder in searched:
+        if all(_find(folder, s) is not None for s in stems):
+            return _load_pair(folder, split, "fashion-mnist", FASHION_MNIST_SHA256, verify, 10)
+    if download:
+        dest_dir = Path(root) if root is not None else _default_dir("fashion-mnist")
+        base = base_url if base_url.endswith("/") else base_url + "/"
+        for stem in FASHION_MNIST_SHA256:
+            if _find(dest_dir, stem) is None:
+                _download_verified(base + stem + ".gz", dest_dir / (stem + ".gz"), stem, FASHION_MNIST_SHA256)
+        return _load_pair(dest_dir, split, "fashion-mnist", FASHION_MNIST_SHA256, verify, 10)
+    raise FileNotFoundError(
+        f"Fashion-MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} in one of "
+        f"{', '.join(str(d) for d in searched)}. To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+        "or pass download=True (--download on the command line) to fetch the official files, "
+        f"or copy the four IDX files into {searched[0]}."
+    )
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class BatchIterator:
+    """Seeded mini-batches over any dataset with __len__ and get_batch(indices).
+
+    The sample order of epoch e is a pure function of (seed, e):
+    np.random.default_rng([seed, e]).permutation(n), so resuming at epoch e reproduces it exactly.
+    The last partial batch is kept unless drop_last.
+    """
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """(n,) int64: the sample order of `epoch`."""
+        if int(epoch) != epoch or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(n).astype(np.int64)
+
+    def batch_indices(self, epoch: int) -> list:
+        """The index arrays of the batches of `epoch`, in order."""
+        order = self.order(epoch)
+        bs = self.batch_size
+        return [order[i * bs:(i + 1) * bs] for i in range(len(self))]
+
+    def epoch(self, epoch: int):
+        """Iterator over the (x, y) batches of `epoch` (each batch is made when it is reached)."""
+        batches = self.batch_indices(epoch)  # validates `epoch` now, not at the first next()
+        return (self.dataset.get_batch(idx) for idx in batches)

@@ -1,0 +1,18 @@
+"""The one place where Numba JIT flags are set.
+
+Every kernel in ``mininsnn.kernels`` is decorated with :func:`jit`. Kernels are cached on disk
+(``cache=True``) so that the compile cost is paid once per machine, not once per process.
+No ``fastmath``: results must match the slow reference twins in ``tests/`` exactly.
+"""
+
+import numba
+
+__all__ = ["jit", "prange"]
+
+prange = numba.prange
+
+
+def jit(fn=None, *, parallel=False):
+    """``numba.njit`` with mininsnn's defaults (cached, nogil, optional ``parallel``)."""
+    decorator = numba.njit(cache=True, nogil=True, parallel=parallel)
+    return decorator if fn is None else decorator(fn)

@@ -1,0 +1,109 @@
+"""2-D convolution (cross-correlation, as in PyTorch) over a batch of N = T*B samples.
+
+    Y[n, o, i, j] = sum_{c, kh, kw} W[o, c, kh, kw] * X[n, c, i*s - p + kh, j*s - p + kw]
+
+(zero outside the input; s = stride, p = padding). The kernels take the weight with output
+channels last, Wt[c, kh, kw, o] = W[o, c, kh, kw], so the innermost loops run over contiguous
+output channels.
+
+The forward and the weight gradient are *event-driven*: they walk the input and skip zeros, and
+each non-zero input element x adds x * W[:, c, kh, kw] to every output it reaches. Spike inputs
+are 0/1 and mostly 0, so this does a fraction of the dense work. The input gradient is dense (every
+input position needs it) and is done as one matrix product per chunk plus :func:`col2im_add`.
+"""
+
+import numpy as np
+
+from mininsnn._jit import jit, prange
+
+
+@jit
+def _out_range(y, pad, K, stride, n_out):
+    """Output indices i with 0 <= y + pad - i*stride < K, as an inclusive range (lo, hi)."""
+    lo = max(0, (y + pad - K + stride) // stride)  # ceil((y + pad - K + 1) / stride)
+    hi = min(n_out - 1, (y + pad) // stride)
+    return lo, hi
+
+
+@jit(parallel=True)
+def conv2d_forward(X, Wt, stride, pad, Y):
+    """X: (N, C, H, W) any real dtype;  Wt: (C, KH, KW, O);  Y: (N, O, OH, OW), written."""
+    N, C, H, Wd = X.shape
+    _, KH, KW, O = Wt.shape
+    OH, OW = Y.shape[2], Y.shape[3]
+    for n in prange(N):
+        acc = np.zeros((OH, OW, O), dtype=Y.dtype)  # Y[n] with channels last
+        for c in range(C):
+            for y in range(H):
+                i_lo, i_hi = _out_range(y, pad, KH, stride, OH)
+                for x in range(Wd):
+                    v = X[n, c, y, x]
+                    if v == 0:
+                        continue  # event-driven: a silent input adds nothing
+                    j_lo, j_hi = _out_range(x, pad, KW, stride, OW)
+                    for i in range(i_lo, i_hi + 1):
+                        kh = y + pad - i * stride
+                        for j in range(j_lo, j_hi + 1):
+                            kw = x + pad - j * stride
+                            for o in range(O):
+                                acc[i, j, o] += v * Wt[c, kh, kw, o]
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    Y[n, o, i, j] = acc[i, j, o]
+
+
+@jit(parallel=True)
+def conv2d_backward_weight(X, dYt, stride, pad, dWt_parts):
+    """dW[o, c, kh, kw] = sum_{n, i, j} dY[n, o, i, j] * X[n, c, i*s - p + kh, j*s - p + kw]
+
+    X: (N, C, H, W);  dYt: (N, OH, OW, O) = dY with channels last;
+    dWt_parts: (P, C, KH, KW, O), written: partial sums over P slices of the batch (sum them).
+    Event-driven like the forward: only non-zero inputs contribute.
+    """
+    N, C, H, Wd = X.shape
+    P, _, KH, KW, O = dWt_parts.shape
+    OH, OW = dYt.shape[1], dYt.shape[2]
+    for p in prange(P):
+        part = dWt_parts[p]
+        part[:] = 0.0
+        for n in range(p * N // P, (p + 1) * N // P):
+            for c in range(C):
+                for y in range(H):
+                    i_lo, i_hi = _out_range(y, pad, KH, stride, OH)
+                    for x in range(Wd):
+                        v = X[n, c, y, x]
+                        if v == 0:
+                            continue
+                        j_lo, j_hi = _out_range(x, pad, KW, stride, OW)
+                        for i in range(i_lo, i_hi + 1):
+                            kh = y + pad - i * stride
+                            for j in range(j_lo, j_hi + 1):
+                                kw = x + pad - j * stride
+                                for o in range(O):
+                                    part[c, kh, kw, o] += v * dYt[n, i, j, o]
+
+
+@jit(parallel=True)
+def col2im_add(dcols, stride, pad, dX):
+    """dX[n, c, i*s - p + kh, j*s - p + kw] = sum of dcols[n, i, j, c, kh, kw] over all (i, j, kh, kw)
+    that land there (positions in the padding are dropped).
+
+    dcols: (N, OH, OW, C, KH, KW), where dcols[n, i, j] = sum_o dY[n, o, i, j] * W[o, :, :, :];
+    dX: (N, C, H, W), written.
+    """
+    N, OH, OW, C, KH, KW = dcols.shape
+    H, Wd = dX.shape[2], dX.shape[3]
+    for n in prange(N):
+        dX[n] = 0.0
+        for i in range(OH):
+            for j in range(OW):
+                for c in range(C):
+                    for kh in range(KH):
+                        y = i * stride - pad + kh
+                        if y < 0 or y >= H:
+                            continue
+                        for kw in range(KW):
+                            x = j * stride - pad + kw
+                            if 0 <= x < Wd:
+                                dX[n, c, y, x] += dcols[n, i, j, c, kh, kw]

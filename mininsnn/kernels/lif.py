@@ -1,0 +1,98 @@
+"""Leaky integrate-and-fire neuron: forward over all time steps and its BPTT.
+
+Notation (SpikingJelly-style charge / fire / reset), for one neuron:
+
+    R[t] = H(U[t-1] - theta)                  reset signal = previous spike; DETACHED (no gradient)
+    U[t] = beta * U[t-1] + I[t] - theta * R[t]          "subtract" reset (the paper's)
+    U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])          "zero" reset (option)
+    S[t] = H(U[t] - theta)                    spike, strict step; smooth twin: S[t] = g(U[t] - theta)
+    U[-1] = 0, R[0] = 0
+
+Shapes: I is (TI, N) with TI == T (dynamic input) or TI == 1 (static input: the same current at
+every step, stored once). U and S are (T, N); N is everything but time (batch * features).
+
+Neurons are split into blocks that run in parallel; inside a block the time loop is outermost, so
+each step reads and writes contiguous rows.
+"""
+
+import numpy as np
+
+from mininsnn._jit import jit, prange
+from mininsnn.surrogate import sg_grad, sg_primitive
+
+BLOCK = 4096  # neurons per parallel work item
+
+
+@jit(parallel=True)
+def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+    """Run the neuron over T steps.
+
+    I: (TI, N) input current, TI in {1, T}
+    U: (T, N) membrane potential, written
+    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(U - theta) instead of H)
+    beta, theta: scalars of I's dtype.
+    """
+    TI, N = I.shape
+    zero = theta - theta  # 0 in the input's dtype
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        for t in range(T):
+            ti = t if TI > 1 else 0
+            for n in range(lo, hi):
+                u_prev = U[t - 1, n] if t > 0 else zero
+                fired = u_prev > theta  # R[t] = H(U[t-1] - theta); False at t = 0 since U[-1] = 0
+                if zero_reset:
+                    # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
+                    u = zero if fired else beta * u_prev + I[ti, n]
+                else:
+                    # U[t] = beta * U[t-1] + I[t] - theta * R[t]
+                    u = beta * u_prev + I[ti, n]
+                    if fired:
+                        u = u - theta
+                U[t, n] = u
+                if smooth:
+                    S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
+                else:
+                    S[t, n] = u > theta  # S[t] = H(U[t] - theta)
+
+
+@jit(parallel=True)
+def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+    """BPTT through the neuron.
+
+    dS: (T, N) dL/dS[t]
+    U:  (T, N) membrane potential from the forward
+    dI: (TI, N) dL/dI, written; with TI == 1 (static input) the sum over t of dL/dI[t]
+
+        dU[t] = dS[t] * sg'(U[t] - theta) + dU[t+1] * dU[t+1]/dU[t]
+        dI[t] = dU[t] * dU[t]/dI[t]
+    """
+    T, N = dS.shape
+    TI = dI.shape[0]
+    zero = theta - theta  # 0 in the input's dtype
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t]
+        if TI == 1:
+            dI[0, lo:hi] = 0.0
+        for t in range(T - 1, -1, -1):
+            for n in range(lo, hi):
+                # fwd: S[t] = H(U[t] - theta)
+                # =>   dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
+                dU = dS[t, n] * sg_grad(sg_code, sg_k, U[t, n] - theta) + carry[n - lo]
+                if zero_reset:
+                    # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
+                    # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
+                    if t > 0 and U[t - 1, n] > theta:
+                        dU = zero
+                    carry[n - lo] = beta * dU
+                else:
+                    # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
+                    # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
+                    carry[n - lo] = beta * dU
+                if TI == 1:
+                    dI[0, n] += dU  # static input: I[t] = I for every t, so dI = sum_t dU[t]
+                else:
+                    dI[t, n] = dU

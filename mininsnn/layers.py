@@ -1,0 +1,558 @@
+"""Layers: thin classes that validate, allocate, call the kernels and keep the cache.
+
+Every layer works on whole time-major sequences: ``forward(x, ctx)`` takes ``x`` of shape
+``(TI, B, ...)`` and ``backward(dout)`` returns ``dL/dx`` of the same shape. ``TI`` is either the
+number of time steps ``ctx.T`` or 1 for a *static* input, which stands for ``ctx.T`` identical steps
+and is computed once (for MNIST: conv1, pooling and BatchNorm 1 run once per batch). The first
+:class:`Leaky` turns a static input into a ``(T, B, ...)`` spike train.
+
+Stateless layers fold time into the batch (``T * B`` samples at once); only the neuron loops over
+time. Gradients are accumulated (``+=``) into ``layer.grads``; call ``zero_grad`` between batches.
+Each ``forward`` is followed by its ``backward``; the maths is restated in ``docs/bptt.md``.
+"""
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from mininsnn import surrogate as sg
+from mininsnn.kernels import conv as kconv
+from mininsnn.kernels import lif as klif
+from mininsnn.kernels import norm as knorm
+from mininsnn.kernels import pool as kpool
+from mininsnn.quant import check_bits, quantize_backward, quantize_forward
+
+__all__ = [
+    "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
+    "Dropout", "Leaky", "fuse_avgpool", "unfuse_avgpool_grad",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+SPIKE_DTYPE = np.dtype(np.uint8)
+
+
+@dataclass
+class Context:
+    """What a layer needs to know about the pass: number of steps, mode, and the RNG (Dropout)."""
+
+    T: int
+    training: bool
+    rng: np.random.Generator
+
+
+class Layer:
+    """Base class: a name (set by the network), parameters, their gradients, buffers."""
+
+    def __init__(self):
+        self.name = type(self).__name__
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+        self.check_inputs = True  # the network turns this off behind its own input check
+        self.cache = None
+
+    def _add_param(self, key, value):
+        self.params[key] = value
+        self.grads[key] = np.zeros_like(value)
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g[...] = 0.0
+
+    def _check_params(self):
+        for key, p in self.params.items():
+            if not np.isfinite(p).all():
+                raise ValueError(f"{self.name}: parameter '{key}' contains NaN or inf")
+
+    def _check_input(self, x, trailing, allow_spikes=False):
+        """x must be an ndarray (TI, B, *trailing), float (or uint8 spikes if allowed), finite."""
+        if not self.check_inputs:
+            return
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"{self.name}: expected a numpy array, got {type(x).__name__}")
+        want = "(T, B, " + ", ".join(str(d) for d in trailing) + ")"
+        if x.ndim != 2 + len(trailing) or tuple(x.shape[2:]) != tuple(trailing):
+            raise ValueError(f"{self.name}: expected input of shape {want}, got {x.shape}")
+        if x.dtype == SPIKE_DTYPE and allow_spikes:
+            return
+        if x.dtype not in FLOAT_DTYPES:
+            kinds = "float32, float64" + (" or uint8 spikes" if allow_spikes else "")
+            raise ValueError(f"{self.name}: expected dtype {kinds}, got {x.dtype}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self.name}: input contains NaN or inf")
+
+    def forward(self, x, ctx):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self):
+        return ""
+
+
+def _uniform_init(rng, shape, fan_in, dtype):
+    """PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _check_positive_int(name, key, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected {key} to be a positive integer, got {v!r}")
+    return int(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Conv2d (with weight quantization and optional fused 2x2 average pooling)
+
+def fuse_avgpool(W, k):
+    """The kernel of "conv(W, stride 1) then k x k average pooling with stride k" as one conv.
+
+    Wf[o, c, i, j] = (1/k^2) * sum_{a, b < k} W[o, c, i - a, j - b]     (stride k, size KH + k - 1)
+    """
+    O, C, KH, KW = W.shape
+    Wf = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
+    for a in range(k):
+        for b in range(k):
+            Wf[:, :, a:a + KH, b:b + KW] += W
+    Wf *= W.dtype.type(1.0 / (k * k))
+    return Wf
+
+
+def unfuse_avgpool_grad(dWf, k, KH, KW):
+    """Backward of :func:`fuse_avgpool`:  dW[o, c, i, j] = (1/k^2) * sum_{a, b < k} dWf[o, c, i + a, j + b]."""
+    dW = np.zeros(dWf.shape[:2] + (KH, KW), dtype=dWf.dtype)
+    for a in range(k):
+        for b in range(k):
+            dW += dWf[:, :, a:a + KH, b:b + KW]
+    dW *= dWf.dtype.type(1.0 / (k * k))
+    return dW
+
+
+class Conv2d(Layer):
+    """2-D convolution, weight (out, in, kh, kw) as in PyTorch, optionally n-bit fake-quantized.
+
+    When the network sets ``fused_pool = k`` (this conv has stride 1 and is followed by k x k average
+    pooling with stride k), forward and both gradients use the equivalent (K+k-1)-sized conv with
+    stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through.
+    """
+
+    DX_CHUNK_FLOATS = 1 << 22  # rows of the input-gradient matrix product per chunk (16 MiB float32)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
+                 bits=None, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_channels = _check_positive_int("Conv2d", "in_channels", in_channels)
+        self.out_channels = _check_positive_int("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _check_positive_int("Conv2d", "kernel_size", kernel_size)
+        self.stride = _check_positive_int("Conv2d", "stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"Conv2d: expected padding to be an integer >= 0, got {padding!r}")
+        self.padding = int(padding)
+        self.bits = check_bits(bits, "Conv2d")
+        self.fused_pool = None
+        self.needs_input_grad = True
+        rng = np.random.default_rng() if rng is None else rng
+        fan_in = in_channels * kernel_size * kernel_size
+        K = self.kernel_size
+        self._add_param("weight", _uniform_init(rng, (out_channels, in_channels, K, K), fan_in, dtype))
+        if bias:
+            self._add_param("bias", _uniform_init(rng, (out_channels,), fan_in, dtype))
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bias={'bias' in self.params}, bits={self.bits}")
+
+    def output_hw(self, H, W):
+        K, s, p = self.kernel_size, self.stride, self.padding
+        OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
+        if self.fused_pool:
+            OH, OW = OH // self.fused_pool, OW // self.fused_pool
+        return OH, OW
+
+    def forward(self, x, ctx):
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.in_channels}, H, W), "
+                                 f"got {getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, (self.in_channels,) + x.shape[3:], allow_spikes=True)
+        self._check_params()
+        TI, B, C, H, W = x.shape
+        K, p = self.kernel_size, self.padding
+        if H + 2 * p < K or W + 2 * p < K:
+            raise ValueError(f"{self.name}: input {H}x{W} (padding {p}) is smaller than the {K}x{K} kernel")
+        dtype = self.params["weight"].dtype
+        # Wq = quantize(W): recomputed from the latent float weights at every forward
+        Wq, _ = quantize_forward(self.params["weight"], self.bits)
+        Wk, stride = Wq, self.stride
+        if self.fused_pool:
+            Wk, stride = fuse_avgpool(Wq, self.fused_pool), self.fused_pool
+        OH, OW = self.output_hw(H, W)
+        Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
+        X = x.reshape(TI * B, C, H, W)
+        Y = np.empty((TI * B, self.out_channels, OH, OW), dtype=dtype)  # (N, O, OH, OW)
+        kconv.conv2d_forward(X, Wt, stride, p, Y)
+        if "bias" in self.params:
+            Y += self.params["bias"][None, :, None, None]
+        self.cache = (x, Wt, stride)
+        return Y.reshape(TI, B, self.out_channels, OH, OW)
+
+    def backward(self, dout):
+        x, Wt, stride = self.cache
+        TI, B, C, H, W = x.shape
+        N = TI * B
+        O = self.out_channels
+        OH, OW = dout.shape[3], dout.shape[4]
+        KH, KW = Wt.shape[1], Wt.shape[2]
+        X = x.reshape(N, C, H, W)
+        dYt = np.ascontiguousarray(dout.reshape(N, O, OH, OW).transpose(0, 2, 3, 1))  # (N, OH, OW, O)
+        # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
+        P = max(1, min(N, 2 * numba.get_num_threads()))
+        parts = np.empty((P, C, KH, KW, O), dtype=dYt.dtype)  # per-slice partial sums
+        kconv.conv2d_backward_weight(X, dYt, stride, self.padding, parts)
+        dWk = parts.sum(axis=0).transpose(3, 0, 1, 2)  # (O, C, KH, KW)
+        if self.fused_pool:
+            dWk = unfuse_avgpool_grad(dWk, self.fused_pool, self.kernel_size, self.kernel_size)
+        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
+        self.grads["weight"] += quantize_backward(dWk)
+        if "bias" in self.params:
+            # fwd: Y += b[o]  =>  db[o] = sum_{n,i,j} dY[n,o,i,j]
+            self.grads["bias"] += dYt.sum(axis=(0, 1, 2))
+        if not self.needs_input_grad:
+            return None
+        # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
+        # as a matrix product dcols[(n,i,j), (c,kh,kw)] = dYt[(n,i,j), o] @ Wt[(c,kh,kw), o]^T, then
+        # every column scattered back to the input position it came from (col2im)
+        Wmat = Wt.reshape(C * KH * KW, O)
+        dX = np.empty((N, C, H, W), dtype=dYt.dtype)  # (N, C, H, W)
+        chunk = max(1, self.DX_CHUNK_FLOATS // (OH * OW * C * KH * KW))
+        for a in range(0, N, chunk):
+            b = min(N, a + chunk)
+            dcols = dYt[a:b].reshape(-1, O) @ Wmat.T  # ((b-a)*OH*OW, C*KH*KW)
+            kconv.col2im_add(dcols.reshape(b - a, OH, OW, C, KH, KW), stride, self.padding, dX[a:b])
+        return dX.reshape(x.shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pooling
+
+class AvgPool2d(Layer):
+    """k x k average pooling (stride defaults to k). Passes its input through when fused into the conv before it."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.k = _check_positive_int("AvgPool2d", "kernel_size", kernel_size)
+        self.stride = self.k if stride is None else _check_positive_int("AvgPool2d", "stride", stride)
+        self.fused = False
+
+    def extra_repr(self):
+        return f"kernel_size={self.k}, stride={self.stride}" + (", fused" if self.fused else "")
+
+    def forward(self, x, ctx):
+        if self.fused:
+            return x  # the pooling was folded into the previous conv's kernel
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, x.shape[2:])
+        TI, B, C, H, W = x.shape
+        if H < self.k or W < self.k:
+            raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
+        OH, OW = (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1
+        Y = np.empty((TI * B, C, OH, OW), dtype=x.dtype)  # (N, C, OH, OW)
+        kpool.avgpool_forward(x.reshape(TI * B, C, H, W), self.k, self.stride, Y)
+        self.cache = x.shape
+        return Y.reshape(TI, B, C, OH, OW)
+
+    def backward(self, dout):
+        if self.fused:
+            return dout
+        TI, B, C, H, W = self.cache
+        dX = np.empty((TI * B, C, H, W), dtype=dout.dtype)  # (N, C, H, W)
+        kpool.avgpool_backward(dout.reshape(TI * B, C, *dout.shape[3:]), self.k, self.stride, dX)
+        return dX.reshape(self.cache)
+
+
+class MaxPool2d(Layer):
+    """k x k max pooling (stride defaults to k); ties go to the first maximum in row-major order."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.k = _check_positive_int("MaxPool2d", "kernel_size", kernel_size)
+        self.stride = self.k if stride is None else _check_positive_int("MaxPool2d", "stride", stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.k}, stride={self.stride}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, x.shape[2:], allow_spikes=True)
+        TI, B, C, H, W = x.shape
+        if H < self.k or W < self.k:
+            raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
+        OH, OW = (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1
+        Y = np.empty((TI * B, C, OH, OW), dtype=x.dtype)  # (N, C, OH, OW)
+        argmax = np.empty((TI * B, C, OH, OW), dtype=np.int32)  # (N, C, OH, OW)
+        kpool.maxpool_forward(x.reshape(TI * B, C, H, W), self.k, self.stride, Y, argmax)
+        self.cache = (x.shape, argmax)
+        return Y.reshape(TI, B, C, OH, OW)
+
+    def backward(self, dout):
+        shape, argmax = self.cache
+        TI, B, C, H, W = shape
+        dX = np.empty((TI * B, C, H, W), dtype=dout.dtype)  # (N, C, H, W)
+        kpool.maxpool_backward(dout.reshape(argmax.shape), argmax, self.k, self.stride, dX)
+        return dX.reshape(shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm over time
+
+class BatchNorm2d(Layer):
+    """BatchNorm applied at every time step with that step's batch statistics (training), running
+    statistics updated once per step (momentum, unbiased variance), running statistics in eval.
+
+    A static input (TI = 1) stands for T identical steps: the statistics are computed once and the
+    running statistics updated T times, exactly as T separate identical steps would.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _check_positive_int("BatchNorm2d", "num_features", num_features)
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"BatchNorm2d: expected eps > 0, got {eps!r}")
+        if not (np.isfinite(momentum) and 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm2d: expected momentum in [0, 1], got {momentum!r}")
+        self.eps, self.momentum = float(eps), float(momentum)
+        self._add_param("weight", np.ones(num_features, dtype=dtype))
+        self._add_param("bias", np.zeros(num_features, dtype=dtype))
+        self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+        self.buffers["num_batches_tracked"] = np.zeros((), dtype=np.int64)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.num_features}, H, W), got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, (self.num_features,) + x.shape[3:])
+        self._check_params()
+        TI, B, C, H, W = x.shape
+        X = x.reshape(TI, B, C, H * W)
+        gamma, beta = self.params["weight"], self.params["bias"]
+        Y = np.empty_like(X)  # (TI, B, C, M)
+        if not ctx.training:
+            knorm.batchnorm_eval(X, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"],
+                                 self.eps, Y)
+            self.cache = ("eval", X)
+            return Y.reshape(x.shape)
+        n = B * H * W
+        if n < 2:
+            raise ValueError(f"{self.name}: training needs more than one value per channel, got input {x.shape}")
+        Xhat = np.empty_like(X)  # (TI, B, C, M)
+        mean = np.empty((TI, C), dtype=X.dtype)  # (TI, C)
+        var = np.empty((TI, C), dtype=X.dtype)  # (TI, C) biased
+        knorm.batchnorm_forward(X, gamma, beta, self.eps, Y, Xhat, mean, var)
+        # running stats: one update per time step (a static input stands for T identical steps)
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        m = rm.dtype.type(self.momentum)
+        unbiased = var * (n / (n - 1))
+        for t in range(ctx.T if TI == 1 else TI):
+            ti = 0 if TI == 1 else t
+            rm[...] = (1 - m) * rm + m * mean[ti]
+            rv[...] = (1 - m) * rv + m * unbiased[ti]
+        self.buffers["num_batches_tracked"][...] += ctx.T if TI == 1 else TI
+        self.cache = ("train", Xhat, var)
+        return Y.reshape(x.shape)
+
+    def backward(self, dout):
+        shape = dout.shape
+        TI, B, C = shape[:3]
+        dY = dout.reshape(TI, B, C, -1)
+        gamma = self.params["weight"]
+        if self.cache[0] == "eval":
+            # fwd: Y = gamma * (X - rm) / sqrt(rv + eps) + beta   (running stats are constants)
+            X = self.cache[1]
+            inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
+            xhat = (X - self.buffers["running_mean"][:, None]) * inv_std[:, None]
+            self.grads["weight"] += (dY * xhat).sum(axis=(0, 1, 3))
+            self.grads["bias"] += dY.sum(axis=(0, 1, 3))
+            return (dY * (gamma * inv_std)[:, None]).astype(dout.dtype).reshape(shape)
+        _, Xhat, var = self.cache
+        dX = np.empty_like(dY)  # (TI, B, C, M)
+        dgamma_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
+        dbeta_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
+        knorm.batchnorm_backward(dY, Xhat, gamma, var, self.eps, dX, dgamma_t, dbeta_t)
+        self.grads["weight"] += dgamma_t.sum(axis=0)
+        self.grads["bias"] += dbeta_t.sum(axis=0)
+        return dX.reshape(shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear, Flatten, Dropout
+
+class Linear(Layer):
+    """Y = X @ Wq^T + b over (T, B, in) -> (T, B, out); weight (out, in) as in PyTorch."""
+
+    def __init__(self, in_features, out_features, bias=True, bits=None, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features = _check_positive_int("Linear", "in_features", in_features)
+        self.out_features = _check_positive_int("Linear", "out_features", out_features)
+        self.bits = check_bits(bits, "Linear")
+        self.needs_input_grad = True
+        rng = np.random.default_rng() if rng is None else rng
+        self._add_param("weight", _uniform_init(rng, (out_features, in_features), in_features, dtype))
+        if bias:
+            self._add_param("bias", _uniform_init(rng, (out_features,), in_features, dtype))
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}, bits={self.bits}"
+
+    def forward(self, x, ctx):
+        self._check_input(x, (self.in_features,), allow_spikes=True)
+        self._check_params()
+        TI, B, F = x.shape
+        W = self.params["weight"]
+        Wq, _ = quantize_forward(W, self.bits)  # recomputed at every forward
+        X = x.reshape(TI * B, F).astype(W.dtype, copy=False)  # spikes 0/1 -> float
+        Y = X @ Wq.T  # (N, out)
+        if "bias" in self.params:
+            Y += self.params["bias"]
+        self.cache = (x, Wq)
+        return Y.reshape(TI, B, self.out_features)
+
+    def backward(self, dout):
+        x, Wq = self.cache
+        TI, B, F = x.shape
+        dY = dout.reshape(TI * B, self.out_features)
+        X = x.reshape(TI * B, F).astype(dY.dtype, copy=False)
+        # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
+        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
+        self.grads["weight"] += quantize_backward(dY.T @ X)
+        if "bias" in self.params:
+            self.grads["bias"] += dY.sum(axis=0)
+        if not self.needs_input_grad:
+            return None
+        return (dY @ Wq).reshape(x.shape)
+
+
+class Flatten(Layer):
+    """(T, B, C, H, W) -> (T, B, C*H*W), in C-H-W order like torch.flatten(x, 1)."""
+
+    def forward(self, x, ctx):
+        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 3):
+            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self.cache = x.shape
+        return x.reshape(x.shape[0], x.shape[1], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.cache)
+
+
+class Dropout(Layer):
+    """Zero each element with probability p, scale the rest by 1/(1-p); a fresh mask at every time
+    step; identity in eval mode. A static input is expanded to T steps first (each step its own mask)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not (isinstance(p, (int, float, np.floating)) and 0 <= p < 1):
+            raise ValueError(f"Dropout: expected p in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
+            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        if not ctx.training or self.p == 0:
+            self.cache = None
+            return x
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+        shape = (ctx.T,) + x.shape[1:]
+        keep = ctx.rng.random(shape) >= self.p
+        mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))  # (T, B, ...)
+        self.cache = (x.shape, mask)
+        return x * mask
+
+    def backward(self, dout):
+        if self.cache is None:
+            return dout
+        shape, mask = self.cache
+        # fwd: Y = X * mask  =>  dX = dY * mask   (summed over t for a static input)
+        dX = dout * mask
+        return dX.sum(axis=0, keepdims=True) if shape[0] != dX.shape[0] else dX
+
+
+# ------------------------------------------------------------------------------------------------
+# Leaky integrate-and-fire neuron
+
+class Leaky(Layer):
+    """The reference LIF neuron (snnTorch ``Leaky``): delayed, detached reset; strict threshold.
+
+        R[t] = H(U[t-1] - theta)      U[t] = beta U[t-1] + I[t] - theta R[t]      S[t] = H(U[t] - theta)
+
+    ``reset="zero"`` gives U[t] = (beta U[t-1] + I[t]) (1 - R[t]). Output spikes are uint8 0/1 of
+    shape (T, B, ...). With ``smooth=True`` the output is the float smooth twin g(U - theta) (for
+    gradient checks). Backward: BPTT with the surrogate derivative (kernels/lif.py).
+    """
+
+    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False):
+        super().__init__()
+        if not (isinstance(beta, (int, float, np.floating)) and np.isfinite(beta) and 0 <= beta <= 1):
+            raise ValueError(f"Leaky: expected beta in [0, 1], got {beta!r}")
+        if not (isinstance(threshold, (int, float, np.floating)) and np.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"Leaky: expected a finite threshold > 0, got {threshold!r}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"Leaky: expected reset 'subtract' or 'zero', got {reset!r}")
+        self.beta, self.threshold, self.reset = float(beta), float(threshold), reset
+        self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
+        self.smooth = bool(smooth)
+        self.firing_rate = float("nan")
+        self.last_spikes = None
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
+            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_input(x, x.shape[2:])
+        TI = x.shape[0]
+        if TI not in (1, ctx.T):
+            raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {TI}")
+        T, dt = ctx.T, x.dtype.type
+        I = x.reshape(TI, -1)  # (TI, N)
+        U = np.empty((T, I.shape[1]), dtype=x.dtype)  # (T, N) membrane potential
+        S = np.empty((T, I.shape[1]), dtype=x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
+        klif.lif_forward(I, T, dt(self.beta), dt(self.threshold), self.reset == "zero", self.smooth,
+                         self.surrogate.code, dt(self.surrogate.k), U, S)
+        self.cache = (x.shape, U)
+        self.firing_rate = float(S.mean()) if not self.smooth else float((U > self.threshold).mean())
+        self.last_spikes = S
+        return S.reshape((T,) + x.shape[1:])
+
+    def backward(self, dout):
+        shape, U = self.cache
+        T = U.shape[0]
+        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
+        dI = np.empty((shape[0], U.shape[1]), dtype=U.dtype)  # (TI, N)
+        dt = U.dtype.type
+        klif.lif_backward(dS, U, dt(self.beta), dt(self.threshold), self.reset == "zero",
+                          self.surrogate.code, dt(self.surrogate.k), dI)
+        return dI.reshape(shape)

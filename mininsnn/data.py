@@ -272,6 +272,9 @@ def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
                 f"download of {url}: checksum error: sha256 of the uncompressed content is {got}, "
                 f"expected {sha256[stem]}; nothing was written to {dest}"
             )
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):

@@ -107,6 +107,12 @@ def _write_items(grp: h5py.Group, tree: dict, where: str) -> None:
         _write_node(grp, key, value, f"{where}/{key}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path, tree: dict) -> None:
     """Write ``tree`` (a dict) to the HDF5 file ``path`` atomically (see the module docstring)."""
     if not isinstance(tree, dict):
@@ -117,6 +123,7 @@ def save_checkpoint(path, tree: dict) -> None:
                                dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())                 # mkstemp makes it 0600; use the umask
         with h5py.File(tmp, "w", track_order=True) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION

@@ -1,0 +1,242 @@
+"""Command line: ``mininsnn train | eval | plot``.
+
+    mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
+    mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
+    mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
+    mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
+
+Bad input (unknown flag, impossible value, missing data, a run folder that belongs to another
+configuration) prints one line saying what to do and returns exit code 2 before anything is
+written. ``main`` returns the exit code instead of calling sys.exit, so it can be called from
+Python (the examples and the tests do).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are a one-line UsageError instead of usage text + sys.exit."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _bits(text: str):
+    """--bits: an integer 2..16, or none/fp/32 for full precision."""
+    if text.lower() in ("none", "fp", "float", "32"):
+        return None
+    try:
+        b = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 2..16 or 'none', got {text!r}")
+    if not 2 <= b <= 16:
+        raise argparse.ArgumentTypeError(f"expected an integer 2..16 or 'none', got {text!r}")
+    return b
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mininsnn.schedule import SCHEDULES
+
+    p = _Parser(prog="mininsnn", allow_abbrev=False,
+                description="Train and evaluate quantized spiking neural networks (NumPy + Numba).")
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,plot}")
+    sub.required = True
+    S = argparse.SUPPRESS          # flags not given stay absent, so a resume can tell them apart
+
+    t = sub.add_parser("train", help="train a run (or continue one with --resume)",
+                       allow_abbrev=False, argument_default=S,
+                       description="Train a reference config. Flags not given take the config's "
+                                   "value (or, with --resume, the resumed run's).")
+    t.add_argument("--config", help="model config name (default mnist-4bit), see mininsnn.models")
+    t.add_argument("--epochs", type=int, help="total number of epochs (default 1)")
+    t.add_argument("--bits", type=_bits, help="weight bits 2..16, or 'none' for full precision")
+    t.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
+    t.add_argument("--lr", type=float, help="initial learning rate")
+    t.add_argument("--batch-size", type=int, dest="batch_size")
+    t.add_argument("--num-steps", type=int, dest="num_steps", help="time steps T")
+    t.add_argument("--seed", type=int, help="seed of weights, dropout and batch order (default 0)")
+    t.add_argument("--t-max", type=int, dest="T_max",
+                   help="cosine T_max / warm-restart T_0 in batches (default from the config)")
+    t.add_argument("--t-mult", type=int, dest="T_mult", help="warm-restart cycle growth (default 1)")
+    t.add_argument("--subset", type=int, help="train on the first N training samples")
+    t.add_argument("--test-subset", type=int, dest="test_subset",
+                   help="evaluate on the first N test samples")
+    t.add_argument("--data-dir", dest="data_dir", help="folder holding the data set's files")
+    t.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing")
+    t.add_argument("--out", help="run folder (default runs/<config>-seed<seed>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+
+    e = sub.add_parser("eval", help="test accuracy of a run's checkpoints", allow_abbrev=False)
+    e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    e.add_argument("--data-dir", dest="data_dir")
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--test-subset", type=int, dest="test_subset",
+                   help="first N test samples (default: the whole test set)")
+    e.add_argument("--batch-size", type=int, dest="batch_size")
+
+    g = sub.add_parser("plot", help="training curves, LR per step and a spike raster",
+                       allow_abbrev=False)
+    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("--out", help="folder for the PNG files (default: RUN_DIR)")
+    g.add_argument("--sample", type=int, default=0, help="test sample of the raster (default 0)")
+    g.add_argument("--data-dir", dest="data_dir")
+    g.add_argument("--no-raster", action="store_true", help="skip the spike raster")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+
+_TRAIN_KEYS = ("epochs", "bits", "schedule", "lr", "batch_size", "num_steps", "seed", "T_max",
+               "T_mult", "subset", "test_subset")
+
+
+def _command_text(argv) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    return (f"# {stamp}  cwd {os.getcwd()}  invoked as: {shlex.join(sys.argv)}\n"
+            f"mininsnn {shlex.join(argv)}")
+
+
+def _train(a, argv) -> int:
+    from mininsnn import train as T
+
+    given = vars(a)
+    overrides = {k: given[k] for k in _TRAIN_KEYS if k in given}
+    data_dir, download = given.get("data_dir"), given.get("download", False)
+    tree = None
+    if "resume" in given:
+        run_dir = Path(a.resume)
+        if "out" in given and Path(a.out).resolve() != run_dir.resolve():
+            raise UsageError("--resume continues the run in its own folder; drop --out")
+        tree = T.load_run(run_dir)
+        saved = T.validate_config(tree["config"])
+        if "config" in given and a.config != saved["config"]:
+            raise T.ConfigError(f"{run_dir} is a {saved['config']} run, not {a.config}; "
+                                "drop --config or start a new run with another --out")
+        cfg = T.validate_config({**saved, **overrides})
+        T.check_same_config(saved, cfg, str(run_dir))
+        if cfg["epochs"] <= tree["epoch"]:
+            raise T.ConfigError(f"{run_dir} has already trained {tree['epoch']} epoch(s); pass "
+                                f"--epochs N with N > {tree['epoch']} to continue it")
+    else:
+        cfg = T.make_config(given.get("config", "mnist-4bit"), **overrides)
+        run_dir = Path(given["out"]) if "out" in given else \
+            Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
+        T.check_new_run_dir(run_dir)
+    train_set, test_set = T.load_data(cfg, data_dir, download)
+    trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir)
+    if tree is not None:
+        trainer.load_state(tree)
+    bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
+    print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
+          f"test samples, {len(trainer.batches)} batches of {cfg['batch_size']} per epoch, "
+          f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+          + (f", resuming after epoch {trainer.epoch}" if tree is not None else "")
+          + f" -> {run_dir}", flush=True)
+    # every check has passed: from here on files are written
+    trainer.prepare_run_dir(_command_text(argv))
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished epoch is in {run_dir / 'last.h5'}; continue "
+              f"with --resume {run_dir}", file=sys.stderr)
+        return 130
+    best = max(history, key=lambda r: r["test_acc"])
+    print(f"done: final test accuracy {100 * history[-1]['test_acc']:.2f}% (epoch "
+          f"{history[-1]['epoch']}); best {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
+          f"files in {run_dir}")
+    return 0
+
+
+def _eval(a) -> int:
+    from mininsnn import train as T
+    from mininsnn.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(a.path)
+    if path.is_dir():
+        files = [path / f for f in ("best.h5", "last.h5") if (path / f).exists()]
+        if not files:
+            raise UsageError(f"{path} has no best.h5 or last.h5; pass a run folder or a "
+                             "checkpoint file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise UsageError(f"{path} does not exist; pass a run folder or a checkpoint file")
+    for name in ("test_subset", "batch_size"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    loaded = []
+    for f in files:                                    # check every file before the slow part
+        try:
+            tree = load_checkpoint(f)
+        except CheckpointError as err:
+            raise T.ConfigError(str(err)) from None
+        if tree.get("kind") != T.CHECKPOINT_KIND:
+            raise T.ConfigError(f"{f} is not a mininsnn training checkpoint")
+        loaded.append((f, tree))
+    test_sets = {}
+    for f, tree in loaded:
+        cfg = T.validate_config({**tree["config"], "test_subset": a.test_subset})
+        key = (cfg["dataset"], cfg["test_subset"])
+        if key not in test_sets:
+            (test_sets[key],) = T.load_data(cfg, a.data_dir, a.download, splits=("test",))
+        net = T.build_net(cfg)
+        net.load_state_dict(tree["model"])
+        t0 = time.perf_counter()
+        r = T.evaluate(net, test_sets[key], cfg, a.batch_size)
+        print(f"{f}: epoch {tree['epoch']}, test accuracy {100 * r['acc']:.2f}% on {r['n']} "
+              f"samples, test loss {r['loss']:.4f}  ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _plot(a) -> int:
+    from mininsnn import plot as P
+
+    written = P.plot_run(a.run_dir, out_dir=a.out, sample=a.sample, data_dir=a.data_dir,
+                         raster=not a.no_raster, log=print)
+    for f in written:
+        print(f"wrote {f}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the command line ``argv`` (default sys.argv[1:]); returns the exit code."""
+    from mininsnn.train import ConfigError, TrainingError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        a, extra = build_parser().parse_known_args(argv)
+        if extra:
+            raise UsageError(f"mininsnn {a.command}: unrecognized arguments: {shlex.join(extra)}"
+                             f" (see `mininsnn {a.command} --help`)")
+        if a.command == "train":
+            return _train(a, argv)
+        if a.command == "eval":
+            return _eval(a)
+        return _plot(a)
+    except SystemExit as e:                    # --help / --version
+        return e.code if isinstance(e.code, int) else 0
+    except (UsageError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

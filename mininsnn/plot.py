@@ -1,0 +1,147 @@
+"""Plots of a run folder (optional extra: ``pip install mininsnn[plot]`` for matplotlib).
+
+    curves.png   train/test loss and train/test accuracy per epoch   (metrics.jsonl)
+    lr.png       learning rate and training loss per step            (steps.csv)
+    raster.png   spikes of one test sample through the three spiking layers (best.h5 or last.h5)
+
+Figures are drawn with matplotlib's object API (no pyplot), so no display is ever needed.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from mininsnn.train import ConfigError, read_metrics
+
+__all__ = ["plot_run", "plot_curves", "plot_steps", "plot_raster"]
+
+
+def _figure(nrows: int, ncols: int, size):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("plotting needs matplotlib: pip install 'mininsnn[plot]'") from None
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def plot_curves(rows: list[dict], path) -> None:
+    """Loss and accuracy per epoch."""
+    fig, ax = _figure(1, 2, (10, 4))
+    ep = [r["epoch"] for r in rows]
+    ax[0, 0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
+    ax[0, 0].plot(ep, [r["test_loss"] for r in rows], "s-", label="test")
+    ax[0, 0].set(xlabel="epoch", ylabel="loss", title="loss")
+    ax[0, 1].plot(ep, [100 * r["train_acc"] for r in rows], "o-", label="train (training mode)")
+    ax[0, 1].plot(ep, [100 * r["test_acc"] for r in rows], "s-", label="test")
+    ax[0, 1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for a in ax[0]:
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+
+
+def _read_steps(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in ("step", "lr", "loss")}
+
+
+def plot_steps(steps: dict, path) -> None:
+    """Learning rate and training loss per step (batch)."""
+    fig, ax = _figure(2, 1, (9, 6))
+    ax[0, 0].plot(steps["step"], steps["lr"])
+    ax[0, 0].set(ylabel="learning rate", title="learning rate per step")
+    ax[0, 0].ticklabel_format(axis="y", useOffset=False)
+    ax[1, 0].plot(steps["step"], steps["loss"], lw=0.8)
+    ax[1, 0].set(xlabel="step (batch)", ylabel="training loss", title="training loss per step")
+    for a in ax[:, 0]:
+        a.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+
+
+def plot_raster(recorded: dict, title: str, path) -> None:
+    """``recorded``: layer name -> spikes (T, B, ...) of one forward; sample 0 is drawn."""
+    names = list(recorded)
+    fig, ax = _figure(len(names), 1, (9, 2.2 * len(names) + 0.6))
+    for a, name in zip(ax[:, 0], names):
+        s = np.asarray(recorded[name])
+        s = s.reshape(s.shape[0], s.shape[1], -1)[:, 0]            # (T, neurons) of sample 0
+        t, i = np.nonzero(s > 0)
+        a.scatter(t, i, s=4, marker="|", color="k", linewidths=0.8)
+        a.set(xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[1] - 0.5), ylabel="neuron",
+              title=f"{name}: {s.shape[1]} neurons, rate {s.mean():.3f}")
+    ax[-1, 0].set_xlabel("time step")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+
+
+def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None:
+    from mininsnn.checkpoint import CheckpointError, load_checkpoint
+    from mininsnn.loss import predict
+    from mininsnn.train import build_net, load_data, validate_config
+
+    ck = next((run_dir / f for f in ("best.h5", "last.h5") if (run_dir / f).exists()), None)
+    if ck is None:
+        log("no best.h5 or last.h5 in the run folder: spike raster skipped")
+        return None
+    try:
+        tree = load_checkpoint(ck)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    cfg = validate_config({**tree["config"], "test_subset": None})
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    if not 0 <= sample < len(test):
+        raise ConfigError(f"--sample must lie in 0..{len(test) - 1}, got {sample}")
+    net = build_net(cfg)
+    net.load_state_dict(tree["model"])
+    net.eval()
+    x, y = test.get_batch([sample])
+    try:
+        if x.ndim == 4:
+            spk = net.forward(x, num_steps=cfg["num_steps"], record=True)
+        else:
+            spk = net.forward(x, record=True)
+    except TypeError:
+        log("this network cannot record per-layer spikes: spike raster skipped")
+        return None
+    recorded = getattr(net, "recorded", None)
+    if not recorded:
+        log("the network recorded no per-layer spikes: spike raster skipped")
+        return None
+    path = out / "raster.png"
+    plot_raster(recorded, f"{ck.name} (epoch {tree['epoch']}), test sample {sample}: label "
+                f"{int(y[0])}, predicted {int(predict(spk)[0])}", path)
+    return path
+
+
+def plot_run(run_dir, out_dir=None, sample: int = 0, data_dir=None, raster: bool = True,
+             log=print) -> list[Path]:
+    """Draw the plots of ``run_dir`` into ``out_dir`` (default: the run folder); returns paths."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run dir {run_dir} does not exist; pass the folder of a training run")
+    rows = read_metrics(run_dir)
+    steps_path = run_dir / "steps.csv"
+    if not rows and not steps_path.exists():
+        raise ConfigError(f"{run_dir} has no metrics.jsonl or steps.csv; is it a run folder?")
+    _figure(1, 1, (1, 1))                          # fail early (nothing written) without matplotlib
+    out = run_dir if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if rows:
+        plot_curves(rows, out / "curves.png")
+        written.append(out / "curves.png")
+    if steps_path.exists():
+        steps = _read_steps(steps_path)
+        if len(steps["step"]):
+            plot_steps(steps, out / "lr.png")
+            written.append(out / "lr.png")
+    if raster:
+        p = _raster(run_dir, out, sample, data_dir, log)
+        if p is not None:
+            written.append(p)
+    return written

@@ -479,6 +479,8 @@ class Dropout(Layer):
         if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
             raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
+        if x.shape[0] not in (1, ctx.T):
+            raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {x.shape[0]}")
         if not ctx.training or self.p == 0:
             self.cache = None
             return x

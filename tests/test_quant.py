@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mininsnn.layers import Context, Conv2d, Linear
+from mininsnn.quant import check_bits, quant_levels, quantize_backward, quantize_forward
+
+weights = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
+                     elements=st.floats(-2, 2, allow_subnormal=False))
+
+
+@given(W=weights, bits=st.integers(2, 16))
+def test_values_follow_the_formula(W, bits):
+    Wq, s = quantize_forward(W, bits)
+    L = 2 ** (bits - 1) - 1
+    if np.abs(W).max() == 0:
+        assert (Wq == 0).all()
+        return
+    assert s == np.abs(W).max() / L
+    q = Wq / s
+    np.testing.assert_allclose(q, np.round(q), atol=1e-9)  # integer levels
+    assert np.abs(np.round(q)).max() <= L
+    # each weight goes to the nearest level (ties are handled below)
+    assert (np.abs(Wq - W) <= s / 2 + 1e-12).all()
+
+
+def test_round_half_to_even_exact_values():
+    # s = 7/7 = 1: W/s hits exact halves
+    W = np.array([7.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.49])
+    Wq, s = quantize_forward(W, 4)
+    assert s == 1.0
+    np.testing.assert_array_equal(Wq, [7, 0, 2, 2, -0, -2, -2, 3])
+
+
+def test_4bit_has_15_levels():
+    W = np.linspace(-1, 1, 1001)
+    Wq, s = quantize_forward(W, 4)
+    assert len(np.unique(np.round(Wq / s))) == 15 and quant_levels(4) == 7
+
+
+def test_dtype_is_kept():
+    W = np.random.default_rng(0).standard_normal(50).astype(np.float32)
+    assert quantize_forward(W, 4)[0].dtype == np.float32
+
+
+def test_full_precision_is_identity():
+    W = np.random.default_rng(0).standard_normal(10)
+    assert quantize_forward(W, None)[0] is W
+
+
+def test_ste_is_identity():
+    g = np.random.default_rng(1).standard_normal((3, 4))
+    np.testing.assert_array_equal(quantize_backward(g), g)
+
+
+@pytest.mark.parametrize("bits", [1, 17, 0, -4, 4.0, "4", True])
+def test_bits_out_of_range(bits):
+    with pytest.raises(ValueError, match="2..16"):
+        check_bits(bits, "Conv2d")
+    with pytest.raises(ValueError, match="Conv2d"):
+        Conv2d(1, 2, 3, bits=bits)
+
+
+@given(seed=st.integers(0, 1000), bits=st.integers(2, 8))
+def test_layer_weight_gradient_is_straight_through(seed, bits):
+    """A quantized layer's dL/dW equals the full-precision layer's dL/dW evaluated at Wq (STE)."""
+    rng = np.random.default_rng(seed)
+    ctx = Context(T=2, training=True, rng=rng)
+    q = Linear(6, 3, bias=False, bits=bits, dtype=np.float64, rng=rng)
+    fp = Linear(6, 3, bias=False, bits=None, dtype=np.float64, rng=rng)
+    fp.params["weight"][...] = quantize_forward(q.params["weight"], bits)[0]
+    x = rng.standard_normal((2, 4, 6))
+    g = rng.standard_normal((2, 4, 3))
+    np.testing.assert_allclose(q.forward(x, ctx), fp.forward(x, ctx), rtol=1e-12)
+    q.backward(g)
+    fp.backward(g)
+    np.testing.assert_allclose(q.grads["weight"], fp.grads["weight"], rtol=1e-12)

@@ -142,7 +142,7 @@ def _train(a, argv) -> int:
         trainer.load_state(tree)
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
-          f"test samples, {len(trainer.batches)} batches of {cfg['batch_size']} per epoch, "
+          f"test samples, {len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, "
           f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
           + (f", resuming after epoch {trainer.epoch}" if tree is not None else "")
           + f" -> {run_dir}", flush=True)

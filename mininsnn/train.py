@@ -187,6 +187,14 @@ _DATASET_ALIASES = {"mnist": "mnist", "fmnist": "fmnist", "fashion_mnist": "fmni
                     "dvs_gesture": "dvs", "dvs128": "dvs"}
 
 
+def _default_dvs_dir() -> Path:
+    """$MININSNN_DATA/dvsgesture if the variable is set, else <repo>/datasets/dvsgesture (the
+    convention of mininsnn.data)."""
+    env = os.environ.get("MININSNN_DATA")
+    return Path(env) / "dvsgesture" if env else \
+        Path(__file__).resolve().parents[1] / "datasets" / "dvsgesture"
+
+
 def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train", "test")):
     """The datasets of ``cfg["dataset"]`` for ``splits`` (a tuple, same order), the training set
     cut to ``subset`` and the test set to ``test_subset``.
@@ -213,8 +221,7 @@ def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train",
                 ds = load_fashion_mnist(split, root=data_dir, download=download)
             else:
                 from mininsnn.dvs import DVSGesture
-                root = data_dir if data_dir is not None else \
-                    Path(__file__).resolve().parents[1] / "datasets" / "dvsgesture"
+                root = data_dir if data_dir is not None else _default_dvs_dir()
                 ds = DVSGesture(root, split)
         except (FileNotFoundError, ValueError, OSError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__

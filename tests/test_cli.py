@@ -1,0 +1,172 @@
+"""The command line (mininsnn.cli) and the example scripts: a smoke run, resume, eval, plot, and
+bad input that must exit with code 2 without writing anything."""
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mininsnn.checkpoint import load_checkpoint
+from mininsnn.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = ["--subset", "256", "--test-subset", "256", "--num-steps", "8", "--batch-size", "32"]
+TINY = ["--subset", "64", "--test-subset", "32", "--num-steps", "4", "--batch-size", "16"]
+
+
+def snapshot(folder: Path) -> dict:
+    """path -> bytes of every file below ``folder``."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One 2-epoch CLI run shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    rc = main(["train", "--config", "mnist-4bit", "--epochs", "2", *SMOKE, "--out", str(out)])
+    return rc, out
+
+
+def test_smoke_run_trains_and_writes_its_files(smoke_run):
+    rc, out = smoke_run
+    assert rc == 0
+    for f in ("config.json", "command.txt", "metrics.jsonl", "metrics.csv", "steps.csv",
+              "last.h5", "best.h5"):
+        assert (out / f).is_file(), f
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]          # the loss falls
+    steps = (out / "steps.csv").read_text().splitlines()
+    assert len(steps) == 1 + 2 * 8                                 # header + 2 epochs x 8 batches
+    first, last = (float(s.split(",")[3]) for s in (steps[1], steps[-1]))
+    assert last < first
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"] == "mnist-4bit" and cfg["subset"] == 256 and cfg["num_steps"] == 8
+    assert "mininsnn train --config mnist-4bit --epochs 2" in (out / "command.txt").read_text()
+    assert load_checkpoint(out / "last.h5")["epoch"] == 2
+
+
+def test_progress_is_quiet_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    rc = main(["train", "--epochs", "2", *TINY, "--out", str(tmp_path / "r")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert len(lines) == 4                          # header, one line per epoch, summary
+
+
+def test_resume_through_the_cli_is_bit_identical(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", "--epochs", "2", *TINY, "--out", str(straight)]) == 0
+    assert main(["train", "--epochs", "1", *TINY, "--out", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--epochs", "2"]) == 0
+    a, b = load_checkpoint(straight / "last.h5"), load_checkpoint(split / "last.h5")
+    for k in a["model"]:
+        np.testing.assert_array_equal(a["model"][k], b["model"][k], err_msg=k)
+    assert a["rng"] == b["rng"] and a["step"] == b["step"] == 8
+    assert len((split / "command.txt").read_text().strip().splitlines()) == 4   # 2 commands
+
+
+def test_eval_and_plot(smoke_run, tmp_path, capsys):
+    rc, out = smoke_run
+    assert rc == 0
+    assert main(["eval", str(out), "--test-subset", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "best.h5" in text and "last.h5" in text and "test accuracy" in text
+    assert main(["eval", str(out / "last.h5"), "--test-subset", "64"]) == 0
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(out), "--out", str(tmp_path / "plots")]) == 0
+    for f in ("curves.png", "lr.png", "raster.png"):
+        assert (tmp_path / "plots" / f).read_bytes()[:4] == b"\x89PNG", f
+
+
+BAD = [
+    ["train", "--bogus"],
+    ["train", "--epochs", "-1"],
+    ["train", "--epochs", "0"],
+    ["train", "--batch-size", "0"],
+    ["train", "--num-steps", "0"],
+    ["train", "--bits", "1"],
+    ["train", "--lr", "nan"],
+    ["train", "--schedule", "step"],
+    ["train", "--config", "nope"],
+    ["train", "--subset", "0"],
+    ["train", "--data-dir", "does/not/exist"],
+    ["train", "--data-dir", "."],                    # a folder without the MNIST files
+    ["train", "--resume", "no/such/run"],
+    ["eval", "no/such/run"],
+    ["plot", "no/such/run"],
+    ["frobnicate"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=[" ".join(a) or "empty" for a in BAD])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                      # the default run folder would land here
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_another_config_is_refused_and_changes_nothing(smoke_run, capsys):
+    rc, out = smoke_run
+    assert rc == 0
+    before = snapshot(out)
+    for argv in (["--batch-size", "64", "--epochs", "3"], ["--bits", "none", "--epochs", "3"],
+                 ["--config", "mnist-fp", "--epochs", "3"], ["--epochs", "2"],
+                 ["--out", str(out.parent / "elsewhere"), "--epochs", "3"]):
+        assert main(["train", "--resume", str(out), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert snapshot(out) == before
+
+
+def test_existing_run_is_never_overwritten(smoke_run, capsys):
+    rc, out = smoke_run
+    before = snapshot(out)
+    assert main(["train", *TINY, "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+def test_damaged_checkpoint_is_reported_and_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--epochs", "1", *TINY, "--out", str(run)]) == 0
+    data = (run / "last.h5").read_bytes()
+    (run / "last.h5").write_bytes(data[: len(data) // 3])
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    assert "last.h5" in capsys.readouterr().err
+    assert main(["eval", str(run / "last.h5")]) == 2
+    assert snapshot(run) == before
+
+
+def run_example(name, argv, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(REPO / "examples" / name), run_name="__main__")
+    return e.value.code
+
+
+def test_example_mnist_runs_the_reference_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_example("train_mnist.py", ["--epochs", "1", *TINY], monkeypatch) == 0
+    run = tmp_path / "runs" / "mnist-4bit-seed0"                  # the default run folder
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"] == "mnist-4bit" and cfg["bits"] == 4 and cfg["lr"] == 5.4e-3
+    assert run_example("train_mnist.py", ["--epochs", "x"], monkeypatch) == 2
+
+
+def test_example_fmnist_uses_its_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("empty")
+    assert run_example("train_fmnist.py", ["--data-dir", "empty"], monkeypatch) == 2
+    assert "Fashion-MNIST" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["empty"]

@@ -250,9 +250,20 @@ def read_trial_list(path) -> list:
 # ----------------------------------------------------------------------------- frames
 
 
+def _as_int64(a, name) -> np.ndarray:
+    """a as int64; float input must hold whole numbers (tonic's release stores events as floats)."""
+    a = np.asarray(a).reshape(-1)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a) & (a == np.floor(a))):
+            raise ValueError(f"event {name} values must be whole numbers")
+    elif a.dtype.kind not in "iub":
+        raise ValueError(f"event {name} must be numeric, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
 def _frame_counts(x, y, p, t, start, T, bin_us, downsample, size, max_us, end) -> np.ndarray:
     """Event counts int64 (T, 2, S, S), S = size // downsample; see events_to_frames."""
-    x, y, p, t = (np.asarray(a).reshape(-1) for a in (x, y, p, t))
+    x, y, p, t = (_as_int64(a, n) for a, n in ((x, "x"), (y, "y"), (p, "p"), (t, "t")))
     if not len(x) == len(y) == len(p) == len(t):
         raise ValueError(f"x, y, p, t must have the same length, got {len(x)}, {len(y)}, {len(p)}, {len(t)}")
     if int(T) < 1 or int(bin_us) < 1 or int(downsample) < 1 or size % downsample:
@@ -264,7 +275,7 @@ def _frame_counts(x, y, p, t, start, T, bin_us, downsample, size, max_us, end) -
     if len(t) and not np.isin(p, (0, 1)).all():
         raise ValueError("polarity must be 0 or 1")
     S = size // downsample
-    rel = t.astype(np.int64) - int(start)  # time relative to the window start
+    rel = t - int(start)  # time relative to the window start
     keep = (rel >= 0) & (rel < int(T) * int(bin_us))  # bins 0..T-1
     if end is not None:
         keep &= rel < int(end) - int(start)  # [start, end)
@@ -272,7 +283,7 @@ def _frame_counts(x, y, p, t, start, T, bin_us, downsample, size, max_us, end) -
         keep &= rel < max_us  # the first max_us of the window
     b = rel[keep] // bin_us
     # flat index of (bin, polarity, y // ds, x // ds) in a (T, 2, S, S) array
-    flat = ((b * 2 + p[keep]) * S + y[keep].astype(np.int64) // downsample) * S + x[keep].astype(np.int64) // downsample
+    flat = ((b * 2 + p[keep]) * S + y[keep] // downsample) * S + x[keep] // downsample
     return np.bincount(flat, minlength=int(T) * 2 * S * S).reshape(int(T), 2, S, S)
 
 
@@ -429,6 +440,7 @@ class DVSGesture:
             return "cache incomplete"
         for k, v in self.params.items():
             got = a.get(k)
+            got = got.item() if isinstance(got, np.generic) else got
             got = got.decode() if isinstance(got, bytes) else got
             if got != v:
                 return f"parameter {k} changed ({got!r} in cache, {v!r} requested)"

@@ -296,9 +296,11 @@ def build_net(cfg: dict):
     return build_model(cfg["config"], seed=cfg["seed"], dtype=np.float32, **_model_overrides(cfg))
 
 
-def evaluate(net, dataset, cfg: dict, batch_size: int | None = None) -> dict:
+def evaluate(net, dataset, cfg: dict, batch_size: int | None = None, progress_file=None,
+             desc: str = "test") -> dict:
     """Loss, accuracy and mean firing rate of every spiking layer over ``dataset``, in eval mode,
-    in batches (weighted by batch size). The network's training mode is restored afterwards."""
+    in batches (weighted by batch size). The network's training mode is restored afterwards.
+    A progress bar goes to ``progress_file`` (default stdout) if that is a terminal."""
     from mininsnn.loss import accuracy
     loss_fn = _loss_fn(cfg)
     batch_size = batch_size or cfg["batch_size"]
@@ -307,6 +309,7 @@ def evaluate(net, dataset, cfg: dict, batch_size: int | None = None) -> dict:
     loss_sum = correct = 0.0
     rates: dict[str, float] = {}
     n = 0
+    bar = Progress(len(dataset), desc, progress_file)
     try:
         for x, y in BatchIterator(dataset, batch_size, shuffle=False).epoch(0):
             B = len(y)
@@ -317,7 +320,9 @@ def evaluate(net, dataset, cfg: dict, batch_size: int | None = None) -> dict:
             for k, r in net.firing_rates().items():
                 rates[k] = rates.get(k, 0.0) + float(r) * B
             n += B
+            bar.update(B, float(loss))
     finally:
+        bar.close()
         net.train(was_training)
     return {"loss": loss_sum / n, "acc": correct / n, "n": n,
             "rates": {k: v / n for k, v in rates.items()}}
@@ -400,7 +405,7 @@ class Trainer:
     def evaluate(self, dataset=None, batch_size=None) -> dict:
         """:func:`evaluate` on ``dataset`` (default: the test set)."""
         dataset = self.test_set if dataset is None else dataset
-        return evaluate(self.net, dataset, self.config, batch_size)
+        return evaluate(self.net, dataset, self.config, batch_size, self.progress_file)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict:

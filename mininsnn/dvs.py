@@ -376,6 +376,17 @@ def _read_tonic_events(path: Path) -> dict:
 # ----------------------------------------------------------------------------- data set
 
 
+def _default_cache_dir(root: Path) -> Path:
+    """<root>/cache, or, when root is read-only, a folder under $XDG_CACHE_HOME (~/.cache) named
+    after root's absolute path."""
+    cache = root / "cache"
+    if os.access(cache if cache.is_dir() else root, os.W_OK):
+        return cache
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return base / "mininsnn" / f"dvsgesture-{tag}"
+
+
 def _chmod_like_new_file(path) -> None:
     mask = os.umask(0)
     os.umask(mask)
@@ -387,7 +398,8 @@ class DVSGesture:
 
     get_batch(indices) -> x float32 (T, B, 2, 32, 32) event counts (time-major), y int64 (B,).
 
-    The cache (default <root>/cache/dvsgesture-<format>-<split>.h5) stores uint16 counts per sample
+    The cache (default <root>/cache/dvsgesture-<format>-<split>.h5, or under ~/.cache/mininsnn when
+    root is read-only) stores uint16 counts per sample
     (gzip, fletcher32 checksums) with the preprocessing parameters, a fingerprint of the source files
     and CACHE_FORMAT_VERSION as attributes. It is rebuilt, with a warning, when a parameter, the
     sources or the format version changed, or when it cannot be read; it is written to a temporary
@@ -413,7 +425,7 @@ class DVSGesture:
         self.tolerance_us = int(tolerance_us)
         self.verbose = verbose
         self.name = f"dvsgesture-{split}"
-        cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "cache"
+        cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir(self.root)
         self.cache_path = cache_dir / f"dvsgesture-{self.format}-{split}.h5"
         plan = _ibm_plan if self.format == "ibm" else _tonic_plan
         self._sources, self._samples = plan(self.root, split)

@@ -656,6 +656,16 @@ def test_cache_dir_argument(gesture_dir, tmp_path):
     assert not (gesture_dir / "cache").exists()
 
 
+def test_read_only_root_caches_under_xdg(gesture_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    real_access = os.access
+    monkeypatch.setattr(dvs.os, "access", lambda p, mode: False if Path(p) == gesture_dir else real_access(p, mode))
+    ds = DVSGesture(gesture_dir, "test", verbose=False)
+    assert ds.cache_path.parent.parent == tmp_path / "xdg" / "mininsnn" and ds.cache_path.exists()
+    assert not (gesture_dir / "cache").exists()
+    np.testing.assert_array_equal(all_frames(ds)[0], expected_frames(TEST_WINDOWS, 600))
+
+
 # ----------------------------------------------------------------------------- tonic layout
 
 
@@ -727,3 +737,22 @@ def test_make_synthetic_dvsgesture(tmp_path):
         s = lab["start"][i]
         assert fr[i].sum() == np.count_nonzero((ev["t"] >= s) & (ev["t"] < s + 300_000))
     assert len(DVSGesture(tmp_path, "test", verbose=False)) == 12
+
+
+# ----------------------------------------------------------------------------- example script
+
+
+def test_example_synthetic_end_to_end(tmp_path, capsys):
+    """examples/train_dvsgesture.py --synthetic: writer -> reader -> cache -> batches -> trainer."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_dvsgesture.py"
+    spec = importlib.util.spec_from_file_location("train_dvsgesture", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "run"
+    assert mod.main(["--synthetic", "--epochs", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dvs-4bit (4-bit), 12 train / 12 test samples" in text and "T=100" in text
+    assert (out / "metrics.jsonl").is_file() and (out / "last.h5").is_file()
+    assert mod.main(["--synthetic", "--data-dir", str(tmp_path)]) == 2

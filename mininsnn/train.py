@@ -148,6 +148,11 @@ def validate_config(cfg: dict) -> dict:
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, (int, np.integer))
                              or not 2 <= bits <= 16):
         raise ConfigError(f"bits must be an integer in 2..16 or None (full precision), got {bits!r}")
+    try:
+        _make_schedule(cfg)                        # eta_min, T_max, ... as the schedule sees them
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _loss_fn(cfg)
     return cfg
 
 

@@ -208,7 +208,8 @@ def test_config_checks():
         make_config("mnist")
     for key, bad in [("epochs", -1), ("epochs", 0), ("batch_size", 0), ("num_steps", 0),
                      ("lr", float("nan")), ("lr", 0.0), ("bits", 1), ("bits", 4.0),
-                     ("schedule", "step"), ("subset", 0), ("seed", -1), ("T_max", 0)]:
+                     ("schedule", "step"), ("subset", 0), ("seed", -1), ("T_max", 0),
+                     ("eta_min", -1.0), ("loss", "hinge")]:
         with pytest.raises(ConfigError, match=key):
             make_config("mnist-4bit", **{key: bad})
     cfg = make_config("mnist-4bit", bits=None)

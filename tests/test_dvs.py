@@ -587,7 +587,12 @@ def test_stale_sources_and_version_rebuild(gesture_dir):
     with h5py.File(ds.cache_path, "r+") as f:
         f.attrs["format_version"] = 0
     with pytest.warns(UserWarning, match="format version 0"):
+        DVSGesture(gesture_dir, "train", verbose=False).close()
+    with h5py.File(ds.cache_path, "r+") as f:
+        f["labels"][1] = 3
+    with pytest.warns(UserWarning, match="labels differ"):
         ds = DVSGesture(gesture_dir, "train", verbose=False)
+    assert ds.labels.tolist() == [0, 7, 7]
     np.testing.assert_array_equal(all_frames(ds)[0], expected_frames(TRAIN_WINDOWS, 100))
 
 

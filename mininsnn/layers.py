@@ -18,6 +18,7 @@ import numpy as np
 
 from mininsnn import surrogate as sg
 from mininsnn.kernels import conv as kconv
+from mininsnn.kernels import linear as klinear
 from mininsnn.kernels import lif as klif
 from mininsnn.kernels import norm as knorm
 from mininsnn.kernels import pool as kpool
@@ -51,6 +52,16 @@ class Layer:
         self.buffers = {}
         self.check_inputs = True  # the network turns this off behind its own input check
         self.cache = None
+        self._buffers = {}
+
+    def _buffer(self, key, shape, dtype):
+        """A work array kept across calls (no fresh pages to fault in at every step); reallocated
+        when the shape or dtype changes. Forward outputs and backward results live in such buffers,
+        so a layer's next call overwrites them: copy what you keep (Network.forward returns a copy)."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[key] = np.empty(shape, dtype=dtype)
+        return buf
 
     def _add_param(self, key, value):
         self.params[key] = value
@@ -195,7 +206,7 @@ class Conv2d(Layer):
         OH, OW = self.output_hw(H, W)
         Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
         X = x.reshape(TI * B, C, H, W)
-        Y = np.empty((TI * B, self.out_channels, OH, OW), dtype=dtype)  # (N, O, OH, OW)
+        Y = self._buffer("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
         kconv.conv2d_forward(X, Wt, stride, p, Y)
         if "bias" in self.params:
             Y += self.params["bias"][None, :, None, None]
@@ -210,7 +221,8 @@ class Conv2d(Layer):
         OH, OW = dout.shape[3], dout.shape[4]
         KH, KW = Wt.shape[1], Wt.shape[2]
         X = x.reshape(N, C, H, W)
-        dYt = np.ascontiguousarray(dout.reshape(N, O, OH, OW).transpose(0, 2, 3, 1))  # (N, OH, OW, O)
+        dYt = self._buffer("dYt", (N, OH, OW, O), dout.dtype)  # (N, OH, OW, O): dY, channels last
+        np.copyto(dYt, dout.reshape(N, O, OH, OW).transpose(0, 2, 3, 1))
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
         P = max(1, min(N, 2 * numba.get_num_threads()))
         parts = np.empty((P, C, KH, KW, O), dtype=dYt.dtype)  # per-slice partial sums
@@ -229,7 +241,7 @@ class Conv2d(Layer):
         # as a matrix product dcols[(n,i,j), (c,kh,kw)] = dYt[(n,i,j), o] @ Wt[(c,kh,kw), o]^T, then
         # every column scattered back to the input position it came from (col2im)
         Wmat = Wt.reshape(C * KH * KW, O)
-        dX = np.empty((N, C, H, W), dtype=dYt.dtype)  # (N, C, H, W)
+        dX = self._buffer("dX", (N, C, H, W), dYt.dtype)  # (N, C, H, W)
         chunk = max(1, self.DX_CHUNK_FLOATS // (OH * OW * C * KH * KW))
         for a in range(0, N, chunk):
             b = min(N, a + chunk)
@@ -265,7 +277,7 @@ class AvgPool2d(Layer):
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
         OH, OW = (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1
-        Y = np.empty((TI * B, C, OH, OW), dtype=x.dtype)  # (N, C, OH, OW)
+        Y = self._buffer("Y", (TI * B, C, OH, OW), x.dtype)  # (N, C, OH, OW)
         kpool.avgpool_forward(x.reshape(TI * B, C, H, W), self.k, self.stride, Y)
         self.cache = x.shape
         return Y.reshape(TI, B, C, OH, OW)
@@ -274,7 +286,7 @@ class AvgPool2d(Layer):
         if self.fused:
             return dout
         TI, B, C, H, W = self.cache
-        dX = np.empty((TI * B, C, H, W), dtype=dout.dtype)  # (N, C, H, W)
+        dX = self._buffer("dX", (TI * B, C, H, W), dout.dtype)  # (N, C, H, W)
         kpool.avgpool_backward(dout.reshape(TI * B, C, *dout.shape[3:]), self.k, self.stride, dX)
         return dX.reshape(self.cache)
 
@@ -352,7 +364,7 @@ class BatchNorm2d(Layer):
         TI, B, C, H, W = x.shape
         X = x.reshape(TI, B, C, H * W)
         gamma, beta = self.params["weight"], self.params["bias"]
-        Y = np.empty_like(X)  # (TI, B, C, M)
+        Y = self._buffer("Y", X.shape, X.dtype)  # (TI, B, C, M)
         if not ctx.training:
             knorm.batchnorm_eval(X, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"],
                                  self.eps, Y)
@@ -361,7 +373,7 @@ class BatchNorm2d(Layer):
         n = B * H * W
         if n < 2:
             raise ValueError(f"{self.name}: training needs more than one value per channel, got input {x.shape}")
-        Xhat = np.empty_like(X)  # (TI, B, C, M)
+        Xhat = self._buffer("Xhat", X.shape, X.dtype)  # (TI, B, C, M)
         mean = np.empty((TI, C), dtype=X.dtype)  # (TI, C)
         var = np.empty((TI, C), dtype=X.dtype)  # (TI, C) biased
         knorm.batchnorm_forward(X, gamma, beta, self.eps, Y, Xhat, mean, var)
@@ -391,7 +403,7 @@ class BatchNorm2d(Layer):
             self.grads["bias"] += dY.sum(axis=(0, 1, 3))
             return (dY * (gamma * inv_std)[:, None]).astype(dout.dtype).reshape(shape)
         _, Xhat, var = self.cache
-        dX = np.empty_like(dY)  # (TI, B, C, M)
+        dX = self._buffer("dX", dY.shape, dY.dtype)  # (TI, B, C, M)
         dgamma_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
         dbeta_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
         knorm.batchnorm_backward(dY, Xhat, gamma, var, self.eps, dX, dgamma_t, dbeta_t)
@@ -426,8 +438,9 @@ class Linear(Layer):
         TI, B, F = x.shape
         W = self.params["weight"]
         Wq, _ = quantize_forward(W, self.bits)  # recomputed at every forward
-        X = x.reshape(TI * B, F).astype(W.dtype, copy=False)  # spikes 0/1 -> float
-        Y = X @ Wq.T  # (N, out)
+        Wt = np.ascontiguousarray(Wq.T)  # (F, O)
+        Y = self._buffer("Y", (TI * B, self.out_features), W.dtype)  # (N, O)
+        klinear.linear_forward(x.reshape(TI * B, F), Wt, Y)  # Y = X @ Wq^T, skipping zero inputs
         if "bias" in self.params:
             Y += self.params["bias"]
         self.cache = (x, Wq)
@@ -436,10 +449,12 @@ class Linear(Layer):
     def backward(self, dout):
         x, Wq = self.cache
         TI, B, F = x.shape
-        dY = dout.reshape(TI * B, self.out_features)
-        X = x.reshape(TI * B, F).astype(dY.dtype, copy=False)
+        N = TI * B
+        dY = np.ascontiguousarray(dout.reshape(N, self.out_features))
         # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
         # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
+        X = self._buffer("X", (N, F), dY.dtype)  # (N, F) the input as float, for one matrix product
+        np.copyto(X, x.reshape(N, F))
         self.grads["weight"] += quantize_backward(dY.T @ X)
         if "bias" in self.params:
             self.grads["bias"] += dY.sum(axis=0)
@@ -540,8 +555,8 @@ class Leaky(Layer):
             raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {TI}")
         T, dt = ctx.T, x.dtype.type
         I = x.reshape(TI, -1)  # (TI, N)
-        U = np.empty((T, I.shape[1]), dtype=x.dtype)  # (T, N) membrane potential
-        S = np.empty((T, I.shape[1]), dtype=x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
+        U = self._buffer("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
+        S = self._buffer("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
         klif.lif_forward(I, T, dt(self.beta), dt(self.threshold), self.reset == "zero", self.smooth,
                          self.surrogate.code, dt(self.surrogate.k), U, S)
         self.cache = (x.shape, U)
@@ -553,7 +568,7 @@ class Leaky(Layer):
         shape, U = self.cache
         T = U.shape[0]
         dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
-        dI = np.empty((shape[0], U.shape[1]), dtype=U.dtype)  # (TI, N)
+        dI = self._buffer("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
         dt = U.dtype.type
         klif.lif_backward(dS, U, dt(self.beta), dt(self.threshold), self.reset == "zero",
                           self.surrogate.code, dt(self.surrogate.k), dI)

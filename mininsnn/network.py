@@ -164,11 +164,11 @@ class Network:
         for layer in self.layers:
             h = layer.forward(h, ctx)
             if record and isinstance(layer, Leaky):
-                self.recorded[layer.name] = h
+                self.recorded[layer.name] = h.copy()
         if h.shape[0] != T:  # a network without neurons on a static input: expand explicitly
             h = np.broadcast_to(h, (T,) + h.shape[1:])
         self._out_shape = h.shape
-        return h
+        return h.copy()  # layers reuse their buffers at the next call; the caller's array is its own
 
     def backward(self, dout):
         """dout: dL/d(output), (T, B, ...). Accumulates parameter gradients into ``grads``."""

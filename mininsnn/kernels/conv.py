@@ -107,3 +107,42 @@ def col2im_add(dcols, stride, pad, dX):
                             x = j * stride - pad + kw
                             if 0 <= x < Wd:
                                 dX[n, c, y, x] += dcols[n, i, j, c, kh, kw]
+
+
+@jit(parallel=True)
+def conv2d_backward_input(dYt, W, stride, pad, dX):
+    """dX[n, c, y, x] = sum_{o, i, j} dY[n, o, i, j] * W[o, c, y - i*s + p, x - j*s + p]   (taps in range)
+
+    dYt: (N, OH, OW, O) = dY with channels last;  W: (O, C, KH, KW) contiguous;  dX: (N, C, H, W), written.
+    Per output position (i, j): P[c, kh, kw] = sum_o dY[n, o, i, j] * W[o, c, kh, kw] (four o at a time,
+    contiguous in (c, kh, kw)), then P is added to the input window that position saw.
+    """
+    N, OH, OW, O = dYt.shape
+    _, C, KH, KW = W.shape
+    H, Wd = dX.shape[2], dX.shape[3]
+    Q = C * KH * KW
+    Wm = W.reshape(O, Q)
+    O4 = O - O % 4
+    for n in prange(N):
+        dX[n] = 0.0
+        P = np.empty(Q, dtype=dX.dtype)  # (C * KH * KW,)
+        for i in range(OH):
+            for j in range(OW):
+                P[:] = 0.0
+                for o in range(0, O4, 4):
+                    g0, g1, g2, g3 = dYt[n, i, j, o], dYt[n, i, j, o + 1], dYt[n, i, j, o + 2], dYt[n, i, j, o + 3]
+                    for q in range(Q):
+                        P[q] += g0 * Wm[o, q] + g1 * Wm[o + 1, q] + g2 * Wm[o + 2, q] + g3 * Wm[o + 3, q]
+                for o in range(O4, O):
+                    g = dYt[n, i, j, o]
+                    for q in range(Q):
+                        P[q] += g * Wm[o, q]
+                for c in range(C):
+                    for kh in range(KH):
+                        y = i * stride - pad + kh
+                        if y < 0 or y >= H:
+                            continue
+                        for kw in range(KW):
+                            x = j * stride - pad + kw
+                            if 0 <= x < Wd:
+                                dX[n, c, y, x] += P[(c * KH + kh) * KW + kw]

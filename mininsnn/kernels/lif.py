@@ -39,17 +39,15 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
         hi = min(N, lo + BLOCK)
         for t in range(T):
             ti = t if TI > 1 else 0
+            tp = t - 1 if t > 0 else 0
             for n in range(lo, hi):
-                u_prev = U[t - 1, n] if t > 0 else zero
+                u_prev = U[tp, n] if t > 0 else zero
                 fired = u_prev > theta  # R[t] = H(U[t-1] - theta); False at t = 0 since U[-1] = 0
+                u = beta * u_prev + I[ti, n]
                 if zero_reset:
-                    # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
-                    u = zero if fired else beta * u_prev + I[ti, n]
+                    u = zero if fired else u  # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
                 else:
-                    # U[t] = beta * U[t-1] + I[t] - theta * R[t]
-                    u = beta * u_prev + I[ti, n]
-                    if fired:
-                        u = u - theta
+                    u = u - theta if fired else u  # U[t] = beta * U[t-1] + I[t] - theta * R[t]
                 U[t, n] = u
                 if smooth:
                     S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)

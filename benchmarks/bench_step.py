@@ -10,16 +10,20 @@ Prints the median and spread of ms/step, peak RSS, firing rates, the dense-equiv
 the conv/linear work, and eval-mode throughput. The machine is shared and noisy: compare ratios
 measured in the same run, not absolute numbers across runs.
 """
-import argparse
-import collections
-import json
-import platform
-import resource
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as mininsnn.cli: BLAS inside Numba threads stays single-threaded
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -19,6 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+# mininsnn parallelises with Numba threads; the per-sample matrix products inside them must not
+# start BLAS threads of their own (2 x 2 threads on 2 cores thrash). Before NumPy/SciPy load BLAS:
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 __all__ = ["main", "build_parser", "UsageError"]
 
 EXIT_USAGE = 2

@@ -153,8 +153,6 @@ class Conv2d(Layer):
     stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through.
     """
 
-    DX_CHUNK_FLOATS = 1 << 22  # rows of the input-gradient matrix product per chunk (16 MiB float32)
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
                  bits=None, dtype=np.float32, rng=None):
         super().__init__()
@@ -238,15 +236,9 @@ class Conv2d(Layer):
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
-        # as a matrix product dcols[(n,i,j), (c,kh,kw)] = dYt[(n,i,j), o] @ Wt[(c,kh,kw), o]^T, then
-        # every column scattered back to the input position it came from (col2im)
-        Wmat = Wt.reshape(C * KH * KW, O)
+        Wm = np.ascontiguousarray(Wt.transpose(3, 0, 1, 2)).reshape(O, C * KH * KW)  # (O, C*KH*KW)
         dX = self._buffer("dX", (N, C, H, W), dYt.dtype)  # (N, C, H, W)
-        chunk = max(1, self.DX_CHUNK_FLOATS // (OH * OW * C * KH * KW))
-        for a in range(0, N, chunk):
-            b = min(N, a + chunk)
-            dcols = dYt[a:b].reshape(-1, O) @ Wmat.T  # ((b-a)*OH*OW, C*KH*KW)
-            kconv.col2im_add(dcols.reshape(b - a, OH, OW, C, KH, KW), stride, self.padding, dX[a:b])
+        kconv.conv2d_backward_input(dYt, Wm, stride, self.padding, KH, KW, dX)
         return dX.reshape(x.shape)
 
 
@@ -453,14 +445,17 @@ class Linear(Layer):
         dY = np.ascontiguousarray(dout.reshape(N, self.out_features))
         # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
         # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
-        X = self._buffer("X", (N, F), dY.dtype)  # (N, F) the input as float, for one matrix product
-        np.copyto(X, x.reshape(N, F))
-        self.grads["weight"] += quantize_backward(dY.T @ X)
+        P = max(1, min(N, 2 * numba.get_num_threads()))
+        parts = self._buffer("parts", (P, self.out_features, F), dY.dtype)  # per-slice partial sums of dW
+        klinear.linear_backward_weight(x.reshape(N, F), dY, parts)
+        self.grads["weight"] += quantize_backward(parts.sum(axis=0))
         if "bias" in self.params:
             self.grads["bias"] += dY.sum(axis=0)
         if not self.needs_input_grad:
             return None
-        return (dY @ Wq).reshape(x.shape)
+        dX = self._buffer("dX", (N, F), dY.dtype)  # (N, F)
+        klinear.linear_backward_input(dY, np.ascontiguousarray(Wq), dX)
+        return dX.reshape(x.shape)
 
 
 class Flatten(Layer):

@@ -9,7 +9,8 @@ output channels.
 The forward and the weight gradient are *event-driven*: they walk the input and skip zeros, and
 each non-zero input element x adds x * W[:, c, kh, kw] to every output it reaches. Spike inputs
 are 0/1 and mostly 0, so this does a fraction of the dense work. The input gradient is dense (every
-input position needs it) and is done as one matrix product per chunk plus :func:`col2im_add`.
+input position needs it): one small matrix product per sample (BLAS through ``np.dot``), then the
+rows are scattered back to the input positions they came from.
 """
 
 import numpy as np
@@ -85,64 +86,29 @@ def conv2d_backward_weight(X, dYt, stride, pad, dWt_parts):
 
 
 @jit(parallel=True)
-def col2im_add(dcols, stride, pad, dX):
-    """dX[n, c, i*s - p + kh, j*s - p + kw] = sum of dcols[n, i, j, c, kh, kw] over all (i, j, kh, kw)
-    that land there (positions in the padding are dropped).
-
-    dcols: (N, OH, OW, C, KH, KW), where dcols[n, i, j] = sum_o dY[n, o, i, j] * W[o, :, :, :];
-    dX: (N, C, H, W), written.
-    """
-    N, OH, OW, C, KH, KW = dcols.shape
-    H, Wd = dX.shape[2], dX.shape[3]
-    for n in prange(N):
-        dX[n] = 0.0
-        for i in range(OH):
-            for j in range(OW):
-                for c in range(C):
-                    for kh in range(KH):
-                        y = i * stride - pad + kh
-                        if y < 0 or y >= H:
-                            continue
-                        for kw in range(KW):
-                            x = j * stride - pad + kw
-                            if 0 <= x < Wd:
-                                dX[n, c, y, x] += dcols[n, i, j, c, kh, kw]
-
-
-@jit(parallel=True)
-def conv2d_backward_input(dYt, W, stride, pad, dX):
+def conv2d_backward_input(dYt, Wm, stride, pad, KH, KW, dX):
     """dX[n, c, y, x] = sum_{o, i, j} dY[n, o, i, j] * W[o, c, y - i*s + p, x - j*s + p]   (taps in range)
 
-    dYt: (N, OH, OW, O) = dY with channels last;  W: (O, C, KH, KW) contiguous;  dX: (N, C, H, W), written.
-    Per output position (i, j): P[c, kh, kw] = sum_o dY[n, o, i, j] * W[o, c, kh, kw] (four o at a time,
-    contiguous in (c, kh, kw)), then P is added to the input window that position saw.
+    dYt: (N, OH, OW, O) = dY with channels last;  Wm: (O, C*KH*KW) = W reshaped;  dX: (N, C, H, W), written.
+    Per sample, the matrix product P[(i, j), (c, kh, kw)] = sum_o dY[n, o, i, j] * W[o, c, kh, kw]
+    (BLAS), then "col2im": every row P[(i, j)] is added to the input window that position saw.
     """
     N, OH, OW, O = dYt.shape
-    _, C, KH, KW = W.shape
-    H, Wd = dX.shape[2], dX.shape[3]
-    Q = C * KH * KW
-    Wm = W.reshape(O, Q)
-    O4 = O - O % 4
+    C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
     for n in prange(N):
+        P = np.dot(dYt[n].reshape(OH * OW, O), Wm)  # (OH*OW, C*KH*KW)
         dX[n] = 0.0
-        P = np.empty(Q, dtype=dX.dtype)  # (C * KH * KW,)
         for i in range(OH):
+            kh_lo = max(0, pad - i * stride)  # taps with 0 <= i*s - p + kh < H
+            kh_hi = min(KH, H + pad - i * stride)
             for j in range(OW):
-                P[:] = 0.0
-                for o in range(0, O4, 4):
-                    g0, g1, g2, g3 = dYt[n, i, j, o], dYt[n, i, j, o + 1], dYt[n, i, j, o + 2], dYt[n, i, j, o + 3]
-                    for q in range(Q):
-                        P[q] += g0 * Wm[o, q] + g1 * Wm[o + 1, q] + g2 * Wm[o + 2, q] + g3 * Wm[o + 3, q]
-                for o in range(O4, O):
-                    g = dYt[n, i, j, o]
-                    for q in range(Q):
-                        P[q] += g * Wm[o, q]
+                kw_lo = max(0, pad - j * stride)
+                kw_hi = min(KW, Wd + pad - j * stride)
+                x0 = j * stride - pad
+                r = i * OW + j
                 for c in range(C):
-                    for kh in range(KH):
+                    for kh in range(kh_lo, kh_hi):
                         y = i * stride - pad + kh
-                        if y < 0 or y >= H:
-                            continue
-                        for kw in range(KW):
-                            x = j * stride - pad + kw
-                            if 0 <= x < Wd:
-                                dX[n, c, y, x] += P[(c * KH + kh) * KW + kw]
+                        base = (c * KH + kh) * KW
+                        for kw in range(kw_lo, kw_hi):
+                            dX[n, c, y, x0 + kw] += P[r, base + kw]

@@ -1,13 +1,18 @@
 """BatchNorm over time: each time step t is normalised with its own batch statistics.
 
-X: (TI, B, C, M) with M = H*W. For every (t, c), over the B*M values of that step and channel:
+X: (TI, B, C, M) with M = H*W. For every (t, c), over the n = B*M values of that step and channel:
 
-    mean = (1/n) sum x ;  var = (1/n) sum (x - mean)^2 ;  n = B*M
+    mean = (1/n) sum x ;  var = (1/n) sum (x - mean)^2
     xhat = (x - mean) / sqrt(var + eps)
     y    = gamma[c] * xhat + beta[c]
+
+The kernels run one time step per parallel work item and read each step in memory order
+(b, c, m), keeping per-channel sums in small arrays.
 """
 
 import math
+
+import numpy as np
 
 from mininsnn._jit import jit, prange
 
@@ -18,28 +23,30 @@ def batchnorm_forward(X, gamma, beta, eps, Y, Xhat, mean, var):
     (var is the biased variance used for normalising)."""
     TI, B, C, M = X.shape
     n = B * M
-    for tc in prange(TI * C):
-        t = tc // C
-        c = tc % C
-        s = 0.0
+    for t in prange(TI):
+        s = np.zeros(C)  # float64 sums
         for b in range(B):
-            for m in range(M):
-                s += X[t, b, c, m]
+            for c in range(C):
+                for m in range(M):
+                    s[c] += X[t, b, c, m]
         mu = s / n
-        s2 = 0.0
+        s2 = np.zeros(C)
         for b in range(B):
-            for m in range(M):
-                d = X[t, b, c, m] - mu
-                s2 += d * d
-        v = s2 / n
-        mean[t, c] = mu
-        var[t, c] = v
-        inv_std = 1.0 / math.sqrt(v + eps)
+            for c in range(C):
+                for m in range(M):
+                    d = X[t, b, c, m] - mu[c]
+                    s2[c] += d * d
+        inv_std = np.empty(C)
+        for c in range(C):
+            mean[t, c] = mu[c]
+            var[t, c] = s2[c] / n
+            inv_std[c] = 1.0 / math.sqrt(s2[c] / n + eps)
         for b in range(B):
-            for m in range(M):
-                xh = (X[t, b, c, m] - mu) * inv_std
-                Xhat[t, b, c, m] = xh
-                Y[t, b, c, m] = gamma[c] * xh + beta[c]
+            for c in range(C):
+                for m in range(M):
+                    xh = (X[t, b, c, m] - mu[c]) * inv_std[c]
+                    Xhat[t, b, c, m] = xh
+                    Y[t, b, c, m] = gamma[c] * xh + beta[c]
 
 
 @jit(parallel=True)
@@ -51,22 +58,24 @@ def batchnorm_backward(dY, Xhat, gamma, var, eps, dX, dgamma_t, dbeta_t):
     """
     TI, B, C, M = dY.shape
     n = B * M
-    for tc in prange(TI * C):
-        t = tc // C
-        c = tc % C
-        sum_dy = 0.0
-        sum_dy_xh = 0.0
+    for t in prange(TI):
+        sum_dy = np.zeros(C)
+        sum_dy_xh = np.zeros(C)
         for b in range(B):
-            for m in range(M):
-                sum_dy += dY[t, b, c, m]
-                sum_dy_xh += dY[t, b, c, m] * Xhat[t, b, c, m]
-        dbeta_t[t, c] = sum_dy
-        dgamma_t[t, c] = sum_dy_xh
-        # sum dxhat = gamma * sum_dy ;  sum dxhat * xhat = gamma * sum_dy_xh
-        k = gamma[c] / math.sqrt(var[t, c] + eps) / n
+            for c in range(C):
+                for m in range(M):
+                    sum_dy[c] += dY[t, b, c, m]
+                    sum_dy_xh[c] += dY[t, b, c, m] * Xhat[t, b, c, m]
+        k = np.empty(C)
+        for c in range(C):
+            dbeta_t[t, c] = sum_dy[c]
+            dgamma_t[t, c] = sum_dy_xh[c]
+            # sum dxhat = gamma * sum_dy ;  sum dxhat * xhat = gamma * sum_dy_xh
+            k[c] = gamma[c] / math.sqrt(var[t, c] + eps) / n
         for b in range(B):
-            for m in range(M):
-                dX[t, b, c, m] = k * (n * dY[t, b, c, m] - sum_dy - Xhat[t, b, c, m] * sum_dy_xh)
+            for c in range(C):
+                for m in range(M):
+                    dX[t, b, c, m] = k[c] * (n * dY[t, b, c, m] - sum_dy[c] - Xhat[t, b, c, m] * sum_dy_xh[c])
 
 
 @jit(parallel=True)

@@ -4,7 +4,7 @@
     python benchmarks/bench_step.py                          # mnist-4bit, batch 128, T = 100
     python benchmarks/bench_step.py --layers                 # plus a per-layer breakdown
     python benchmarks/bench_step.py --sweep                  # ms/step for T in {25,50,100,200}, B in {32,128,256}
-    python benchmarks/bench_step.py --reference              # also time snnTorch + Brevitas (if importable)
+    python benchmarks/bench_step.py --reference-python /tmp/refenv/bin/python   # ratio to snnTorch + Brevitas
 
 Prints the median and spread of ms/step, peak RSS, firing rates, the dense-equivalent GFLOP/s of
 the conv/linear work, and eval-mode throughput. The machine is shared and noisy: compare ratios
@@ -19,6 +19,7 @@ import collections  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -102,14 +103,19 @@ def time_eval(net, data, T, batch=256, batches=4):
     return batches * batch / (time.perf_counter() - t)
 
 
-def reference_step(batch, T, repeats):
-    """snnTorch + Brevitas 4-bit MNIST step on this CPU; None if they are not importable."""
+def reference_step(python, batch, T, repeats):
+    """Median seconds of the snnTorch + Brevitas step, run by ``python`` (an interpreter that has
+    torch, snntorch and brevitas: they are never mininsnn dependencies); None if it cannot run."""
+    script = Path(__file__).with_name("reference_torch.py")
+    cmd = [python, str(script), "--batch", str(batch), "--num-steps", str(T), "--repeats", str(repeats)]
     try:
-        from benchmarks import reference_torch  # noqa: PLC0415
-    except ImportError as e:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800).stdout
+    except (OSError, subprocess.SubprocessError) as e:
         print(f"reference: not measured ({e})")
         return None
-    return reference_torch.time_step(batch, T, repeats)
+    res = json.loads(out.strip().splitlines()[-1])
+    print(f"reference: torch {res['torch']}, snntorch {res['snntorch']}, {res['threads']} threads, B={batch}")
+    return float(np.median(res["step_s"]))
 
 
 def main(argv=None):
@@ -121,7 +127,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--layers", action="store_true", help="per-layer forward/backward times")
     ap.add_argument("--sweep", action="store_true", help="ms/step over T and batch size")
-    ap.add_argument("--reference", action="store_true", help="time snnTorch + Brevitas too")
+    ap.add_argument("--reference-python", metavar="PYTHON",
+                    help="also time the snnTorch + Brevitas reference with this interpreter")
     ap.add_argument("--json", help="write the numbers to this file")
     args = ap.parse_args(argv)
 
@@ -159,8 +166,8 @@ def main(argv=None):
                 ms = float(np.median(tk) * 1e3)
                 out["sweep"].append({"T": Tk, "batch": Bk, "ms": ms})
                 print(f"  T={Tk:3d} B={Bk:3d}: {ms:7.0f} ms/step  {ms / (Tk * Bk) * 1e3:6.1f} us per sample-step")
-    if args.reference:
-        ref = reference_step(B, T, max(3, args.repeats // 2))
+    if args.reference_python:
+        ref = reference_step(args.reference_python, B, T, max(3, args.repeats // 2))
         if ref is not None:
             out["reference_median_ms"] = ref * 1e3
             out["speedup"] = ref / med

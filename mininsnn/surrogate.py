@@ -34,8 +34,9 @@ _NAMES = {"fast_sigmoid": FAST_SIGMOID, "sigmoid": SIGMOID, "atan": ATAN}
 def sg_grad(code, k, x):
     """sg'(x) for surrogate ``code`` with parameter ``k`` (slope, or alpha for atan)."""
     if code == FAST_SIGMOID:
-        d = k * abs(x) + 1.0
-        return 1.0 / (d * d)
+        one = k / k  # 1 in k's dtype (k > 0): float32 kernels stay in float32
+        d = k * abs(x) + one
+        return one / (d * d)
     elif code == SIGMOID:
         e = math.exp(-k * abs(x))  # symmetric in x; abs() keeps exp from overflowing
         return k * e / ((1.0 + e) * (1.0 + e))

@@ -18,7 +18,7 @@ each step reads and writes contiguous rows.
 import numpy as np
 
 from mininsnn._jit import jit, prange
-from mininsnn.surrogate import sg_grad, sg_primitive
+from mininsnn.surrogate import ATAN, FAST_SIGMOID, SIGMOID, sg_grad, sg_primitive
 
 BLOCK = 4096  # neurons per parallel work item
 
@@ -55,6 +55,21 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
                     S[t, n] = u > theta  # S[t] = H(U[t] - theta)
 
 
+@jit
+def _surrogate_grad_row(sg_code, sg_k, U_t, theta, g):
+    """g[n] = sg'(U_t[n] - theta) for one time step of a block. The choice of surrogate is made once
+    per row, outside the loop, so that the loop vectorises."""
+    if sg_code == FAST_SIGMOID:
+        for n in range(g.shape[0]):
+            g[n] = sg_grad(FAST_SIGMOID, sg_k, U_t[n] - theta)
+    elif sg_code == SIGMOID:
+        for n in range(g.shape[0]):
+            g[n] = sg_grad(SIGMOID, sg_k, U_t[n] - theta)
+    else:
+        for n in range(g.shape[0]):
+            g[n] = sg_grad(ATAN, sg_k, U_t[n] - theta)
+
+
 @jit(parallel=True)
 def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
     """BPTT through the neuron.
@@ -73,23 +88,23 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
         lo = blk * BLOCK
         hi = min(N, lo + BLOCK)
         carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t]
+        sg = np.empty(hi - lo, dtype=dI.dtype)  # sg'(U[t] - theta) of this block
         if TI == 1:
             dI[0, lo:hi] = 0.0
         for t in range(T - 1, -1, -1):
+            # fwd: S[t] = H(U[t] - theta)
+            # =>   dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
+            _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, sg)
+            tp = t - 1 if t > 0 else 0
             for n in range(lo, hi):
-                # fwd: S[t] = H(U[t] - theta)
-                # =>   dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
-                dU = dS[t, n] * sg_grad(sg_code, sg_k, U[t, n] - theta) + carry[n - lo]
+                dU = dS[t, n] * sg[n - lo] + carry[n - lo]
                 if zero_reset:
                     # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
                     # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
-                    if t > 0 and U[t - 1, n] > theta:
-                        dU = zero
-                    carry[n - lo] = beta * dU
-                else:
-                    # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
-                    # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
-                    carry[n - lo] = beta * dU
+                    dU = zero if (t > 0 and U[tp, n] > theta) else dU
+                # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
+                # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
+                carry[n - lo] = beta * dU
                 if TI == 1:
                     dI[0, n] += dU  # static input: I[t] = I for every t, so dI = sum_t dU[t]
                 else:

@@ -219,12 +219,11 @@ class Conv2d(Layer):
         OH, OW = dout.shape[3], dout.shape[4]
         KH, KW = Wt.shape[1], Wt.shape[2]
         X = x.reshape(N, C, H, W)
-        dYt = self._buffer("dYt", (N, OH, OW, O), dout.dtype)  # (N, OH, OW, O): dY, channels last
-        np.copyto(dYt, dout.reshape(N, O, OH, OW).transpose(0, 2, 3, 1))
+        dY = np.ascontiguousarray(dout.reshape(N, O, OH, OW))  # (N, O, OH, OW)
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
         P = max(1, min(N, 2 * numba.get_num_threads()))
-        parts = np.empty((P, C, KH, KW, O), dtype=dYt.dtype)  # per-slice partial sums
-        kconv.conv2d_backward_weight(X, dYt, stride, self.padding, parts)
+        parts = np.empty((P, C, KH, KW, O), dtype=dY.dtype)  # per-slice partial sums
+        kconv.conv2d_backward_weight(X, dY, stride, self.padding, parts)
         dWk = parts.sum(axis=0).transpose(3, 0, 1, 2)  # (O, C, KH, KW)
         if self.fused_pool:
             dWk = unfuse_avgpool_grad(dWk, self.fused_pool, self.kernel_size, self.kernel_size)
@@ -232,13 +231,13 @@ class Conv2d(Layer):
         self.grads["weight"] += quantize_backward(dWk)
         if "bias" in self.params:
             # fwd: Y += b[o]  =>  db[o] = sum_{n,i,j} dY[n,o,i,j]
-            self.grads["bias"] += dYt.sum(axis=(0, 1, 2))
+            self.grads["bias"] += dY.sum(axis=(0, 2, 3))
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
         Wm = np.ascontiguousarray(Wt.transpose(3, 0, 1, 2)).reshape(O, C * KH * KW)  # (O, C*KH*KW)
-        dX = self._buffer("dX", (N, C, H, W), dYt.dtype)  # (N, C, H, W)
-        kconv.conv2d_backward_input(dYt, Wm, stride, self.padding, KH, KW, dX)
+        dX = self._buffer("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
+        kconv.conv2d_backward_input(dY, Wm, stride, self.padding, KH, KW, dX)
         return dX.reshape(x.shape)
 
 

@@ -19,11 +19,14 @@ from mininsnn._jit import jit, prange
 
 
 @jit
-def _out_range(y, pad, K, stride, n_out):
-    """Output indices i with 0 <= y + pad - i*stride < K, as an inclusive range (lo, hi)."""
-    lo = max(0, (y + pad - K + stride) // stride)  # ceil((y + pad - K + 1) / stride)
-    hi = min(n_out - 1, (y + pad) // stride)
-    return lo, hi
+def _out_ranges(n_in, pad, K, stride, n_out):
+    """For every input index y, the output indices i with 0 <= y + pad - i*stride < K, as an
+    inclusive range: R[y] = (lo, hi). A table, so that no division runs per input spike."""
+    R = np.empty((n_in, 2), dtype=np.int64)
+    for y in range(n_in):
+        R[y, 0] = max(0, (y + pad - K + stride) // stride)  # ceil((y + pad - K + 1) / stride)
+        R[y, 1] = min(n_out - 1, (y + pad) // stride)
+    return R
 
 
 @jit(parallel=True)
@@ -32,16 +35,17 @@ def conv2d_forward(X, Wt, stride, pad, Y):
     N, C, H, Wd = X.shape
     _, KH, KW, O = Wt.shape
     OH, OW = Y.shape[2], Y.shape[3]
+    rows, cols = _out_ranges(H, pad, KH, stride, OH), _out_ranges(Wd, pad, KW, stride, OW)
     for n in prange(N):
         acc = np.zeros((OH, OW, O), dtype=Y.dtype)  # Y[n] with channels last
         for c in range(C):
             for y in range(H):
-                i_lo, i_hi = _out_range(y, pad, KH, stride, OH)
+                i_lo, i_hi = rows[y, 0], rows[y, 1]
                 for x in range(Wd):
                     v = X[n, c, y, x]
                     if v == 0:
                         continue  # event-driven: a silent input adds nothing
-                    j_lo, j_hi = _out_range(x, pad, KW, stride, OW)
+                    j_lo, j_hi = cols[x, 0], cols[x, 1]
                     for i in range(i_lo, i_hi + 1):
                         kh = y + pad - i * stride
                         for j in range(j_lo, j_hi + 1):
@@ -55,48 +59,55 @@ def conv2d_forward(X, Wt, stride, pad, Y):
 
 
 @jit(parallel=True)
-def conv2d_backward_weight(X, dYt, stride, pad, dWt_parts):
+def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
     """dW[o, c, kh, kw] = sum_{n, i, j} dY[n, o, i, j] * X[n, c, i*s - p + kh, j*s - p + kw]
 
-    X: (N, C, H, W);  dYt: (N, OH, OW, O) = dY with channels last;
+    X: (N, C, H, W);  dY: (N, O, OH, OW);
     dWt_parts: (P, C, KH, KW, O), written: partial sums over P slices of the batch (sum them).
-    Event-driven like the forward: only non-zero inputs contribute.
+    Event-driven like the forward: only non-zero inputs contribute. Each sample's dY is first
+    copied channels-last (dYt[i, j, o]) so that the innermost loop runs over contiguous o.
     """
     N, C, H, Wd = X.shape
     P, _, KH, KW, O = dWt_parts.shape
-    OH, OW = dYt.shape[1], dYt.shape[2]
+    OH, OW = dY.shape[2], dY.shape[3]
+    rows, cols = _out_ranges(H, pad, KH, stride, OH), _out_ranges(Wd, pad, KW, stride, OW)
     for p in prange(P):
         part = dWt_parts[p]
         part[:] = 0.0
+        dYt = np.empty((OH, OW, O), dtype=dY.dtype)  # one sample of dY, channels last
         for n in range(p * N // P, (p + 1) * N // P):
+            for o in range(O):
+                for i in range(OH):
+                    for j in range(OW):
+                        dYt[i, j, o] = dY[n, o, i, j]
             for c in range(C):
                 for y in range(H):
-                    i_lo, i_hi = _out_range(y, pad, KH, stride, OH)
+                    i_lo, i_hi = rows[y, 0], rows[y, 1]
                     for x in range(Wd):
                         v = X[n, c, y, x]
                         if v == 0:
                             continue
-                        j_lo, j_hi = _out_range(x, pad, KW, stride, OW)
+                        j_lo, j_hi = cols[x, 0], cols[x, 1]
                         for i in range(i_lo, i_hi + 1):
                             kh = y + pad - i * stride
                             for j in range(j_lo, j_hi + 1):
                                 kw = x + pad - j * stride
                                 for o in range(O):
-                                    part[c, kh, kw, o] += v * dYt[n, i, j, o]
+                                    part[c, kh, kw, o] += v * dYt[i, j, o]
 
 
 @jit(parallel=True)
-def conv2d_backward_input(dYt, Wm, stride, pad, KH, KW, dX):
+def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, dX):
     """dX[n, c, y, x] = sum_{o, i, j} dY[n, o, i, j] * W[o, c, y - i*s + p, x - j*s + p]   (taps in range)
 
-    dYt: (N, OH, OW, O) = dY with channels last;  Wm: (O, C*KH*KW) = W reshaped;  dX: (N, C, H, W), written.
+    dY: (N, O, OH, OW);  Wm: (O, C*KH*KW) = W reshaped;  dX: (N, C, H, W), written.
     Per sample, the matrix product P[(i, j), (c, kh, kw)] = sum_o dY[n, o, i, j] * W[o, c, kh, kw]
-    (BLAS), then "col2im": every row P[(i, j)] is added to the input window that position saw.
+    (BLAS), then every row P[(i, j)] is added to the input window that position saw.
     """
-    N, OH, OW, O = dYt.shape
+    N, O, OH, OW = dY.shape
     C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
     for n in prange(N):
-        P = np.dot(dYt[n].reshape(OH * OW, O), Wm)  # (OH*OW, C*KH*KW)
+        P = np.dot(dY[n].reshape(O, OH * OW).T, Wm)  # (OH*OW, C*KH*KW)
         dX[n] = 0.0
         for i in range(OH):
             kh_lo = max(0, pad - i * stride)  # taps with 0 <= i*s - p + kh < H

@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Print the RESULTS.md table rows from the run folders in results/ (so no number is copied by hand).
+
+    python results/table.py
+"""
+import json
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def row(run):
+    cfg = json.loads((run / "config.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    last = rows[-1]
+    cmd = (run / "command.txt").read_text().strip().splitlines()[-1]
+    bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
+    sec = statistics.median(r["seconds"] for r in rows)
+    return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "
+            f"{last['epoch']}/{cfg['epochs']} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
+            f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.0f} | `{cmd}` |")
+
+
+if __name__ == "__main__":
+    print("| run | data | weights | schedule | seed | epochs done | best test acc % | final test acc % "
+          "| epoch-1 test acc % | s/epoch | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in sorted(p.parent for p in HERE.glob("**/metrics.jsonl")):
+        r = row(run)
+        if r:
+            print(r)

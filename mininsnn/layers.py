@@ -235,7 +235,7 @@ class Conv2d(Layer):
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
-        Wm = np.ascontiguousarray(Wt.transpose(3, 0, 1, 2)).reshape(O, C * KH * KW)  # (O, C*KH*KW)
+        Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
         dX = self._buffer("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
         kconv.conv2d_backward_input(dY, Wm, stride, self.padding, KH, KW, dX)
         return dX.reshape(x.shape)

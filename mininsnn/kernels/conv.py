@@ -100,15 +100,17 @@ def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
 def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, dX):
     """dX[n, c, y, x] = sum_{o, i, j} dY[n, o, i, j] * W[o, c, y - i*s + p, x - j*s + p]   (taps in range)
 
-    dY: (N, O, OH, OW);  Wm: (O, C*KH*KW) = W reshaped;  dX: (N, C, H, W), written.
-    Per sample, the matrix product P[(i, j), (c, kh, kw)] = sum_o dY[n, o, i, j] * W[o, c, kh, kw]
-    (BLAS), then every row P[(i, j)] is added to the input window that position saw.
+    dY: (N, O, OH, OW);  Wm: (O, KH*KW*C), Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw];
+    dX: (N, C, H, W), written.
+    Per sample, the matrix product P[(i, j), (kh, kw, c)] = sum_o dY[n, o, i, j] * W[o, c, kh, kw]
+    (BLAS); then each row P[(i, j)] is added to the input window that position saw, kept channels
+    last (dXt[y, x, c]) so that one kernel row (kw, c) of the window is one contiguous run.
     """
     N, O, OH, OW = dY.shape
     C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
     for n in prange(N):
-        P = np.dot(dY[n].reshape(O, OH * OW).T, Wm)  # (OH*OW, C*KH*KW)
-        dX[n] = 0.0
+        P = np.dot(dY[n].reshape(O, OH * OW).T, Wm)  # (OH*OW, KH*KW*C)
+        dXt = np.zeros((H, Wd * C), dtype=dX.dtype)  # dX[n] channels last, (H, W*C)
         for i in range(OH):
             kh_lo = max(0, pad - i * stride)  # taps with 0 <= i*s - p + kh < H
             kh_hi = min(KH, H + pad - i * stride)
@@ -117,9 +119,14 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, dX):
                 kw_hi = min(KW, Wd + pad - j * stride)
                 x0 = j * stride - pad
                 r = i * OW + j
-                for c in range(C):
-                    for kh in range(kh_lo, kh_hi):
-                        y = i * stride - pad + kh
-                        base = (c * KH + kh) * KW
-                        for kw in range(kw_lo, kw_hi):
-                            dX[n, c, y, x0 + kw] += P[r, base + kw]
+                L = (kw_hi - kw_lo) * C  # one kernel row of the window: (kw, c) contiguous
+                for kh in range(kh_lo, kh_hi):
+                    y = i * stride - pad + kh
+                    src = P[r, (kh * KW + kw_lo) * C:(kh * KW + kw_hi) * C]
+                    dst = dXt[y, (x0 + kw_lo) * C:(x0 + kw_hi) * C]
+                    for q in range(L):
+                        dst[q] += src[q]
+        for c in range(C):
+            for y in range(H):
+                for x in range(Wd):
+                    dX[n, c, y, x] = dXt[y, x * C + c]

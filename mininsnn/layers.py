@@ -554,7 +554,8 @@ class Leaky(Layer):
         klif.lif_forward(I, T, dt(self.beta), dt(self.threshold), self.reset == "zero", self.smooth,
                          self.surrogate.code, dt(self.surrogate.k), U, S)
         self.cache = (x.shape, U)
-        self.firing_rate = float(S.mean()) if not self.smooth else float((U > self.threshold).mean())
+        fired = S if not self.smooth else U > self.threshold
+        self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
         self.last_spikes = S
         return S.reshape((T,) + x.shape[1:])
 

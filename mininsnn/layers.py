@@ -19,6 +19,7 @@ import numpy as np
 from mininsnn import surrogate as sg
 from mininsnn.kernels import conv as kconv
 from mininsnn.kernels import linear as klinear
+from mininsnn.kernels import spikeconv as kspike
 from mininsnn.kernels import lif as klif
 from mininsnn.kernels import norm as knorm
 from mininsnn.kernels import pool as kpool
@@ -86,6 +87,8 @@ class Layer:
         if x.ndim != 2 + len(trailing) or tuple(x.shape[2:]) != tuple(trailing):
             raise ValueError(f"{self.name}: expected input of shape {want}, got {x.shape}")
         if x.dtype == SPIKE_DTYPE and allow_spikes:
+            if x.size and x.max() > 1:
+                raise ValueError(f"{self.name}: uint8 input must be 0/1 spikes, got values up to {x.max()}")
             return
         if x.dtype not in FLOAT_DTYPES:
             kinds = "float32, float64" + (" or uint8 spikes" if allow_spikes else "")
@@ -203,16 +206,24 @@ class Conv2d(Layer):
             Wk, stride = fuse_avgpool(Wq, self.fused_pool), self.fused_pool
         OH, OW = self.output_hw(H, W)
         Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
+        KH, KW = Wt.shape[1], Wt.shape[2]
         X = x.reshape(TI * B, C, H, W)
         Y = self._buffer("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
-        kconv.conv2d_forward(X, Wt, stride, p, Y)
+        rows = kconv.out_ranges(H, p, KH, stride, OH)  # (H, 2) output rows each input row reaches
+        spikes = x.dtype == SPIKE_DTYPE and kspike.fits(KW, W, p)
+        if spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
+            Tab = self._buffer("Tab", (C, KH, 1 << KW, self.out_channels), dtype)  # (C, KH, 2^KW, O)
+            kspike.pattern_table(Wt, Tab)
+            kspike.spikeconv_forward(X, Tab, KW, stride, p, rows, Y)
+        else:
+            kconv.conv2d_forward(X, Wt, stride, p, Y)
         if "bias" in self.params:
             Y += self.params["bias"][None, :, None, None]
-        self.cache = (x, Wt, stride)
+        self.cache = (x, Wt, stride, rows, spikes)
         return Y.reshape(TI, B, self.out_channels, OH, OW)
 
     def backward(self, dout):
-        x, Wt, stride = self.cache
+        x, Wt, stride, rows, spikes = self.cache
         TI, B, C, H, W = x.shape
         N = TI * B
         O = self.out_channels
@@ -222,9 +233,16 @@ class Conv2d(Layer):
         dY = np.ascontiguousarray(dout.reshape(N, O, OH, OW))  # (N, O, OH, OW)
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
         P = max(1, min(N, 2 * numba.get_num_threads()))
-        parts = np.empty((P, C, KH, KW, O), dtype=dY.dtype)  # per-slice partial sums
-        kconv.conv2d_backward_weight(X, dY, stride, self.padding, parts)
-        dWk = parts.sum(axis=0).transpose(3, 0, 1, 2)  # (O, C, KH, KW)
+        if spikes:  # 0/1 input: gradient per window pattern, then unfolded onto the taps
+            G_parts = self._buffer("G_parts", (P, C, KH, 1 << KW, O), dY.dtype)  # per-slice partial sums
+            kspike.spikeconv_backward_weight(X, dY, KW, stride, self.padding, rows, G_parts)
+            dWt = np.empty((C, KH, KW, O), dtype=dY.dtype)  # (C, KH, KW, O)
+            kspike.unfold_pattern_grad(G_parts.sum(axis=0), dWt)
+        else:
+            parts = np.empty((P, C, KH, KW, O), dtype=dY.dtype)  # per-slice partial sums
+            kconv.conv2d_backward_weight(X, dY, stride, self.padding, parts)
+            dWt = parts.sum(axis=0)
+        dWk = dWt.transpose(3, 0, 1, 2)  # (O, C, KH, KW)
         if self.fused_pool:
             dWk = unfuse_avgpool_grad(dWk, self.fused_pool, self.kernel_size, self.kernel_size)
         # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)

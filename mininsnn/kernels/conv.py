@@ -19,7 +19,7 @@ from mininsnn._jit import jit, prange
 
 
 @jit
-def _out_ranges(n_in, pad, K, stride, n_out):
+def out_ranges(n_in, pad, K, stride, n_out):
     """For every input index y, the output indices i with 0 <= y + pad - i*stride < K, as an
     inclusive range: R[y] = (lo, hi). A table, so that no division runs per input spike."""
     R = np.empty((n_in, 2), dtype=np.int64)
@@ -35,7 +35,7 @@ def conv2d_forward(X, Wt, stride, pad, Y):
     N, C, H, Wd = X.shape
     _, KH, KW, O = Wt.shape
     OH, OW = Y.shape[2], Y.shape[3]
-    rows, cols = _out_ranges(H, pad, KH, stride, OH), _out_ranges(Wd, pad, KW, stride, OW)
+    rows, cols = out_ranges(H, pad, KH, stride, OH), out_ranges(Wd, pad, KW, stride, OW)
     for n in prange(N):
         acc = np.zeros((OH, OW, O), dtype=Y.dtype)  # Y[n] with channels last
         for c in range(C):
@@ -70,7 +70,7 @@ def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
     N, C, H, Wd = X.shape
     P, _, KH, KW, O = dWt_parts.shape
     OH, OW = dY.shape[2], dY.shape[3]
-    rows, cols = _out_ranges(H, pad, KH, stride, OH), _out_ranges(Wd, pad, KW, stride, OW)
+    rows, cols = out_ranges(H, pad, KH, stride, OH), out_ranges(Wd, pad, KW, stride, OW)
     for p in prange(P):
         part = dWt_parts[p]
         part[:] = 0.0

@@ -29,6 +29,15 @@ def out_ranges(n_in, pad, K, stride, n_out):
     return R
 
 
+@jit
+def sample_channels_last(dY, n, out):
+    """out[i, j, o] = dY[n, o, i, j]: sample n of an (N, O, OH, OW) array, channels last (OH, OW, O)."""
+    for o in range(dY.shape[1]):
+        for i in range(dY.shape[2]):
+            for j in range(dY.shape[3]):
+                out[i, j, o] = dY[n, o, i, j]
+
+
 @jit(parallel=True)
 def conv2d_forward(X, Wt, stride, pad, Y):
     """X: (N, C, H, W) any real dtype;  Wt: (C, KH, KW, O);  Y: (N, O, OH, OW), written."""
@@ -76,10 +85,7 @@ def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
         part[:] = 0.0
         dYt = np.empty((OH, OW, O), dtype=dY.dtype)  # one sample of dY, channels last
         for n in range(p * N // P, (p + 1) * N // P):
-            for o in range(O):
-                for i in range(OH):
-                    for j in range(OW):
-                        dYt[i, j, o] = dY[n, o, i, j]
+            sample_channels_last(dY, n, dYt)
             for c in range(C):
                 for y in range(H):
                     i_lo, i_hi = rows[y, 0], rows[y, 1]

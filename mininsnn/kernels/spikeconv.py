@@ -16,6 +16,7 @@ bit mask per input row (``_row_mask``). Needs KW <= 8 and W + pad <= 62 (``fits`
 import numpy as np
 
 from mininsnn._jit import jit, prange
+from mininsnn.kernels.conv import sample_channels_last
 
 
 def fits(KW, W, pad):
@@ -98,10 +99,7 @@ def spikeconv_backward_weight(X, dY, KW, stride, pad, rows, G_parts):
         G[:] = 0.0
         dYt = np.empty((OH, OW, O), dtype=dY.dtype)  # one sample of dY, channels last
         for n in range(p * N // P, (p + 1) * N // P):
-            for o in range(O):
-                for i in range(OH):
-                    for j in range(OW):
-                        dYt[i, j, o] = dY[n, o, i, j]
+            sample_channels_last(dY, n, dYt)
             for c in range(C):
                 for y in range(H):
                     M = _row_mask(X, n, c, y, pad)

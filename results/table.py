@@ -17,7 +17,8 @@ def row(run):
         return None
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
     last = rows[-1]
-    cmd = (run / "command.txt").read_text().strip().splitlines()[-1]
+    # the command that started the run (later lines are resumes of it)
+    cmd = next(line for line in (run / "command.txt").read_text().splitlines() if line and not line.startswith("#"))
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     sec = statistics.median(r["seconds"] for r in rows)
     return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "

@@ -2,6 +2,8 @@
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
+    mininsnn train --branch runs/mnist-4bit-seed0/best.h5 --schedule warm_restarts \
+                   --epochs 20 --out runs/mnist-4bit-wr-seed0  # a new run from a checkpoint
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
     mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
 
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing")
     t.add_argument("--out", help="run folder (default runs/<config>-seed<seed>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--branch", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="start a new run (--out) from another run's checkpoint with another "
+                        "schedule; allowed only if that schedule gave the same lr at every "
+                        "batch trained so far (e.g. warm_restarts with T_0 = T_max branched "
+                        "from a cosine run at or before T_max batches)")
 
     e = sub.add_parser("eval", help="test accuracy of a run's checkpoints", allow_abbrev=False)
     e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
@@ -120,8 +127,26 @@ def _train(a, argv) -> int:
     given = vars(a)
     overrides = {k: given[k] for k in _TRAIN_KEYS if k in given}
     data_dir, download = given.get("data_dir"), given.get("download", False)
-    tree = None
-    if "resume" in given:
+    tree = branch = None
+    if "resume" in given and "branch" in given:
+        raise UsageError("--resume continues a run, --branch starts a new one: pass one of them")
+    if "branch" in given:
+        if "out" not in given:
+            raise UsageError("--branch starts a new run: pass its folder with --out")
+        branch, tree = T.load_checkpoint_source(a.branch)
+        saved = T.validate_config(tree["config"])
+        if "config" in given and a.config != saved["config"]:
+            raise T.ConfigError(f"{branch} is a {saved['config']} run, not {a.config}; drop "
+                                "--config")
+        cfg = T.validate_config({**saved, **overrides})
+        T.check_same_config(saved, cfg, str(branch), allowed=T.BRANCHABLE_KEYS)
+        if cfg["epochs"] <= tree["epoch"]:
+            raise T.ConfigError(f"{branch} holds {tree['epoch']} trained epoch(s); pass "
+                                f"--epochs N with N > {tree['epoch']}")
+        T.replay_schedule(tree, cfg)                    # refuse before anything is written
+        run_dir = Path(a.out)
+        T.check_new_run_dir(run_dir)
+    elif "resume" in given:
         run_dir = Path(a.resume)
         if "out" in given and Path(a.out).resolve() != run_dir.resolve():
             raise UsageError("--resume continues the run in its own folder; drop --out")
@@ -142,16 +167,22 @@ def _train(a, argv) -> int:
         T.check_new_run_dir(run_dir)
     train_set, test_set = T.load_data(cfg, data_dir, download)
     trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir)
-    if tree is not None:
+    if branch is not None:
+        trainer.load_branch(tree)
+    elif tree is not None:
         trainer.load_state(tree)
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
           f"test samples, {len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, "
           f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
-          + (f", resuming after epoch {trainer.epoch}" if tree is not None else "")
+          + (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
+             else f", resuming after epoch {trainer.epoch}" if tree is not None else "")
           + f" -> {run_dir}", flush=True)
     # every check has passed: from here on files are written
-    trainer.prepare_run_dir(_command_text(argv))
+    if branch is not None:
+        trainer.prepare_branch_dir(_command_text(argv), branch)
+    else:
+        trainer.prepare_run_dir(_command_text(argv))
     try:
         history = trainer.fit()
     except KeyboardInterrupt:

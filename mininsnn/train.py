@@ -45,9 +45,10 @@ from mininsnn.data import BatchIterator
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights
 from mininsnn.schedule import SCHEDULES, make_schedule
 
-__all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "ConfigError", "TrainingError", "make_config",
+__all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError", "make_config",
            "validate_config", "load_data", "build_net", "forward", "evaluate", "Trainer",
-           "check_same_config", "check_new_run_dir", "load_run", "read_metrics"]
+           "check_same_config", "check_new_run_dir", "load_run", "load_checkpoint_source",
+           "replay_schedule", "read_metrics"]
 
 # Training options that sit beside a model config's hyperparameters in a run configuration
 # (where a model config has the same key, e.g. "schedule", the model config's value wins).
@@ -62,6 +63,9 @@ TRAIN_DEFAULTS = {
 }
 # The only keys a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)
+# The keys a branch (a new run that continues another run's checkpoint) may change: the schedule,
+# provided it gave exactly the same lr at every batch already trained (see replay_schedule).
+BRANCHABLE_KEYS = ("epochs", "schedule", "T_max", "T_mult", "eta_min")
 RUN_FILES = ("config.json", "command.txt", "metrics.jsonl", "metrics.csv", "steps.csv",
              "last.h5", "best.h5")
 CHECKPOINT_KIND = "mininsnn-run"
@@ -429,6 +433,16 @@ class Trainer:
             "best": None if self.best is None else dict(self.best),
         }
 
+    def load_branch(self, tree: dict) -> None:
+        """Continue the checkpoint ``tree`` of another run as this (new) run, whose configuration
+        may differ from the checkpoint's in BRANCHABLE_KEYS only. The schedule must have given
+        the same lr at every batch trained so far; it is replayed over the checkpoint's history
+        to get its state (e.g. halve_on_rise's current lr), so the branch is exactly the run this
+        configuration would have trained from the start."""
+        check_same_config(tree["config"], self.config, "the checkpoint", allowed=BRANCHABLE_KEYS)
+        schedule = replay_schedule(tree, self.config)
+        self.load_state({**tree, "config": dict(self.config), "schedule": schedule.state_dict()})
+
     def load_state(self, tree: dict) -> None:
         """Restore a tree from :meth:`state` (same configuration except ``epochs``)."""
         check_same_config(tree["config"], self.config, "the checkpoint")
@@ -482,6 +496,29 @@ class Trainer:
             keep = rows[:1] + [r for r in rows[1:] if r and int(r.split(",", 1)[0]) < self.step]
             _atomic_write_text(steps, "".join(r + "\n" for r in keep))
 
+    def prepare_branch_dir(self, command: str, source) -> None:
+        """:meth:`prepare_run_dir` for a run made by :meth:`load_branch` from the checkpoint file
+        ``source``: the source run's steps.csv up to the branch point comes along, and the branch
+        point is saved as last.h5 (and as best.h5 when it holds the best epoch so far; otherwise
+        the source's best.h5 is copied when it is that epoch) so the new run resumes at once."""
+        if self.run_dir is None:
+            return
+        source = Path(source)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        src_steps = source.parent / "steps.csv"
+        if src_steps.exists():
+            _atomic_write_text(self.run_dir / "steps.csv", src_steps.read_text(encoding="utf-8"))
+        self.prepare_run_dir(f"# branched from {source} after epoch {self.epoch} (step "
+                             f"{self.step}); lr agreed at every earlier batch\n{command}")
+        tree = self.state()
+        save_checkpoint(self.run_dir / "last.h5", tree)
+        if self.best is not None and self.best["epoch"] == self.epoch:
+            save_checkpoint(self.run_dir / "best.h5", tree)
+        elif self.best is not None and (source.parent / "best.h5").exists():
+            best = load_checkpoint(source.parent / "best.h5")
+            if int(best["epoch"]) == self.best["epoch"]:
+                save_checkpoint(self.run_dir / "best.h5", best)
+
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> list[dict]:
         """Train until ``epochs`` (default: config) epochs are done; returns the metric history."""
@@ -530,9 +567,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def check_same_config(saved: dict, wanted: dict, where: str) -> None:
-    """ConfigError naming the first key (other than RESUMABLE_KEYS) whose value differs."""
-    keys = [k for k in {**saved, **wanted} if k not in RESUMABLE_KEYS]
+def check_same_config(saved: dict, wanted: dict, where: str,
+                      allowed: tuple = RESUMABLE_KEYS) -> None:
+    """ConfigError naming the first key (other than ``allowed``) whose value differs."""
+    keys = [k for k in {**saved, **wanted} if k not in allowed]
     for k in keys:
         if saved.get(k, "<absent>") != wanted.get(k, "<absent>"):
             raise ConfigError(f"{where} was trained with {k}={saved.get(k, '<absent>')!r}, not "
@@ -567,6 +605,47 @@ def load_run(run_dir) -> dict:
     if tree.get("kind") != CHECKPOINT_KIND or "config" not in tree:
         raise ConfigError(f"{path} is not a mininsnn training checkpoint")
     return tree
+
+
+def load_checkpoint_source(path) -> tuple[Path, dict]:
+    """(file, tree) of a training checkpoint given as a file or as a run folder (its last.h5)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "last.h5", load_run(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; pass a run folder or a checkpoint file")
+    try:
+        tree = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    if tree.get("kind") != CHECKPOINT_KIND or "config" not in tree:
+        raise ConfigError(f"{path} is not a mininsnn training checkpoint")
+    return path, tree
+
+
+def replay_schedule(tree: dict, cfg: dict):
+    """The schedule of ``cfg`` in the state it would be in after the epochs of checkpoint ``tree``
+    had it driven them. Both schedules are replayed batch by batch over the checkpoint's history
+    (end_epoch gets each epoch's recorded mean training loss); ConfigError at the first batch
+    where their lr differ, since a branch there would not be the run it claims to be."""
+    saved = validate_config(tree["config"])
+    old, new = _make_schedule(saved), _make_schedule(cfg)
+    start = 0
+    for row in tree["history"]:
+        end, epoch = int(row["step"]), int(row["epoch"])
+        for k in range(start, end):
+            if old.lr(k) != new.lr(k):
+                raise ConfigError(
+                    f"{cfg['schedule']} gives lr {new.lr(k):.6g} at batch {k} (epoch {epoch}), "
+                    f"where the checkpoint's run trained with {saved['schedule']} at lr "
+                    f"{old.lr(k):.6g}; branch from a checkpoint of epoch {epoch - 1} or earlier")
+        old.end_epoch(row["train_loss"])
+        new.end_epoch(row["train_loss"])
+        start = end
+    if start != int(tree["step"]) or old.state_dict() != dict(tree["schedule"]):
+        raise ConfigError("the checkpoint's history does not replay to its own schedule state "
+                          "(a damaged or hand-edited checkpoint?); it cannot be branched")
+    return new
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -98,6 +98,7 @@ BAD = [
     ["train", "--data-dir", "does/not/exist"],
     ["train", "--data-dir", "."],                    # a folder without the MNIST files
     ["train", "--resume", "no/such/run"],
+    ["train", "--branch", "no/such/run", "--out", "new"],
     ["eval", "no/such/run"],
     ["plot", "no/such/run"],
     ["frobnicate"],
@@ -170,3 +171,28 @@ def test_example_fmnist_uses_its_config(tmp_path, monkeypatch, capsys):
     assert run_example("train_fmnist.py", ["--data-dir", "empty"], monkeypatch) == 2
     assert "Fashion-MNIST" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["empty"]
+
+
+def test_branch_through_the_cli(smoke_run, tmp_path, capsys):
+    rc, src = smoke_run
+    before = snapshot(src)
+    new = tmp_path / "wr"
+    for argv in (["--schedule", "warm_restarts", "--epochs", "3"],              # no --out
+                 ["--schedule", "constant", "--epochs", "3", "--out", str(new)],  # lr differs
+                 ["--schedule", "warm_restarts", "--lr", "1e-3", "--epochs", "3", "--out",
+                  str(new)],
+                 ["--schedule", "warm_restarts", "--epochs", "1", "--out", str(new)],
+                 ["--resume", str(src), "--epochs", "3", "--out", str(new)]):
+        assert main(["train", "--branch", str(src / "best.h5"), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert not new.exists()
+    assert main(["train", "--branch", str(src / "best.h5"), "--schedule", "warm_restarts",
+                 "--epochs", "3", "--out", str(new)]) == 0
+    assert snapshot(src) == before
+    rows = [json.loads(line) for line in (new / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert len((new / "steps.csv").read_text().splitlines()) == 1 + 3 * 8
+    assert json.loads((new / "config.json").read_text())["schedule"] == "warm_restarts"
+    assert (new / "command.txt").read_text().startswith("# branched from ")
+    assert load_checkpoint(new / "last.h5")["epoch"] == 3

@@ -12,8 +12,9 @@ import pytest
 
 from mininsnn.checkpoint import load_checkpoint
 from mininsnn.schedule import cosine
-from mininsnn.train import (ConfigError, Progress, Trainer, check_new_run_dir, check_same_config,
-                            load_data, load_run, make_config, validate_config)
+from mininsnn.train import (ConfigError, Progress, Trainer, _make_schedule, check_new_run_dir,
+                            check_same_config, load_data, load_run, make_config, replay_schedule,
+                            validate_config)
 
 TINY = dict(subset=48, test_subset=32, num_steps=4, batch_size=16)
 
@@ -259,3 +260,87 @@ def test_progress_is_silent_off_a_terminal_and_shows_rate_and_eta_on_one(monkeyp
     assert "50/100" in on.getvalue() and "loss 0.2500" in on.getvalue()
     assert "samples/s" in on.getvalue() and "ETA" in on.getvalue()
     p.close()
+
+
+# -- branches: a new run continued from another run's checkpoint with another schedule ------------
+
+def straight_and_branch(tmp_path, data, first: dict, second: dict, at: int, epochs: int):
+    """Run ``second`` straight for ``epochs``; run ``first`` for ``at`` epochs, branch it into
+    ``second`` and finish. Returns (straight trainer, branch trainer)."""
+    train, test = data
+    quiet = lambda m: None  # noqa: E731
+    straight = Trainer({**second, "epochs": epochs}, train, test, run_dir=tmp_path / "straight",
+                       log=quiet)
+    straight.prepare_run_dir("straight")
+    straight.fit()
+    src = Trainer({**first, "epochs": at}, train, test, run_dir=tmp_path / "src", log=quiet)
+    src.prepare_run_dir("src")
+    src.fit()
+    br = Trainer({**second, "epochs": epochs}, train, test, run_dir=tmp_path / "branch", log=quiet)
+    br.load_branch(load_run(tmp_path / "src"))
+    br.prepare_branch_dir("branch", tmp_path / "src" / "last.h5")
+    assert load_checkpoint(tmp_path / "branch" / "last.h5")["epoch"] == at   # resumable at once
+    br.fit()
+    return straight, br
+
+
+def test_branch_from_cosine_into_warm_restarts_equals_the_straight_run(tmp_path, data):
+    # 3 batches per epoch, T_max = T_0 = 4: both give the same lr on batches 0..3, so a branch
+    # after epoch 1 is allowed and must be bit-identical to warm restarts trained from the start
+    straight, br = straight_and_branch(tmp_path, data, tiny_config(schedule="cosine"),
+                                       tiny_config(schedule="warm_restarts"), at=1, epochs=3)
+    assert_same_state(straight.state(), br.state())
+    assert (tmp_path / "straight" / "steps.csv").read_text() == \
+           (tmp_path / "branch" / "steps.csv").read_text()
+    assert (tmp_path / "branch" / "command.txt").read_text().startswith("# branched from ")
+
+
+def test_branch_from_constant_into_halve_on_rise_replays_its_state(tmp_path, data):
+    straight, br = straight_and_branch(tmp_path, data, tiny_config(schedule="constant"),
+                                       tiny_config(schedule="halve_on_rise"), at=2, epochs=3)
+    assert_same_state(straight.state(), br.state())
+    assert br.schedule.prev_loss == straight.history[-1]["train_loss"]
+
+
+def test_branch_is_refused_where_the_schedules_already_differ(tmp_path, data):
+    train, test = data
+    src = Trainer(tiny_config(schedule="cosine"), train, test, run_dir=tmp_path, log=lambda m: None)
+    src.prepare_run_dir("src")
+    src.fit(2)                              # batch 4 had lr 0 under cosine, lr0 under restarts
+    br = Trainer(tiny_config(schedule="warm_restarts", epochs=3), train, test)
+    with pytest.raises(ConfigError, match="batch 4 .epoch 2.*epoch 1 or earlier"):
+        br.load_branch(load_run(tmp_path))
+    with pytest.raises(ConfigError, match="lr="):              # the model may not change
+        Trainer(tiny_config(schedule="cosine", lr=1e-3, epochs=3), train,
+                test).load_branch(load_run(tmp_path))
+
+
+def fake_tree(schedule: str, losses: list[float], steps_per_epoch: int = 10) -> dict:
+    """A checkpoint tree's config, history and schedule state, as replay_schedule reads them."""
+    cfg = make_config("mnist-4bit", schedule=schedule)
+    sched = _make_schedule(cfg)
+    history = []
+    for e, loss in enumerate(losses, 1):
+        sched.end_epoch(loss)
+        history.append({"epoch": e, "step": e * steps_per_epoch, "train_loss": loss})
+    return {"config": cfg, "history": history, "step": len(losses) * steps_per_epoch,
+            "schedule": sched.state_dict()}
+
+
+def test_replay_schedule_follows_the_recorded_losses():
+    cfg = make_config("mnist-4bit", schedule="halve_on_rise")
+    # constant for two epochs whose loss rose: halve_on_rise would now halve (state lr0 / 2) ...
+    s = replay_schedule(fake_tree("constant", [1.0, 2.0]), cfg)
+    assert s.current_lr == cfg["lr"] / 2 and s.prev_loss == 2.0
+    # ... but had it driven a third epoch it would have trained it at lr0 / 2, not lr0
+    with pytest.raises(ConfigError, match="batch 20 .epoch 3."):
+        replay_schedule(fake_tree("constant", [1.0, 2.0, 1.5]), cfg)
+    # halve_on_rise -> constant is the same question from the other side
+    with pytest.raises(ConfigError, match="batch 20"):
+        replay_schedule(fake_tree("halve_on_rise", [1.0, 2.0, 1.5]),
+                        make_config("mnist-4bit", schedule="constant"))
+    # a history that does not lead to the saved schedule state is refused
+    tree = fake_tree("halve_on_rise", [1.0, 2.0])
+    tree["schedule"]["current_lr"] = cfg["lr"]
+    with pytest.raises(ConfigError, match="does not replay"):
+        replay_schedule(tree, cfg)

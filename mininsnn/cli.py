@@ -6,6 +6,7 @@
                    --epochs 20 --out runs/mnist-4bit-wr-seed0  # a new run from a checkpoint
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
     mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
+    mininsnn compare runs/a runs/b --out ab.png                # several runs on shared axes
 
 Bad input (unknown flag, impossible value, missing data, a run folder that belongs to another
 configuration) prints one line saying what to do and returns exit code 2 before anything is
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="mininsnn", allow_abbrev=False,
                 description="Train and evaluate quantized spiking neural networks (NumPy + Numba).")
-    sub = p.add_subparsers(dest="command", metavar="{train,eval,plot}")
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,plot,compare}")
     sub.required = True
     S = argparse.SUPPRESS          # flags not given stay absent, so a resume can tell them apart
 
@@ -106,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample", type=int, default=0, help="test sample of the raster (default 0)")
     g.add_argument("--data-dir", dest="data_dir")
     g.add_argument("--no-raster", action="store_true", help="skip the spike raster")
+
+    c = sub.add_parser("compare", allow_abbrev=False,
+                       help="test accuracy, training loss and LR of several runs in one PNG")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", required=True, help="the PNG file to write")
+    c.add_argument("--labels", help="comma-separated legend labels (default: folder names)")
+    c.add_argument("--title", help="figure title")
     return p
 
 
@@ -248,6 +256,14 @@ def _plot(a) -> int:
     return 0
 
 
+def _compare(a) -> int:
+    from mininsnn import plot as P
+
+    labels = None if a.labels is None else a.labels.split(",")
+    print(f"wrote {P.plot_compare(a.run_dirs, a.out, labels, a.title)}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit code."""
     from mininsnn.train import ConfigError, TrainingError
@@ -262,6 +278,8 @@ def main(argv=None) -> int:
             return _train(a, argv)
         if a.command == "eval":
             return _eval(a)
+        if a.command == "compare":
+            return _compare(a)
         return _plot(a)
     except SystemExit as e:                    # --help / --version
         return e.code if isinstance(e.code, int) else 0

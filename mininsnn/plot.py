@@ -4,6 +4,9 @@
     lr.png       learning rate and training loss per step            (steps.csv)
     raster.png   spikes of one test sample through the three spiking layers (best.h5 or last.h5)
 
+and, for several runs on shared axes (``mininsnn compare RUN_DIR... --out FILE``), test accuracy
+and training loss per epoch and the learning rate per step: :func:`plot_compare`.
+
 Figures are drawn with matplotlib's object API (no pyplot), so no display is ever needed.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from mininsnn.train import ConfigError, read_metrics
 
-__all__ = ["plot_run", "plot_curves", "plot_steps", "plot_raster"]
+__all__ = ["plot_run", "plot_curves", "plot_steps", "plot_raster", "plot_compare"]
 
 
 def _figure(nrows: int, ncols: int, size):
@@ -145,3 +148,39 @@ def plot_run(run_dir, out_dir=None, sample: int = 0, data_dir=None, raster: bool
         if p is not None:
             written.append(p)
     return written
+
+
+def plot_compare(run_dirs, path, labels=None, title: str | None = None) -> Path:
+    """Test accuracy and mean training loss per epoch, and LR per step, of several runs."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if labels is None:
+        labels = [d.name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ConfigError(f"{len(labels)} label(s) for {len(run_dirs)} run(s)")
+    runs = []
+    for d in run_dirs:                               # read everything before drawing anything
+        rows = read_metrics(d) if d.is_dir() else []
+        if not rows:
+            raise ConfigError(f"{d} has no metrics.jsonl rows; pass folders of training runs")
+        steps = _read_steps(d / "steps.csv") if (d / "steps.csv").exists() else None
+        runs.append((rows, steps))
+    fig, ax = _figure(1, 3, (15, 4.2))
+    for label, (rows, steps) in zip(labels, runs):
+        ep = [r["epoch"] for r in rows]
+        line, = ax[0, 0].plot(ep, [100 * r["test_acc"] for r in rows], "o-", ms=3, label=label)
+        ax[0, 1].plot(ep, [r["train_loss"] for r in rows], "o-", ms=3, color=line.get_color(),
+                      label=label)
+        if steps is not None and len(steps["step"]):
+            ax[0, 2].plot(steps["step"], steps["lr"], color=line.get_color(), label=label)
+    ax[0, 0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    ax[0, 1].set(xlabel="epoch", ylabel="mean training loss", title="training loss")
+    ax[0, 2].set(xlabel="step (batch)", ylabel="learning rate", title="learning rate per step")
+    for a in ax[0]:
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path

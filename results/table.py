@@ -17,13 +17,18 @@ def row(run):
         return None
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
     last = rows[-1]
-    # the command that started the run (later lines are resumes of it)
-    cmd = next(line for line in (run / "command.txt").read_text().splitlines() if line and not line.startswith("#"))
+    # the command that started the run (later lines are resumes of it); an example script's own
+    # command line when the run came from one (its mininsnn line may name a temporary folder)
+    lines = (run / "command.txt").read_text().splitlines()
+    cmd = next(line for line in lines if line and not line.startswith("#"))
+    head = lines[0].split("invoked as: ", 1)
+    if len(head) == 2 and head[1].startswith("examples/"):
+        cmd = "python " + head[1]
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     sec = statistics.median(r["seconds"] for r in rows)
     return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "
             f"{last['epoch']}/{cfg['epochs']} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
-            f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.0f} | `{cmd}` |")
+            f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.3g} | `{cmd}` |")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ BAD = [
     ["train", "--branch", "no/such/run", "--out", "new"],
     ["eval", "no/such/run"],
     ["plot", "no/such/run"],
+    ["compare", "no/such/run", "--out", "c.png"],
+    ["compare", ".", "--out", "c.png"],
     ["frobnicate"],
     [],
 ]
@@ -196,3 +198,13 @@ def test_branch_through_the_cli(smoke_run, tmp_path, capsys):
     assert json.loads((new / "config.json").read_text())["schedule"] == "warm_restarts"
     assert (new / "command.txt").read_text().startswith("# branched from ")
     assert load_checkpoint(new / "last.h5")["epoch"] == 3
+
+
+def test_compare_draws_several_runs(smoke_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc, out = smoke_run
+    png = tmp_path / "cmp" / "c.png"
+    assert main(["compare", str(out), str(out), "--labels", "a,b", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", str(out), "--labels", "a,b", "--out", str(tmp_path / "x.png")]) == 2
+    assert "label" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--t-max", type=int, dest="T_max",
                    help="cosine T_max / warm-restart T_0 in batches (default from the config)")
     t.add_argument("--t-mult", type=int, dest="T_mult", help="warm-restart cycle growth (default 1)")
+    t.add_argument("--quant-grad", dest="quant_grad", choices=["ste", "ste+scale"],
+                   help="quantizer backward: plain straight-through (default, REFERENCE.md) or "
+                        "also through the scale max|W|/L, as Brevitas computes it")
     t.add_argument("--subset", type=int, help="train on the first N training samples")
     t.add_argument("--test-subset", type=int, dest="test_subset",
                    help="evaluate on the first N test samples")
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 
 _TRAIN_KEYS = ("epochs", "bits", "schedule", "lr", "batch_size", "num_steps", "seed", "T_max",
-               "T_mult", "subset", "test_subset")
+               "T_mult", "subset", "test_subset", "quant_grad")
 
 
 def _command_text(argv) -> str:
@@ -183,6 +186,8 @@ def _train(a, argv) -> int:
     print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
           f"test samples, {len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, "
           f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+          + ("" if cfg["quant_grad"] == "ste" or cfg["bits"] is None
+             else f", quantizer backward {cfg['quant_grad']}")
           + (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
              else f", resuming after epoch {trainer.epoch}" if tree is not None else "")
           + f" -> {run_dir}", flush=True)

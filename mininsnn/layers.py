@@ -23,7 +23,7 @@ from mininsnn.kernels import spikeconv as kspike
 from mininsnn.kernels import lif as klif
 from mininsnn.kernels import norm as knorm
 from mininsnn.kernels import pool as kpool
-from mininsnn.quant import check_bits, quantize_backward, quantize_forward
+from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quantize_forward
 
 __all__ = [
     "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
@@ -157,7 +157,7 @@ class Conv2d(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
-                 bits=None, dtype=np.float32, rng=None):
+                 bits=None, dtype=np.float32, rng=None, quant_grad="ste"):
         super().__init__()
         self.in_channels = _check_positive_int("Conv2d", "in_channels", in_channels)
         self.out_channels = _check_positive_int("Conv2d", "out_channels", out_channels)
@@ -167,6 +167,7 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d: expected padding to be an integer >= 0, got {padding!r}")
         self.padding = int(padding)
         self.bits = check_bits(bits, "Conv2d")
+        self.quant_grad = check_quant_grad(quant_grad, "Conv2d")
         self.fused_pool = None
         self.needs_input_grad = True
         rng = np.random.default_rng() if rng is None else rng
@@ -178,7 +179,8 @@ class Conv2d(Layer):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, bias={'bias' in self.params}, bits={self.bits}")
+                f"padding={self.padding}, bias={'bias' in self.params}, bits={self.bits}"
+                + ("" if self.quant_grad == "ste" else f", quant_grad={self.quant_grad!r}"))
 
     def output_hw(self, H, W):
         K, s, p = self.kernel_size, self.stride, self.padding
@@ -245,8 +247,9 @@ class Conv2d(Layer):
         dWk = dWt.transpose(3, 0, 1, 2)  # (O, C, KH, KW)
         if self.fused_pool:
             dWk = unfuse_avgpool_grad(dWk, self.fused_pool, self.kernel_size, self.kernel_size)
-        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
-        self.grads["weight"] += quantize_backward(dWk)
+        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through; see quant.py for "ste+scale")
+        self.grads["weight"] += quantize_backward(dWk, self.params["weight"], self.bits,
+                                                  self.quant_grad)
         if "bias" in self.params:
             # fwd: Y += b[o]  =>  db[o] = sum_{n,i,j} dY[n,o,i,j]
             self.grads["bias"] += dY.sum(axis=(0, 2, 3))
@@ -427,11 +430,13 @@ class BatchNorm2d(Layer):
 class Linear(Layer):
     """Y = X @ Wq^T + b over (T, B, in) -> (T, B, out); weight (out, in) as in PyTorch."""
 
-    def __init__(self, in_features, out_features, bias=True, bits=None, dtype=np.float32, rng=None):
+    def __init__(self, in_features, out_features, bias=True, bits=None, dtype=np.float32, rng=None,
+                 quant_grad="ste"):
         super().__init__()
         self.in_features = _check_positive_int("Linear", "in_features", in_features)
         self.out_features = _check_positive_int("Linear", "out_features", out_features)
         self.bits = check_bits(bits, "Linear")
+        self.quant_grad = check_quant_grad(quant_grad, "Linear")
         self.needs_input_grad = True
         rng = np.random.default_rng() if rng is None else rng
         self._add_param("weight", _uniform_init(rng, (out_features, in_features), in_features, dtype))
@@ -439,7 +444,8 @@ class Linear(Layer):
             self._add_param("bias", _uniform_init(rng, (out_features,), in_features, dtype))
 
     def extra_repr(self):
-        return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}, bits={self.bits}"
+        return (f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}, bits={self.bits}"
+                + ("" if self.quant_grad == "ste" else f", quant_grad={self.quant_grad!r}"))
 
     def forward(self, x, ctx):
         self._check_input(x, (self.in_features,), allow_spikes=True)
@@ -461,11 +467,12 @@ class Linear(Layer):
         N = TI * B
         dY = np.ascontiguousarray(dout.reshape(N, self.out_features))
         # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
-        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through)
+        # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through; see quant.py for "ste+scale")
         P = max(1, min(N, 2 * numba.get_num_threads()))
         parts = self._buffer("parts", (P, self.out_features, F), dY.dtype)  # per-slice partial sums of dW
         klinear.linear_backward_weight(x.reshape(N, F), dY, parts)
-        self.grads["weight"] += quantize_backward(parts.sum(axis=0))
+        self.grads["weight"] += quantize_backward(parts.sum(axis=0), self.params["weight"],
+                                                  self.bits, self.quant_grad)
         if "bias" in self.params:
             self.grads["bias"] += dY.sum(axis=0)
         if not self.needs_input_grad:

@@ -12,6 +12,10 @@ ce_count_loss: L = mean_b CE(softmax(count[b]), target[b])
     dL/dS[t, b] = (softmax(count[b]) - onehot(target[b])) / B     (the same for every t)
 
 accuracy: argmax over classes of the spike count, ties to the lowest index (no spikes -> class 0).
+
+dL/dS comes in the spikes' float dtype; for 0/1 spikes stored as integers (what a Network
+returns) in ``dtype`` (default float32): pass ``dtype=np.float64`` with a float64 network, or
+the gradient is rounded to float32 before the backward pass sees it.
 """
 
 import numpy as np
@@ -19,7 +23,7 @@ import numpy as np
 __all__ = ["mse_count_loss", "ce_rate_loss", "ce_count_loss", "accuracy", "predict", "LOSSES"]
 
 
-def _check(spikes, targets, where):
+def _check(spikes, targets, where, dtype=None):
     S = np.asarray(spikes)
     if S.ndim != 3:
         raise ValueError(f"{where}: expected spikes of shape (T, B, C), got {S.shape}")
@@ -33,7 +37,11 @@ def _check(spikes, targets, where):
         raise ValueError(f"{where}: targets must lie in 0..{C - 1}, got values in {y.min()}..{y.max()}")
     if np.issubdtype(S.dtype, np.floating) and not np.isfinite(S).all():
         raise ValueError(f"{where}: spikes contain NaN or inf")
-    dtype = S.dtype if S.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    if S.dtype in (np.float32, np.float64):
+        return S, y, S.dtype
+    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{where}: expected dtype float32 or float64, got {dtype}")
     return S, y, dtype
 
 
@@ -42,8 +50,8 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def mse_count_loss(spikes, targets, correct_rate=0.8, incorrect_rate=0.2):
-    S, y, dtype = _check(spikes, targets, "mse_count_loss")
+def mse_count_loss(spikes, targets, correct_rate=0.8, incorrect_rate=0.2, dtype=None):
+    S, y, dtype = _check(spikes, targets, "mse_count_loss", dtype)
     for name, r in (("correct_rate", correct_rate), ("incorrect_rate", incorrect_rate)):
         if not (np.isfinite(r) and 0 <= r <= 1):
             raise ValueError(f"mse_count_loss: expected {name} in [0, 1], got {r!r}")
@@ -58,8 +66,8 @@ def mse_count_loss(spikes, targets, correct_rate=0.8, incorrect_rate=0.2):
     return loss, np.broadcast_to(g, S.shape).copy()
 
 
-def ce_rate_loss(spikes, targets):
-    S, y, dtype = _check(spikes, targets, "ce_rate_loss")
+def ce_rate_loss(spikes, targets, dtype=None):
+    S, y, dtype = _check(spikes, targets, "ce_rate_loss", dtype)
     T, B, C = S.shape
     logp = _log_softmax(S.astype(np.float64))  # (T, B, C)
     loss = float(-logp[:, np.arange(B), y].mean())
@@ -69,8 +77,8 @@ def ce_rate_loss(spikes, targets):
     return loss, (g / (T * B)).astype(dtype)
 
 
-def ce_count_loss(spikes, targets):
-    S, y, dtype = _check(spikes, targets, "ce_count_loss")
+def ce_count_loss(spikes, targets, dtype=None):
+    S, y, dtype = _check(spikes, targets, "ce_count_loss", dtype)
     T, B, C = S.shape
     logp = _log_softmax(S.sum(axis=0, dtype=np.float64))  # (B, C)
     loss = float(-logp[np.arange(B), y].mean())

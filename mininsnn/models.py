@@ -24,7 +24,7 @@ __all__ = ["CONFIGS", "build_model", "make_config", "build_from_config", "refere
 
 _COMMON = dict(num_steps=100, surrogate="fast_sigmoid", loss="mse_count", correct_rate=0.8,
                incorrect_rate=0.2, reset="subtract", betas=(0.9, 0.999), weight_decay=0.0, schedule="cosine",
-               eta_min=0.0)
+               eta_min=0.0, quant_grad="ste")
 
 #: REFERENCE.md "Configurations" (batch 128 unless noted; T = 100; Adam; mse_count 0.8/0.2).
 CONFIGS = {
@@ -68,11 +68,12 @@ def make_config(name, **overrides):
 
 
 def reference_network(input_shape, channels, num_classes, *, bits, beta, threshold, surrogate, dropout,
-                      batchnorm, reset="subtract", seed=0, dtype=np.float32, fuse=True):
+                      batchnorm, reset="subtract", seed=0, dtype=np.float32, fuse=True, quant_grad="ste"):
     """The paper's conv-pool-(bn)-lif x2, fc-dropout-lif architecture at any size.
 
     input_shape (C, H, W); channels (c1, c2); the fc layer has a bias only in full precision.
-    ``seed`` fixes the initial weights and the Dropout RNG.
+    ``seed`` fixes the initial weights and the Dropout RNG. ``quant_grad`` is the quantizer's
+    backward ("ste" or "ste+scale", see mininsnn.quant).
     """
     bits = check_bits(bits, "reference_network")
     c_in, h, w = input_shape
@@ -86,18 +87,21 @@ def reference_network(input_shape, channels, num_classes, *, bits, beta, thresho
     def lif():
         return Leaky(beta, threshold, surrogate, reset=reset)
 
-    layers = [("conv1", Conv2d(c_in, c1, 5, bias=False, bits=bits, dtype=dtype, rng=rng)),
+    layers = [("conv1", Conv2d(c_in, c1, 5, bias=False, bits=bits, dtype=dtype, rng=rng,
+                                       quant_grad=quant_grad)),
               ("pool1", AvgPool2d(2))]
     if batchnorm:
         layers.append(("bn1", BatchNorm2d(c1, dtype=dtype)))
     layers += [("lif1", lif()),
-               ("conv2", Conv2d(c1, c2, 5, bias=False, bits=bits, dtype=dtype, rng=rng)),
+               ("conv2", Conv2d(c1, c2, 5, bias=False, bits=bits, dtype=dtype, rng=rng,
+                               quant_grad=quant_grad)),
                ("pool2", AvgPool2d(2))]
     if batchnorm:
         layers.append(("bn2", BatchNorm2d(c2, dtype=dtype)))
     layers += [("lif2", lif()),
                ("flatten", Flatten()),
-               ("fc1", Linear(c2 * h2 * w2, num_classes, bias=bits is None, bits=bits, dtype=dtype, rng=rng)),
+               ("fc1", Linear(c2 * h2 * w2, num_classes, bias=bits is None, bits=bits, dtype=dtype, rng=rng,
+                             quant_grad=quant_grad)),
                ("dropout", Dropout(dropout)),
                ("lif3", lif())]
     return Network(layers, input_shape, dtype=dtype, seed=drop_seq, fuse=fuse)
@@ -111,7 +115,7 @@ def build_from_config(cfg, seed=0, dtype=np.float32, fuse=True):
     net = reference_network(input_shape, (c1, c2), n_cls, bits=cfg["bits"], beta=cfg["beta"],
                             threshold=cfg["threshold"], surrogate=sg.make_surrogate(cfg["surrogate"], cfg["slope"]),
                             dropout=cfg["dropout"], batchnorm=cfg["batchnorm"], reset=cfg["reset"], seed=seed,
-                            dtype=dtype, fuse=fuse)
+                            dtype=dtype, fuse=fuse, quant_grad=cfg.get("quant_grad", "ste"))
     net.config = cfg
     return net
 

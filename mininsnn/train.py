@@ -43,6 +43,7 @@ from mininsnn import __version__
 from mininsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mininsnn.data import BatchIterator
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights
+from mininsnn.quant import QUANT_GRADS
 from mininsnn.schedule import SCHEDULES, make_schedule
 
 __all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError", "make_config",
@@ -61,6 +62,9 @@ TRAIN_DEFAULTS = {
     "subset": None,         # train on the first N training samples (None: all)
     "test_subset": None,    # evaluate on the first N test samples (None: all)
 }
+# Keys added to the run configuration after runs were already recorded, with the value that
+# reproduces what those runs did: an older checkpoint's config gets them when it is validated.
+ADDED_KEYS = {"quant_grad": "ste"}
 # The only keys a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)
 # The keys a branch (a new run that continues another run's checkpoint) may change: the schedule,
@@ -118,6 +122,9 @@ def validate_config(cfg: dict) -> dict:
     if name not in CONFIGS:
         raise ConfigError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     known = {"config", *CONFIGS[name], *TRAIN_DEFAULTS}
+    for k, v in ADDED_KEYS.items():
+        if k in known:
+            cfg.setdefault(k, v)
     unknown = [k for k in cfg if k not in known]
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}")
@@ -148,6 +155,9 @@ def validate_config(cfg: dict) -> dict:
     if cfg["schedule"] not in SCHEDULES:
         raise ConfigError(f"unknown schedule {cfg['schedule']!r}; choose one of "
                           f"{', '.join(SCHEDULES)}")
+    if cfg["quant_grad"] not in QUANT_GRADS:
+        raise ConfigError(f"quant_grad must be one of {', '.join(QUANT_GRADS)}, got "
+                          f"{cfg['quant_grad']!r}")
     bits = cfg["bits"]
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, (int, np.integer))
                              or not 2 <= bits <= 16):
@@ -439,13 +449,14 @@ class Trainer:
         the same lr at every batch trained so far; it is replayed over the checkpoint's history
         to get its state (e.g. halve_on_rise's current lr), so the branch is exactly the run this
         configuration would have trained from the start."""
-        check_same_config(tree["config"], self.config, "the checkpoint", allowed=BRANCHABLE_KEYS)
+        check_same_config(validate_config(tree["config"]), self.config, "the checkpoint",
+                          allowed=BRANCHABLE_KEYS)
         schedule = replay_schedule(tree, self.config)
         self.load_state({**tree, "config": dict(self.config), "schedule": schedule.state_dict()})
 
     def load_state(self, tree: dict) -> None:
         """Restore a tree from :meth:`state` (same configuration except ``epochs``)."""
-        check_same_config(tree["config"], self.config, "the checkpoint")
+        check_same_config(validate_config(tree["config"]), self.config, "the checkpoint")
         self.net.load_state_dict(tree["model"])
         self.opt.load_state_dict(tree["optimizer"])
         self.schedule.load_state_dict(tree["schedule"])

@@ -6,6 +6,7 @@ from hypothesis.extra import numpy as hnp
 
 from mininsnn.layers import Context, Conv2d, Linear
 from mininsnn.quant import check_bits, quant_levels, quantize_backward, quantize_forward
+from tests.gradcheck import assert_close_grad, numeric_grad
 
 weights = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
                      elements=st.floats(-2, 2, allow_subnormal=False))
@@ -77,3 +78,58 @@ def test_layer_weight_gradient_is_straight_through(seed, bits):
     q.backward(g)
     fp.backward(g)
     np.testing.assert_allclose(q.grads["weight"], fp.grads["weight"], rtol=1e-12)
+
+
+# -- "ste+scale": the gradient also flows through s = max|W| / L (what Brevitas computes) ---------
+
+def scale_twin(W0, bits):
+    """A smooth function whose exact derivative at W0 is the "ste+scale" backward: with the
+    rounding offsets c = round(W0/s0) - W0/s0 frozen, q(W) = s(W) * (W / s(W) + c) = W + s(W) c,
+    i.e. round() replaced by a unit-slope function through the same points, s(W) = max|W| / L
+    left free."""
+    L = quant_levels(bits)
+    s0 = np.abs(W0).max() / L
+    c = np.clip(np.round(W0 / s0), -L, L) - W0 / s0
+    return lambda W: W + np.abs(W).max() / L * c
+
+
+@given(W=hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
+                    elements=st.floats(-2, 2, allow_subnormal=False)),
+       bits=st.integers(2, 8), seed=st.integers(0, 2**31))
+def test_scale_gradient_matches_finite_differences_of_its_twin(W, bits, seed):
+    W = W.copy()
+    flat = W.reshape(-1)
+    i = np.argmax(np.abs(flat))          # make the max unique, 0.5 above the rest: s(W) is then
+    flat[i] = (1.0 if flat[i] >= 0 else -1.0) * (np.abs(flat).max() + 0.5)   # smooth near W
+    G = np.random.default_rng(seed).standard_normal(W.shape)
+    twin = scale_twin(W.copy(), bits)
+    # the twin's value is the quantizer's value at W0 (same forward)
+    np.testing.assert_allclose(twin(W), quantize_forward(W, bits)[0], rtol=1e-12, atol=1e-12)
+    numeric = numeric_grad(lambda: float(np.sum(G * twin(W))), W)
+    assert_close_grad(quantize_backward(G, W, bits, "ste+scale"), numeric, what="ste+scale")
+    # plain STE differs from it only at the argmax element
+    diff = quantize_backward(G, W, bits, "ste+scale") - quantize_backward(G, W, bits, "ste")
+    m = np.unravel_index(np.argmax(np.abs(W)), W.shape)
+    diff[m] = 0.0
+    assert not diff.any()
+
+
+@pytest.mark.parametrize("make", [
+    lambda qg, rng: Linear(6, 3, bias=False, bits=4, dtype=np.float64, rng=rng, quant_grad=qg),
+    lambda qg, rng: Conv2d(2, 3, 3, bits=4, dtype=np.float64, rng=rng, quant_grad=qg)])
+def test_layers_apply_the_scale_gradient_to_their_weights(make):
+    rng = np.random.default_rng(3)
+    a, b = make("ste", np.random.default_rng(1)), make("ste+scale", np.random.default_rng(1))
+    shape = (2, 4, 6) if isinstance(a, Linear) else (2, 4, 2, 5, 5)
+    x = rng.standard_normal(shape)
+    for layer in (a, b):
+        y = layer.forward(x, Context(T=2, training=True, rng=rng))
+    g = rng.standard_normal(y.shape)
+    a.backward(g)
+    b.backward(g)
+    W = a.params["weight"]
+    np.testing.assert_allclose(b.grads["weight"],
+                               quantize_backward(a.grads["weight"], W, 4, "ste+scale"), rtol=1e-12)
+    assert not np.array_equal(a.grads["weight"], b.grads["weight"])
+    with pytest.raises(ValueError, match="quant_grad"):
+        make("brevitas", rng)

@@ -344,3 +344,19 @@ def test_replay_schedule_follows_the_recorded_losses():
     tree["schedule"]["current_lr"] = cfg["lr"]
     with pytest.raises(ConfigError, match="does not replay"):
         replay_schedule(tree, cfg)
+
+
+def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
+    train, test = data
+    t = Trainer(tiny_config(epochs=1), train, test, run_dir=tmp_path, log=lambda m: None)
+    t.prepare_run_dir("first")
+    t.fit()
+    tree = load_run(tmp_path)
+    del tree["config"]["quant_grad"]              # as written before the key existed
+    assert validate_config(tree["config"])["quant_grad"] == "ste"
+    r = Trainer(tiny_config(epochs=2), train, test, log=lambda m: None)
+    r.load_state(tree)
+    with pytest.raises(ConfigError, match="quant_grad"):
+        Trainer(tiny_config(epochs=2, quant_grad="ste+scale"), train, test).load_state(tree)
+    with pytest.raises(ConfigError, match="quant_grad"):
+        make_config("mnist-4bit", quant_grad="brevitas")

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mininsnn.checkpoint import load_checkpoint  # noqa: E402
 from mininsnn.loss import mse_count_loss  # noqa: E402
 from mininsnn.models import CONFIGS, build_model  # noqa: E402
 from mininsnn.train import load_data, make_config  # noqa: E402
@@ -48,6 +49,8 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--num-steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0, help="initial weights")
+    ap.add_argument("--checkpoint", help="take the weights and BatchNorm buffers from this "
+                                         "training checkpoint (its config must be --config)")
     ap.add_argument("--data-dir", help="folder of the data set (Fashion-MNIST needs it)")
     ap.add_argument("--quant-grad", default="ste+scale", choices=["ste", "ste+scale"],
                     help="mininsnn's quantizer backward (Brevitas computes ste+scale)")
@@ -61,6 +64,12 @@ def main():
     x, y = train.get_batch(np.arange(a.batch))
     x = x.astype(np.float64)
     net = build_model(a.config, seed=a.seed, dtype=np.float64, dropout=0.0, quant_grad=a.quant_grad)
+    if a.checkpoint:
+        tree = load_checkpoint(a.checkpoint)
+        if tree["config"]["config"] != a.config:
+            raise SystemExit(f"{a.checkpoint} is a {tree['config']['config']} run; pass --config "
+                             f"{tree['config']['config']}")
+        net.load_state_dict({k: np.asarray(v, np.float64) for k, v in tree["model"].items()})
     state = {k: np.array(v) for k, v in net.state_dict().items()}
 
     net.train()
@@ -82,7 +91,8 @@ def main():
                         str(src), str(dst)], check=True)
         ref = dict(np.load(dst))
 
-    print(f"parity: {a.config}, batch {a.batch}, T={a.num_steps}, seed {a.seed}, float64, "
+    print(f"parity: {a.config}, batch {a.batch}, T={a.num_steps}, "
+          f"{'weights of ' + a.checkpoint if a.checkpoint else f'seed {a.seed}'}, float64, "
           f"mininsnn quant_grad {a.quant_grad}; reference: {ref['versions']}")
     bad = []
 

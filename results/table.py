@@ -25,10 +25,14 @@ def row(run):
     if len(head) == 2 and head[1].startswith("examples/"):
         cmd = "python " + head[1]
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
+    if cfg["bits"] is not None:
+        bits += f", {cfg.get('quant_grad', 'ste')}"
+    branch = next((line for line in lines if line.startswith("# branched from ")), None)
+    note = "" if branch is None else " (" + branch[2:].split(";")[0] + ")"
     sec = statistics.median(r["seconds"] for r in rows)
     return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "
             f"{last['epoch']}/{cfg['epochs']} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
-            f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.3g} | `{cmd}` |")
+            f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.3g} | `{cmd}`{note} |")
 
 
 if __name__ == "__main__":

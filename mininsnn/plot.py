@@ -41,7 +41,9 @@ def plot_curves(rows: list[dict], path) -> None:
     ax[0, 1].plot(ep, [100 * r["train_acc"] for r in rows], "o-", label="train (training mode)")
     ax[0, 1].plot(ep, [100 * r["test_acc"] for r in rows], "s-", label="test")
     ax[0, 1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
     for a in ax[0]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend()
         a.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
@@ -172,6 +174,9 @@ def plot_compare(run_dirs, path, labels=None, title: str | None = None) -> Path:
                       label=label)
         if steps is not None and len(steps["step"]):
             ax[0, 2].plot(steps["step"], steps["lr"], color=line.get_color(), label=label)
+    from matplotlib.ticker import MaxNLocator
+    for a in ax[0, :2]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax[0, 0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
     ax[0, 1].set(xlabel="epoch", ylabel="mean training loss", title="training loss")
     ax[0, 2].set(xlabel="step (batch)", ylabel="learning rate", title="learning rate per step")

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Rebuild RESULTS.md from results/RESULTS.template.md and the run folders.
+
+    python results/make_results.py
+
+Each {PLACEHOLDER} in the template is replaced by a table that a script in this folder prints
+from the runs' metrics and checkpoints, so the tables are never typed by hand.
+"""
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# REFERENCE.md, "Anchors measured on the reference": test accuracy after epoch 1
+REFERENCE_EPOCH1 = {("mnist", 4): 98.64, ("fashion-mnist", 4): 86.58,
+                    ("mnist", None): 98.40, ("fashion-mnist", None): 83.83}
+
+
+def script(name, *args):
+    out = subprocess.run([sys.executable, str(HERE / name), *args], cwd=ROOT, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def runs():
+    for m in sorted(HERE.glob("*/metrics.jsonl")):
+        cfg = json.loads((m.parent / "config.json").read_text())
+        rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+        if rows:
+            yield m.parent, cfg, rows
+
+
+def epoch1_table():
+    groups = {}
+    for run, cfg, rows in runs():
+        key = (cfg["dataset"], cfg["bits"])
+        if key not in REFERENCE_EPOCH1:
+            continue
+        qg = "fp32" if cfg["bits"] is None else f"4-bit, {cfg.get('quant_grad', 'ste')}"
+        groups.setdefault((cfg["dataset"], qg, key), []).append((cfg["seed"], 100 * rows[0]["test_acc"]))
+    lines = ["| data | weights | reference, epoch 1 | mininsnn, epoch 1, by seed | mean | min..max |",
+             "|---|---|---|---|---|---|"]
+    for (data, qg, key), vals in sorted(groups.items()):
+        vals.sort()
+        accs = [a for _, a in vals]
+        seeds = ", ".join(f"{a:.2f} (seed {s})" for s, a in vals)
+        mean = f"{statistics.mean(accs):.2f}" if len(accs) > 1 else ""
+        span = f"{min(accs):.2f}..{max(accs):.2f}" if len(accs) > 1 else ""
+        lines.append(f"| {data} | {qg} | {REFERENCE_EPOCH1[key]:.2f} | {seeds} | {mean} | {span} |")
+    return "\n".join(lines)
+
+
+def main():
+    text = (HERE / "RESULTS.template.md").read_text()
+    r = "results/"
+    fill = {
+        "TABLE": lambda: script("table.py"),
+        "SIDE_MNIST": lambda: script("side_by_side.py", r + "mnist-4bit-cosine-seed0",
+                                     r + "mnist-4bit-cosine-scalegrad-seed0"),
+        "SIDE_FMNIST": lambda: script("side_by_side.py", r + "fmnist-4bit-cosine-seed0",
+                                      r + "fmnist-4bit-cosine-scalegrad-seed0"),
+        "LEVELS": lambda: script("levels.py", r + "mnist-4bit-cosine-seed0/best.h5",
+                                 r + "mnist-4bit-cosine-scalegrad-seed0/last.h5",
+                                 r + "fmnist-4bit-cosine-seed0/best.h5",
+                                 r + "fmnist-4bit-cosine-scalegrad-seed0/last.h5"),
+        "EPOCH1": epoch1_table,
+    }
+    for key, make in fill.items():
+        if "{" + key + "}" in text:
+            text = text.replace("{" + key + "}", make())
+    (ROOT / "RESULTS.md").write_text(text)
+    print(f"wrote {ROOT / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,8 +32,9 @@ def _figure(nrows: int, ncols: int, size):
 
 
 def plot_curves(rows: list[dict], path) -> None:
-    """Loss and accuracy per epoch."""
-    fig, ax = _figure(1, 2, (10, 4))
+    """Loss and accuracy per epoch, and for quantized runs the share of weights at level 0."""
+    zero_keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("zero_")))
+    fig, ax = _figure(1, 3 if zero_keys else 2, (15 if zero_keys else 10, 4))
     ep = [r["epoch"] for r in rows]
     ax[0, 0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
     ax[0, 0].plot(ep, [r["test_loss"] for r in rows], "s-", label="test")
@@ -41,6 +42,11 @@ def plot_curves(rows: list[dict], path) -> None:
     ax[0, 1].plot(ep, [100 * r["train_acc"] for r in rows], "o-", label="train (training mode)")
     ax[0, 1].plot(ep, [100 * r["test_acc"] for r in rows], "s-", label="test")
     ax[0, 1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for k in zero_keys:
+        pts = [(r["epoch"], 100 * r[k]) for r in rows if k in r]
+        ax[0, 2].plot([e for e, _ in pts], [v for _, v in pts], "o-", label=k[len("zero_"):])
+    if zero_keys:
+        ax[0, 2].set(xlabel="epoch", ylabel="% of weights", title="quantized weights at level 0")
     from matplotlib.ticker import MaxNLocator
     for a in ax[0]:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))

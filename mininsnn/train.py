@@ -43,7 +43,7 @@ from mininsnn import __version__
 from mininsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mininsnn.data import BatchIterator
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights
-from mininsnn.quant import QUANT_GRADS
+from mininsnn.quant import QUANT_GRADS, quantize_forward
 from mininsnn.schedule import SCHEDULES, make_schedule
 
 __all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError", "make_config",
@@ -309,6 +309,18 @@ def forward(net, x, num_steps: int):
     return net.forward(x)
 
 
+def zero_level_shares(net) -> dict[str, float]:
+    """Share of each quantized layer's weights that round to level 0 (a metrics column per
+    layer: when it climbs towards 1 the layer is losing its resolution; see RESULTS.md)."""
+    shares = {}
+    for layer in net.layers:
+        bits = getattr(layer, "bits", None)
+        if bits is not None:
+            Wq, _ = quantize_forward(layer.params["weight"], bits)
+            shares[layer.name] = float(np.mean(Wq == 0))
+    return shares
+
+
 def build_net(cfg: dict):
     """The network of run configuration ``cfg``, freshly initialised from ``cfg["seed"]``."""
     _, build_model = _model_api()
@@ -485,7 +497,10 @@ class Trainer:
         _atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         buf = io.StringIO()
         if self.history:
-            w = csv.DictWriter(buf, fieldnames=list(self.history[0]), lineterminator="\n")
+            # every key of every row, in first-seen order (rows resumed from an older version
+            # may lack columns that later rows have)
+            fields = list(dict.fromkeys(k for r in self.history for k in r))
+            w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             w.writeheader()
             w.writerows(self.history)
         _atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
@@ -544,6 +559,7 @@ class Trainer:
                    "test_loss": te["loss"], "test_acc": te["acc"],
                    "seconds": tr["seconds"], "samples_per_s": tr["samples_per_s"]}
             row.update({f"rate_{k}": v for k, v in te["rates"].items()})
+            row.update({f"zero_{k}": v for k, v in zero_level_shares(self.net).items()})
             self.history.append(row)
             improved = self.best is None or te["acc"] > self.best["test_acc"]
             if improved:

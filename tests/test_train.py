@@ -168,8 +168,12 @@ def test_run_folder_files(tmp_path, data):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_acc", "test_acc", "test_loss", "lr", "seconds",
-                "rate_lif1", "rate_lif2", "rate_lif3"):
+                "rate_lif1", "rate_lif2", "rate_lif3", "zero_conv1", "zero_conv2", "zero_fc1"):
         assert all(key in r for r in rows), key
+    for layer in t.net.layers:
+        if layer.name in ("conv1", "conv2", "fc1"):
+            q = np.rint(layer.params["weight"] / (np.abs(layer.params["weight"]).max() / 7))
+            assert rows[-1]["zero_" + layer.name] == np.mean(q == 0)
     with open(tmp_path / "metrics.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [float(r["test_acc"]) for r in csv_rows] == [r["test_acc"] for r in rows]
@@ -360,3 +364,20 @@ def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
         Trainer(tiny_config(epochs=2, quant_grad="ste+scale"), train, test).load_state(tree)
     with pytest.raises(ConfigError, match="quant_grad"):
         make_config("mnist-4bit", quant_grad="brevitas")
+
+
+def test_metrics_csv_takes_columns_that_older_rows_lack(tmp_path, data):
+    train, test = data
+    t = Trainer(tiny_config(epochs=1), train, test, run_dir=tmp_path, log=lambda m: None)
+    t.prepare_run_dir("first")
+    t.fit()
+    tree = load_run(tmp_path)
+    tree["history"] = [{k: v for k, v in r.items() if not k.startswith("zero_")}
+                       for r in tree["history"]]          # as written by an older version
+    r = Trainer(tiny_config(epochs=2), train, test, run_dir=tmp_path, log=lambda m: None)
+    r.load_state(tree)
+    r.prepare_run_dir("resume")
+    r.fit()
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["zero_fc1"] == "" and 0.0 <= float(rows[1]["zero_fc1"]) <= 1.0

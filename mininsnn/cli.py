@@ -211,7 +211,6 @@ def _train(a, argv) -> int:
 
 def _eval(a) -> int:
     from mininsnn import train as T
-    from mininsnn.checkpoint import CheckpointError, load_checkpoint
 
     path = Path(a.path)
     if path.is_dir():
@@ -229,13 +228,7 @@ def _eval(a) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     loaded = []
     for f in files:                                    # check every file before the slow part
-        try:
-            tree = load_checkpoint(f)
-        except CheckpointError as err:
-            raise T.ConfigError(str(err)) from None
-        if tree.get("kind") != T.CHECKPOINT_KIND:
-            raise T.ConfigError(f"{f} is not a mininsnn training checkpoint")
-        loaded.append((f, tree))
+        loaded.append((f, T.read_training_checkpoint(f)))
     test_sets = {}
     for f, tree in loaded:
         cfg = T.validate_config({**tree["config"], "test_subset": a.test_subset})

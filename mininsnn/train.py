@@ -46,10 +46,11 @@ from mininsnn.optim import Adam, clip_grad_norm, clip_weights
 from mininsnn.quant import QUANT_GRADS, quantize_forward
 from mininsnn.schedule import SCHEDULES, make_schedule
 
-__all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError", "make_config",
-           "validate_config", "load_data", "build_net", "forward", "evaluate", "Trainer",
-           "check_same_config", "check_new_run_dir", "load_run", "load_checkpoint_source",
-           "replay_schedule", "read_metrics"]
+__all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError",
+           "make_config", "validate_config", "load_data", "build_net", "forward", "evaluate",
+           "Trainer", "check_same_config", "check_new_run_dir", "load_run",
+           "read_training_checkpoint", "load_checkpoint_source", "replay_schedule",
+           "read_metrics"]
 
 # Training options that sit beside a model config's hyperparameters in a run configuration
 # (where a model config has the same key, e.g. "schedule", the model config's value wins).
@@ -616,15 +617,9 @@ def check_new_run_dir(run_dir) -> None:
                           f"--resume {run_dir} or choose another --out")
 
 
-def load_run(run_dir) -> dict:
-    """The checkpoint tree of ``run_dir/last.h5``; ConfigError if the folder or file is unusable."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run dir {run_dir} does not exist; pass the folder of an earlier run")
-    path = run_dir / "last.h5"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} has no last.h5 checkpoint to resume from; start it afresh "
-                          "without --resume")
+def read_training_checkpoint(path) -> dict:
+    """The tree of the training checkpoint file ``path``; ConfigError if it is damaged or is not
+    a mininsnn training checkpoint."""
     try:
         tree = load_checkpoint(path)
     except CheckpointError as e:
@@ -634,6 +629,18 @@ def load_run(run_dir) -> dict:
     return tree
 
 
+def load_run(run_dir) -> dict:
+    """The checkpoint tree of ``run_dir/last.h5``; ConfigError if the folder or file is unusable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run dir {run_dir} does not exist; pass the folder of an earlier run")
+    path = run_dir / "last.h5"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no last.h5 checkpoint to resume from; start it afresh "
+                          "without --resume")
+    return read_training_checkpoint(path)
+
+
 def load_checkpoint_source(path) -> tuple[Path, dict]:
     """(file, tree) of a training checkpoint given as a file or as a run folder (its last.h5)."""
     path = Path(path)
@@ -641,13 +648,7 @@ def load_checkpoint_source(path) -> tuple[Path, dict]:
         return path / "last.h5", load_run(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; pass a run folder or a checkpoint file")
-    try:
-        tree = load_checkpoint(path)
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
-    if tree.get("kind") != CHECKPOINT_KIND or "config" not in tree:
-        raise ConfigError(f"{path} is not a mininsnn training checkpoint")
-    return path, tree
+    return path, read_training_checkpoint(path)
 
 
 def replay_schedule(tree: dict, cfg: dict):

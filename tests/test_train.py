@@ -350,12 +350,18 @@ def test_replay_schedule_follows_the_recorded_losses():
         replay_schedule(tree, cfg)
 
 
-def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
+def one_epoch_run(folder, data):
+    """The checkpoint tree of a tiny one-epoch run trained in ``folder``."""
     train, test = data
-    t = Trainer(tiny_config(epochs=1), train, test, run_dir=tmp_path, log=lambda m: None)
+    t = Trainer(tiny_config(epochs=1), train, test, run_dir=folder, log=lambda m: None)
     t.prepare_run_dir("first")
     t.fit()
-    tree = load_run(tmp_path)
+    return load_run(folder)
+
+
+def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
+    train, test = data
+    tree = one_epoch_run(tmp_path, data)
     del tree["config"]["quant_grad"]              # as written before the key existed
     assert validate_config(tree["config"])["quant_grad"] == "ste"
     r = Trainer(tiny_config(epochs=2), train, test, log=lambda m: None)
@@ -368,10 +374,7 @@ def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
 
 def test_metrics_csv_takes_columns_that_older_rows_lack(tmp_path, data):
     train, test = data
-    t = Trainer(tiny_config(epochs=1), train, test, run_dir=tmp_path, log=lambda m: None)
-    t.prepare_run_dir("first")
-    t.fit()
-    tree = load_run(tmp_path)
+    tree = one_epoch_run(tmp_path, data)
     tree["history"] = [{k: v for k, v in r.items() if not k.startswith("zero_")}
                        for r in tree["history"]]          # as written by an older version
     r = Trainer(tiny_config(epochs=2), train, test, run_dir=tmp_path, log=lambda m: None)

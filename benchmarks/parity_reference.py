@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mininsnn.checkpoint import load_checkpoint  # noqa: E402
 from mininsnn.loss import mse_count_loss  # noqa: E402
 from mininsnn.models import CONFIGS, build_model  # noqa: E402
+from mininsnn.quant import QUANT_GRADS  # noqa: E402
 from mininsnn.train import load_data, make_config  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main():
     ap.add_argument("--checkpoint", help="take the weights and BatchNorm buffers from this "
                                          "training checkpoint (its config must be --config)")
     ap.add_argument("--data-dir", help="folder of the data set (Fashion-MNIST needs it)")
-    ap.add_argument("--quant-grad", default="ste+scale", choices=["ste", "ste+scale"],
+    ap.add_argument("--quant-grad", default="ste+scale", choices=list(QUANT_GRADS),
                     help="mininsnn's quantizer backward (Brevitas computes ste+scale)")
     ap.add_argument("--tol", type=float, default=1e-9, help="against the float64 reference")
     ap.add_argument("--stock-tol", type=float, default=1e-4,

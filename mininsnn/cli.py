@@ -56,6 +56,7 @@ def _bits(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mininsnn.quant import QUANT_GRADS
     from mininsnn.schedule import SCHEDULES
 
     p = _Parser(prog="mininsnn", allow_abbrev=False,
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--t-max", type=int, dest="T_max",
                    help="cosine T_max / warm-restart T_0 in batches (default from the config)")
     t.add_argument("--t-mult", type=int, dest="T_mult", help="warm-restart cycle growth (default 1)")
-    t.add_argument("--quant-grad", dest="quant_grad", choices=["ste", "ste+scale"],
+    t.add_argument("--quant-grad", dest="quant_grad", choices=list(QUANT_GRADS),
                    help="quantizer backward: plain straight-through (default, REFERENCE.md) or "
                         "also through the scale max|W|/L, as Brevitas computes it")
     t.add_argument("--subset", type=int, help="train on the first N training samples")

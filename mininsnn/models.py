@@ -115,7 +115,7 @@ def build_from_config(cfg, seed=0, dtype=np.float32, fuse=True):
     net = reference_network(input_shape, (c1, c2), n_cls, bits=cfg["bits"], beta=cfg["beta"],
                             threshold=cfg["threshold"], surrogate=sg.make_surrogate(cfg["surrogate"], cfg["slope"]),
                             dropout=cfg["dropout"], batchnorm=cfg["batchnorm"], reset=cfg["reset"], seed=seed,
-                            dtype=dtype, fuse=fuse, quant_grad=cfg.get("quant_grad", "ste"))
+                            dtype=dtype, fuse=fuse, quant_grad=cfg["quant_grad"])
     net.config = cfg
     return net
 

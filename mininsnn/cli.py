@@ -2,6 +2,7 @@
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
+    mininsnn train --schedule constant --keep-epochs ...        # + runs/.../epochs/epochNNN.h5
     mininsnn train --branch runs/mnist-4bit-seed0/best.h5 --schedule warm_restarts \
                    --epochs 20 --out runs/mnist-4bit-wr-seed0  # a new run from a checkpoint
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "schedule; allowed only if that schedule gave the same lr at every "
                         "batch trained so far (e.g. warm_restarts with T_0 = T_max branched "
                         "from a cosine run at or before T_max batches)")
+    t.add_argument("--keep-epochs", action="store_true", dest="keep_epochs",
+                   help="also keep the checkpoint of every epoch, as OUT/epochs/epochNNN.h5 "
+                        "(0.5 MB each for mnist-4bit), e.g. to --branch halve_on_rise from a "
+                        "constant run at its first rising loss")
 
     e = sub.add_parser("eval", help="test accuracy of a run's checkpoints", allow_abbrev=False)
     e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
@@ -178,7 +183,8 @@ def _train(a, argv) -> int:
             Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
         T.check_new_run_dir(run_dir)
     train_set, test_set = T.load_data(cfg, data_dir, download)
-    trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir)
+    trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir,
+                        keep_epochs=given.get("keep_epochs", False))
     if branch is not None:
         trainer.load_branch(tree)
     elif tree is not None:

@@ -21,6 +21,7 @@ A run folder holds:
     metrics.jsonl  one JSON object per epoch;   metrics.csv  the same rows as CSV
     steps.csv      step, epoch, lr, loss, train_acc of every batch
     last.h5        checkpoint after the last finished epoch;  best.h5  at the best test accuracy
+    epochs/epochNNN.h5   with ``keep_epochs``: the checkpoint after every epoch (to branch from)
 
 A checkpoint holds the weights and BatchNorm buffers, the Adam moments, the schedule state, the
 dropout RNG state, epoch, step, the configuration and the metric history, so that resuming from
@@ -364,7 +365,7 @@ class Trainer:
     """Trains one run. ``run_dir=None`` keeps everything in memory (no files)."""
 
     def __init__(self, config: dict, train_set, test_set, run_dir=None, log=None,
-                 progress_file=None):
+                 progress_file=None, keep_epochs: bool = False):
         self.config = cfg = validate_config(config)
         self.net = build_net(cfg)
         self.opt = Adam(self.net.params, lr=cfg["lr"], betas=cfg.get("betas", (0.9, 0.999)),
@@ -376,6 +377,7 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.log = log if log is not None else (lambda msg: print(msg, flush=True))
         self.progress_file = progress_file
+        self.keep_epochs = bool(keep_epochs)   # also save epochs/epochNNN.h5 after every epoch
         self.epoch = 0              # finished epochs
         self.step = 0               # finished batches (the next batch index k)
         self.history: list[dict] = []
@@ -547,6 +549,10 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.h5", best)
 
     # -- the loop ----------------------------------------------------------------------------------
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """Where ``keep_epochs`` saves the checkpoint after ``epoch``: run_dir/epochs/epochNNN.h5."""
+        return self.run_dir / "epochs" / f"epoch{epoch:03d}.h5"
+
     def fit(self, epochs: int | None = None) -> list[dict]:
         """Train until ``epochs`` (default: config) epochs are done; returns the metric history."""
         epochs = self.config["epochs"] if epochs is None else int(epochs)
@@ -570,6 +576,9 @@ class Trainer:
                 save_checkpoint(self.run_dir / "last.h5", tree)
                 if improved:
                     save_checkpoint(self.run_dir / "best.h5", tree)
+                if self.keep_epochs:
+                    self.epoch_checkpoint(self.epoch).parent.mkdir(exist_ok=True)
+                    save_checkpoint(self.epoch_checkpoint(self.epoch), tree)
                 self._write_metrics()
             self.log(f"epoch {self.epoch}/{epochs}  train loss {tr['train_loss']:.4f}  "
                      f"train acc {100 * tr['train_acc']:.2f}%  test acc {100 * te['acc']:.2f}%  "

@@ -175,6 +175,14 @@ def test_example_fmnist_uses_its_config(tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(tmp_path)) == ["empty"]
 
 
+def test_keep_epochs_flag(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "mnist-4bit", "--epochs", "1", *SMOKE, "--keep-epochs",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch001.h5"]
+    assert load_checkpoint(out / "epochs" / "epoch001.h5")["epoch"] == 1
+
+
 def test_branch_through_the_cli(smoke_run, tmp_path, capsys):
     rc, src = smoke_run
     before = snapshot(src)

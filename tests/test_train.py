@@ -306,6 +306,32 @@ def test_branch_from_constant_into_halve_on_rise_replays_its_state(tmp_path, dat
     assert br.schedule.prev_loss == straight.history[-1]["train_loss"]
 
 
+def test_keep_epochs_saves_every_epoch_and_a_kept_epoch_branches_like_last_h5(tmp_path, data):
+    train, test = data
+    quiet = lambda m: None  # noqa: E731
+    src = Trainer(tiny_config(schedule="constant", epochs=3), train, test,
+                  run_dir=tmp_path / "src", log=quiet, keep_epochs=True)
+    src.prepare_run_dir("src")
+    src.fit()
+    kept = sorted(p.name for p in (tmp_path / "src" / "epochs").iterdir())
+    assert kept == ["epoch001.h5", "epoch002.h5", "epoch003.h5"]
+    assert [load_checkpoint(src.epoch_checkpoint(e))["epoch"] for e in (1, 2, 3)] == [1, 2, 3]
+    assert_same_state(load_checkpoint(src.epoch_checkpoint(3)), load_run(tmp_path / "src"))
+
+    straight = Trainer(tiny_config(schedule="halve_on_rise", epochs=3), train, test, log=quiet)
+    straight.fit()
+    br = Trainer(tiny_config(schedule="halve_on_rise", epochs=3), train, test, log=quiet)
+    br.load_branch(load_checkpoint(src.epoch_checkpoint(2)))
+    assert br.epoch == 2
+    br.fit()
+    assert_same_state(straight.state(), br.state())
+    # without keep_epochs there is no epochs/ folder
+    plain = Trainer(tiny_config(epochs=1), train, test, run_dir=tmp_path / "plain", log=quiet)
+    plain.prepare_run_dir("plain")
+    plain.fit()
+    assert not (tmp_path / "plain" / "epochs").exists()
+
+
 def test_branch_is_refused_where_the_schedules_already_differ(tmp_path, data):
     train, test = data
     src = Trainer(tiny_config(schedule="cosine"), train, test, run_dir=tmp_path, log=lambda m: None)

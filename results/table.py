@@ -10,6 +10,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def straight_command(cfg, name):
+    """The from-scratch command of a run's configuration (config, quantizer, schedule, epochs, seed)."""
+    cmd = f"mininsnn train --config {cfg['config']}"
+    if cfg["bits"] is not None and cfg.get("quant_grad", "ste") != "ste":
+        cmd += f" --quant-grad {cfg['quant_grad']}"
+    cmd += f" --schedule {cfg['schedule']} --epochs {cfg['epochs']} --seed {cfg['seed']}"
+    if cfg["dataset"] == "fashion-mnist":
+        cmd += " --data-dir ../shared/data/fashion-mnist"
+    return cmd + f" --out results/{name}"
+
+
 def row(run):
     cfg = json.loads((run / "config.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -28,7 +39,13 @@ def row(run):
     if cfg["bits"] is not None:
         bits += f", {cfg.get('quant_grad', 'ste')}"
     branch = next((line for line in lines if line.startswith("# branched from ")), None)
-    note = "" if branch is None else " (" + branch[2:].split(";")[0] + ")"
+    note = ""
+    if branch is not None:
+        # a branch is bit-identical to the straight run of its schedule (tests/test_train.py), and
+        # its source may since have trained on, so the row shows the straight command
+        after = branch.split(" after ", 1)[1].split(" (", 1)[0]
+        note = f" (run as a branch after {after}: `{cmd}`)"
+        cmd = straight_command(cfg, run.name)
     sec = statistics.median(r["seconds"] for r in rows)
     return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "
             f"{last['epoch']}/{cfg['epochs']} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "

@@ -66,7 +66,7 @@ def main():
         "LEVELS": lambda: script("levels.py", r + "mnist-4bit-cosine-seed0/best.h5",
                                  r + "mnist-4bit-cosine-scalegrad-seed0/epochs/epoch010.h5",
                                  r + "fmnist-4bit-cosine-seed0/best.h5",
-                                 r + "fmnist-4bit-cosine-scalegrad-seed0/last.h5"),
+                                 r + "fmnist-4bit-cosine-scalegrad-seed0/epochs/epoch010.h5"),
         "SIDE_FP": lambda: script("side_by_side.py", r + "mnist-fp-cosine-seed0",
                                   r + "fmnist-fp-cosine-seed0"),
         "EPOCH1": epoch1_table,

@@ -59,7 +59,8 @@ def main(argv=None):
     p.add_argument("--quant-grad", default="ste+scale")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default=str(HERE), help="folder of the run folders (default results/)")
+    p.add_argument("--out-dir", default=os.path.relpath(HERE),
+                   help="folder of the run folders (default: this folder, results/)")
     p.add_argument("--poll", type=float, default=15.0, help="seconds between checks")
     p.add_argument("extra", nargs="*", help="after --: flags for every mininsnn train (e.g. --data-dir)")
     a = p.parse_args(argv)

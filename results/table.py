@@ -32,6 +32,9 @@ def row(run):
     # command line when the run came from one (its mininsnn line may name a temporary folder)
     lines = (run / "command.txt").read_text().splitlines()
     cmd = next(line for line in lines if line and not line.startswith("#"))
+    cwd = lines[0].split("  cwd ", 1)[1].split("  invoked as: ", 1)[0] if "  cwd " in lines[0] else None
+    if cwd:                                     # paths as seen from the repository's root
+        cmd = cmd.replace(cwd.rstrip("/") + "/", "")
     head = lines[0].split("invoked as: ", 1)
     if len(head) == 2 and head[1].startswith("examples/"):
         cmd = "python " + head[1]

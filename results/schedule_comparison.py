@@ -12,7 +12,7 @@ Four run folders, results/<config>-<schedule>[-scalegrad]-seed<seed>, each resum
   cosine run's checkpoint of the last epoch within T_max (epoch 10 of the reference configs);
 - constant gives halve_on_rise's LR until the first epoch whose training loss rises, so it
   branches from the halve_on_rise run's checkpoint of that epoch (if the loss never rises, the
-  two are the same run, and constant is trained from scratch anyway, so each row stands alone).
+  two are the same run: constant is not trained, and the halve_on_rise run stands for both).
 
 A branch is bit-identical to the straight run (tests/test_train.py), so this only saves time.
 Each training runs as its own `mininsnn train` process with one Numba thread, started as soon
@@ -102,14 +102,17 @@ def main(argv=None):
         rise = first_rise(rows)
         if rise is not None:
             return args("constant", run["halve_on_rise"], rise)
-        return args("constant") if len(rows) >= a.epochs else None   # never rose: train anew
+        if len(rows) >= a.epochs:             # never rose: constant would be the same run
+            same.add("constant")
+        return None
 
     ready = {"cosine": lambda: args("cosine"), "halve_on_rise": lambda: args("halve_on_rise"),
              "warm_restarts": when_warm, "constant": when_constant}
     proc = {}
+    same = set()                  # runs that would repeat another one exactly
     while True:
         for s, when in ready.items():
-            if s in proc or len(metrics(run[s])) >= a.epochs:
+            if s in proc or s in same or len(metrics(run[s])) >= a.epochs:
                 continue
             argv_s = when()
             if argv_s is not None:
@@ -123,10 +126,14 @@ def main(argv=None):
                 sys.exit(f"{s} failed (exit {q.returncode}); see {run[s]}.log (the other runs "
                          "go on; run this again to resume them all)")
         if all(q.poll() is not None for q in proc.values()) and \
-                all(len(metrics(run[s])) >= a.epochs for s in run):
+                all(len(metrics(run[s])) >= a.epochs for s in run if s not in same):
             break
         time.sleep(a.poll)
-    print("done; compare with: python results/schedules.py " + " ".join(str(run[s]) for s in run))
+    if same:
+        print(f"halve_on_rise's training loss never rose in {a.epochs} epochs, so it never halved "
+              "the LR: the constant-LR run would be the same run, and was not trained")
+    print("done; compare with: python results/schedules.py "
+          + " ".join(str(run[s]) for s in run if s not in same))
 
 
 if __name__ == "__main__":

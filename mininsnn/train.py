@@ -577,8 +577,9 @@ class Trainer:
                 if improved:
                     save_checkpoint(self.run_dir / "best.h5", tree)
                 if self.keep_epochs:
-                    self.epoch_checkpoint(self.epoch).parent.mkdir(exist_ok=True)
-                    save_checkpoint(self.epoch_checkpoint(self.epoch), tree)
+                    kept = self.epoch_checkpoint(self.epoch)
+                    kept.parent.mkdir(exist_ok=True)
+                    save_checkpoint(kept, tree)
                 self._write_metrics()
             self.log(f"epoch {self.epoch}/{epochs}  train loss {tr['train_loss']:.4f}  "
                      f"train acc {100 * tr['train_acc']:.2f}%  test acc {100 * te['acc']:.2f}%  "

@@ -54,6 +54,14 @@ def epoch1_table():
     return "\n".join(lines)
 
 
+def schedule_runs(config):
+    """The schedule-comparison runs of ``config`` (ste+scale, seed 0) that have trained an epoch."""
+    names = [f"{config}-{s}-scalegrad-seed0"
+             for s in ("cosine", "warm_restarts", "constant", "halve_on_rise")]
+    return ["results/" + n for n in names if (HERE / n / "metrics.jsonl").exists()
+            and (HERE / n / "metrics.jsonl").read_text().strip()]
+
+
 def main():
     text = (HERE / "RESULTS.template.md").read_text()
     r = "results/"
@@ -70,6 +78,9 @@ def main():
         "SIDE_FP": lambda: script("side_by_side.py", r + "mnist-fp-cosine-seed0",
                                   r + "fmnist-fp-cosine-seed0"),
         "EPOCH1": epoch1_table,
+        "SCHED_MNIST": lambda: script("schedules.py", *schedule_runs("mnist-4bit")),
+        "SIDE_SCHED_MNIST": lambda: script("side_by_side.py", *schedule_runs("mnist-4bit")),
+        "SCHED_FMNIST": lambda: script("schedules.py", *schedule_runs("fmnist-4bit")),
     }
     for key, make in fill.items():
         if "{" + key + "}" in text:

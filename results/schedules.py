@@ -6,7 +6,8 @@
 One row per run, read from its metrics.jsonl, cut at the epoch count that every run has reached
 (so the runs are compared at equal epochs even while one is still training): best and final test
 accuracy, the mean test accuracy over the second half of those epochs (less noisy than either),
-and the final and lowest mean training loss.
+and the final and lowest mean training loss. A halve_on_rise run that never halved its LR is
+labelled as what it then is, the constant-LR run too.
 """
 import json
 import statistics
@@ -31,7 +32,10 @@ def main(runs):
         best = max(rows, key=lambda x: (x["test_acc"], -x["epoch"]))
         low = min(rows, key=lambda x: x["train_loss"])
         mean = statistics.mean(100 * x["test_acc"] for x in rows[half - 1:])
-        print(f"| {cfg['schedule']} | {r.name} | {n} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
+        name = cfg["schedule"]
+        if name == "halve_on_rise" and all(x["lr"] == cfg["lr"] for x in rows):
+            name += " = constant (the loss never rose)"
+        print(f"| {name} | {r.name} | {n} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
               f"{100 * rows[-1]['test_acc']:.2f} | {mean:.2f} | {rows[-1]['train_loss']:.4f} | "
               f"{low['train_loss']:.4f} (ep {low['epoch']}) | {rows[-1]['lr']:.2e} |")
 

@@ -167,16 +167,18 @@ def _train(a, argv) -> int:
         run_dir = Path(a.resume)
         if "out" in given and Path(a.out).resolve() != run_dir.resolve():
             raise UsageError("--resume continues the run in its own folder; drop --out")
-        tree = T.load_run(run_dir)
-        saved = T.validate_config(tree["config"])
+        unstarted = T.unstarted_run_config(run_dir)     # stopped before its first epoch ended
+        tree = None if unstarted is not None else T.load_run(run_dir)
+        saved = T.validate_config(unstarted if tree is None else tree["config"])
         if "config" in given and a.config != saved["config"]:
             raise T.ConfigError(f"{run_dir} is a {saved['config']} run, not {a.config}; "
                                 "drop --config or start a new run with another --out")
         cfg = T.validate_config({**saved, **overrides})
         T.check_same_config(saved, cfg, str(run_dir))
-        if cfg["epochs"] <= tree["epoch"]:
-            raise T.ConfigError(f"{run_dir} has already trained {tree['epoch']} epoch(s); pass "
-                                f"--epochs N with N > {tree['epoch']} to continue it")
+        done = 0 if tree is None else tree["epoch"]
+        if cfg["epochs"] <= done:
+            raise T.ConfigError(f"{run_dir} has already trained {done} epoch(s); pass "
+                                f"--epochs N with N > {done} to continue it")
     else:
         cfg = T.make_config(given.get("config", "mnist-4bit"), **overrides)
         run_dir = Path(given["out"]) if "out" in given else \
@@ -196,7 +198,7 @@ def _train(a, argv) -> int:
           + ("" if cfg["quant_grad"] == "ste" or cfg["bits"] is None
              else f", quantizer backward {cfg['quant_grad']}")
           + (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
-             else f", resuming after epoch {trainer.epoch}" if tree is not None else "")
+             else f", resuming after epoch {trainer.epoch}" if "resume" in given else "")
           + f" -> {run_dir}", flush=True)
     # every check has passed: from here on files are written
     if branch is not None:

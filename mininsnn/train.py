@@ -50,8 +50,8 @@ from mininsnn.schedule import SCHEDULES, make_schedule
 __all__ = ["TRAIN_DEFAULTS", "RESUMABLE_KEYS", "BRANCHABLE_KEYS", "ConfigError", "TrainingError",
            "make_config", "validate_config", "load_data", "build_net", "forward", "evaluate",
            "Trainer", "check_same_config", "check_new_run_dir", "load_run",
-           "read_training_checkpoint", "load_checkpoint_source", "replay_schedule",
-           "read_metrics"]
+           "unstarted_run_config", "read_training_checkpoint", "load_checkpoint_source",
+           "replay_schedule", "read_metrics"]
 
 # Training options that sit beside a model config's hyperparameters in a run configuration
 # (where a model config has the same key, e.g. "schedule", the model config's value wins).
@@ -649,6 +649,19 @@ def load_run(run_dir) -> dict:
         raise ConfigError(f"{run_dir} has no last.h5 checkpoint to resume from; start it afresh "
                           "without --resume")
     return read_training_checkpoint(path)
+
+
+def unstarted_run_config(run_dir) -> dict | None:
+    """The saved config of a run folder that never finished an epoch (config.json, no last.h5):
+    resuming it starts it from epoch 0. None for any other folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / "last.h5").exists() or not (run_dir / "config.json").is_file():
+        return None
+    try:
+        return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        raise ConfigError(f"{run_dir / 'config.json'} is not valid JSON and the run has no "
+                          "finished epoch; delete the folder and start it again") from None
 
 
 def load_checkpoint_source(path) -> tuple[Path, dict]:

@@ -79,7 +79,7 @@ def main(argv=None):
     def args(s, source=None, epoch=None):
         """mininsnn train arguments: resume run s if it exists, else start it (from scratch, or
         as a branch of ``source``'s checkpoint of ``epoch``)."""
-        if (run[s] / "last.h5").exists():
+        if (run[s] / "config.json").exists():         # started before: continue it
             return ["--resume", str(run[s]), *common, *a.extra]
         if source is None:
             start = ["--config", a.config, "--quant-grad", a.quant_grad, "--seed", str(a.seed)]

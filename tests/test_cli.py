@@ -71,6 +71,27 @@ def test_resume_through_the_cli_is_bit_identical(tmp_path):
     assert len((split / "command.txt").read_text().strip().splitlines()) == 4   # 2 commands
 
 
+def test_a_run_stopped_in_its_first_epoch_resumes_from_scratch(tmp_path, capsys):
+    # a crash before epoch 1 ends leaves config.json, command.txt and part of steps.csv but no
+    # checkpoint: --resume must start it over with its saved config, not send the user in circles
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    assert main(["train", "--epochs", "1", *TINY, "--lr", "0.01", "--out", str(straight)]) == 0
+    assert main(["train", "--epochs", "1", *TINY, "--lr", "0.01", "--out", str(crashed)]) == 0
+    for f in ("last.h5", "best.h5", "metrics.jsonl", "metrics.csv"):
+        (crashed / f).unlink()
+    steps = (crashed / "steps.csv").read_text().splitlines()
+    (crashed / "steps.csv").write_text("\n".join(steps[:3]) + "\n")        # 2 batches logged
+    assert main(["train", "--epochs", "1", *TINY, "--out", str(crashed)]) == 2   # no overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(crashed), "--epochs", "1"]) == 0
+    assert "resuming after epoch 0" in capsys.readouterr().out
+    a, b = load_checkpoint(straight / "last.h5"), load_checkpoint(crashed / "last.h5")
+    assert b["config"]["lr"] == 0.01                                   # the saved config
+    for k in a["model"]:
+        np.testing.assert_array_equal(a["model"][k], b["model"][k], err_msg=k)
+    assert (straight / "steps.csv").read_text() == (crashed / "steps.csv").read_text()
+
+
 def test_eval_and_plot(smoke_run, tmp_path, capsys):
     rc, out = smoke_run
     assert rc == 0

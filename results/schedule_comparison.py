@@ -39,10 +39,15 @@ def metrics(run: Path) -> list[dict]:
 
 
 def first_rise(rows: list[dict]):
-    """The first epoch whose mean training loss is above the previous epoch's, or None."""
-    for a, b in zip(rows, rows[1:]):
-        if b["train_loss"] > a["train_loss"]:
-            return b["epoch"]
+    """The first epoch after which halve_on_rise lowered its LR (its training loss rose), or
+    None: replays mininsnn's HalveOnRise over the recorded epoch losses, so the rule lives in
+    one place."""
+    from mininsnn.schedule import HalveOnRise
+    schedule = HalveOnRise(1.0)
+    for row in rows:
+        schedule.end_epoch(row["train_loss"])
+        if schedule.current_lr < 1.0:
+            return row["epoch"]
     return None
 
 

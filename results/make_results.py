@@ -57,7 +57,7 @@ def epoch1_table():
 def schedule_runs(config):
     """The schedule-comparison runs of ``config`` (ste+scale, seed 0) that have trained an epoch."""
     names = [f"{config}-{s}-scalegrad-seed0"
-             for s in ("cosine", "warm_restarts", "constant", "halve_on_rise")]
+             for s in ("cosine", "warm_restarts", "constant", "halve_on_rise", "cosine20")]
     return ["results/" + n for n in names if (HERE / n / "metrics.jsonl").exists()
             and (HERE / n / "metrics.jsonl").read_text().strip()]
 
@@ -81,6 +81,7 @@ def main():
         "SCHED_MNIST": lambda: script("schedules.py", *schedule_runs("mnist-4bit")),
         "SIDE_SCHED_MNIST": lambda: script("side_by_side.py", *schedule_runs("mnist-4bit")),
         "SCHED_FMNIST": lambda: script("schedules.py", *schedule_runs("fmnist-4bit")),
+        "SIDE_SCHED_FMNIST": lambda: script("side_by_side.py", *schedule_runs("fmnist-4bit")),
     }
     for key, make in fill.items():
         if "{" + key + "}" in text:

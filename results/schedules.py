@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from table import schedule_name
+
 
 def main(runs):
     runs = [Path(r) for r in runs]
@@ -21,6 +23,8 @@ def main(runs):
     for r in runs:
         cfg = json.loads((r / "config.json").read_text())
         rows = [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if not rows:
+            sys.exit(f"{r} has not finished an epoch yet")
         table.append((r, cfg, rows))
     n = min(len(rows) for _, _, rows in table)
     half = n // 2 + 1
@@ -32,7 +36,7 @@ def main(runs):
         best = max(rows, key=lambda x: (x["test_acc"], -x["epoch"]))
         low = min(rows, key=lambda x: x["train_loss"])
         mean = statistics.mean(100 * x["test_acc"] for x in rows[half - 1:])
-        name = cfg["schedule"]
+        name = schedule_name(cfg)
         if name == "halve_on_rise" and all(x["lr"] == cfg["lr"] for x in rows):
             name += " = constant (the loss never rose)"
         print(f"| {name} | {r.name} | {n} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "

@@ -10,12 +10,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def schedule_name(cfg):
+    """The run's schedule, with T_max / T_mult where they differ from the model config's."""
+    from mininsnn.models import CONFIGS
+    name = cfg["schedule"]
+    if name in ("cosine", "warm_restarts") and cfg["T_max"] != CONFIGS[cfg["config"]]["T_max"]:
+        name += f", T_max {cfg['T_max']}"
+    if name.startswith("warm_restarts") and cfg.get("T_mult", 1) != 1:
+        name += f", T_mult {cfg['T_mult']}"
+    return name
+
+
 def straight_command(cfg, name):
     """The from-scratch command of a run's configuration (config, quantizer, schedule, epochs, seed)."""
     cmd = f"mininsnn train --config {cfg['config']}"
     if cfg["bits"] is not None and cfg.get("quant_grad", "ste") != "ste":
         cmd += f" --quant-grad {cfg['quant_grad']}"
-    cmd += f" --schedule {cfg['schedule']} --epochs {cfg['epochs']} --seed {cfg['seed']}"
+    cmd += f" --schedule {cfg['schedule']}"
+    if schedule_name(cfg) != cfg["schedule"]:
+        cmd += f" --t-max {cfg['T_max']}"
+        if cfg.get("T_mult", 1) != 1:
+            cmd += f" --t-mult {cfg['T_mult']}"
+    cmd += f" --epochs {cfg['epochs']} --seed {cfg['seed']}"
     if cfg["dataset"] == "fashion-mnist":
         cmd += " --data-dir ../shared/data/fashion-mnist"
     return cmd + f" --out results/{name}"
@@ -32,10 +48,11 @@ def row(run):
     # command line when the run came from one (its mininsnn line may name a temporary folder)
     lines = (run / "command.txt").read_text().splitlines()
     cmd = next(line for line in lines if line and not line.startswith("#"))
-    cwd = lines[0].split("  cwd ", 1)[1].split("  invoked as: ", 1)[0] if "  cwd " in lines[0] else None
+    stamp = next((line for line in lines if "  cwd " in line), "")   # "# date  cwd D  invoked as: ..."
+    cwd = stamp.split("  cwd ", 1)[1].split("  invoked as: ", 1)[0] if stamp else None
     if cwd:                                     # paths as seen from the repository's root
         cmd = cmd.replace(cwd.rstrip("/") + "/", "")
-    head = lines[0].split("invoked as: ", 1)
+    head = stamp.split("invoked as: ", 1)
     if len(head) == 2 and head[1].startswith("examples/"):
         cmd = "python " + head[1]
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
@@ -50,7 +67,7 @@ def row(run):
         note = f" (run as a branch after {after}: `{cmd}`)"
         cmd = straight_command(cfg, run.name)
     sec = statistics.median(r["seconds"] for r in rows)
-    return (f"| {run.name} | {cfg['dataset']} | {bits} | {cfg['schedule']} | {cfg['seed']} | "
+    return (f"| {run.name} | {cfg['dataset']} | {bits} | {schedule_name(cfg)} | {cfg['seed']} | "
             f"{last['epoch']}/{cfg['epochs']} | {100 * best['test_acc']:.2f} (ep {best['epoch']}) | "
             f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.3g} | `{cmd}`{note} |")
 

@@ -55,11 +55,21 @@ def epoch1_table():
 
 
 def schedule_runs(config):
-    """The schedule-comparison runs of ``config`` (ste+scale, seed 0) that have trained an epoch."""
+    """The schedule-comparison runs of ``config`` (ste+scale, seed 0) that have trained all their
+    epochs (schedules.py cuts every run at the shortest one's epoch count, so a run still in
+    progress would hide the later epochs of the finished ones; the main table shows it)."""
     names = [f"{config}-{s}-scalegrad-seed0"
              for s in ("cosine", "warm_restarts", "constant", "halve_on_rise", "cosine20")]
-    return ["results/" + n for n in names if (HERE / n / "metrics.jsonl").exists()
-            and (HERE / n / "metrics.jsonl").read_text().strip()]
+    done = []
+    for n in names:
+        metrics = HERE / n / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        epochs = json.loads((HERE / n / "config.json").read_text())["epochs"]
+        trained = sum(1 for line in metrics.read_text().splitlines() if line.strip())
+        if trained >= epochs:
+            done.append("results/" + n)
+    return done
 
 
 def main():

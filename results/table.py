@@ -60,11 +60,18 @@ def row(run):
         bits += f", {cfg.get('quant_grad', 'ste')}"
     branch = next((line for line in lines if line.startswith("# branched from ")), None)
     note = ""
+    # a resume with more --epochs extends the run; a resume is exact (tests/test_train.py), so
+    # the row gives the resume commands after the first
+    resumes = [line for line in lines if line.startswith("mininsnn train --resume ")]
+    if cwd:
+        resumes = [line.replace(cwd.rstrip("/") + "/", "") for line in resumes]
+    if resumes:
+        note += ", then " + ", then ".join(f"`{line}`" for line in resumes)
     if branch is not None:
         # a branch is bit-identical to the straight run of its schedule (tests/test_train.py), and
         # its source may since have trained on, so the row shows the straight command
         after = branch.split(" after ", 1)[1].split(" (", 1)[0]
-        note = f" (run as a branch after {after}: `{cmd}`)"
+        note = f" (run as a branch after {after}: `{cmd}`{note})"
         cmd = straight_command(cfg, run.name)
     sec = statistics.median(r["seconds"] for r in rows)
     return (f"| {run.name} | {cfg['dataset']} | {bits} | {schedule_name(cfg)} | {cfg['seed']} | "

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mininsnn.train import read_metrics
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -29,7 +31,7 @@ def script(name, *args):
 def runs():
     for m in sorted(HERE.glob("*/metrics.jsonl")):
         cfg = json.loads((m.parent / "config.json").read_text())
-        rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+        rows = read_metrics(m.parent)
         if rows:
             yield m.parent, cfg, rows
 
@@ -62,12 +64,10 @@ def schedule_runs(config):
              for s in ("cosine", "warm_restarts", "constant", "halve_on_rise", "cosine20")]
     done = []
     for n in names:
-        metrics = HERE / n / "metrics.jsonl"
-        if not metrics.exists():
+        if not (HERE / n / "config.json").exists():
             continue
         epochs = json.loads((HERE / n / "config.json").read_text())["epochs"]
-        trained = sum(1 for line in metrics.read_text().splitlines() if line.strip())
-        if trained >= epochs:
+        if len(read_metrics(HERE / n)) >= epochs:
             done.append("results/" + n)
     return done
 

@@ -31,13 +31,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def metrics(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def first_rise(rows: list[dict]):
     """The first epoch after which halve_on_rise lowered its LR (its training loss rose), or
     None: replays mininsnn's HalveOnRise over the recorded epoch losses, so the rule lives in
@@ -70,7 +63,7 @@ def main(argv=None):
     p.add_argument("extra", nargs="*", help="after --: flags for every mininsnn train (e.g. --data-dir)")
     a = p.parse_args(argv)
 
-    from mininsnn.train import make_config
+    from mininsnn.train import make_config, read_metrics
     cfg = make_config(a.config, quant_grad=a.quant_grad)
     tag = "-scalegrad" if cfg["bits"] is not None and a.quant_grad == "ste+scale" else ""
     out = Path(a.out_dir)
@@ -94,7 +87,7 @@ def main(argv=None):
 
     # when each run may start: its arguments, or None while what it branches from is not there
     def when_warm():
-        rows = metrics(run["cosine"])
+        rows = read_metrics(run["cosine"])
         if not rows:
             return None
         t_max = json.loads((run["cosine"] / "config.json").read_text())["T_max"]
@@ -103,7 +96,7 @@ def main(argv=None):
         return args("warm_restarts", run["cosine"], last_epoch_within(rows, t_max))
 
     def when_constant():
-        rows = metrics(run["halve_on_rise"])
+        rows = read_metrics(run["halve_on_rise"])
         rise = first_rise(rows)
         if rise is not None:
             return args("constant", run["halve_on_rise"], rise)
@@ -117,7 +110,7 @@ def main(argv=None):
     same = set()                  # runs that would repeat another one exactly
     while True:
         for s, when in ready.items():
-            if s in proc or s in same or len(metrics(run[s])) >= a.epochs:
+            if s in proc or s in same or len(read_metrics(run[s])) >= a.epochs:
                 continue
             argv_s = when()
             if argv_s is not None:
@@ -131,7 +124,7 @@ def main(argv=None):
                 sys.exit(f"{s} failed (exit {q.returncode}); see {run[s]}.log (the other runs "
                          "go on; run this again to resume them all)")
         if all(q.poll() is not None for q in proc.values()) and \
-                all(len(metrics(run[s])) >= a.epochs for s in run if s not in same):
+                all(len(read_metrics(run[s])) >= a.epochs for s in run if s not in same):
             break
         time.sleep(a.poll)
     if same:

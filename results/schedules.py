@@ -14,6 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from mininsnn.train import read_metrics
 from table import schedule_name
 
 
@@ -22,7 +23,7 @@ def main(runs):
     table = []
     for r in runs:
         cfg = json.loads((r / "config.json").read_text())
-        rows = [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(r)
         if not rows:
             sys.exit(f"{r} has not finished an epoch yet")
         table.append((r, cfg, rows))

@@ -7,6 +7,8 @@ import json
 import statistics
 from pathlib import Path
 
+from mininsnn.train import read_metrics
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -39,7 +41,7 @@ def straight_command(cfg, name):
 
 def row(run):
     cfg = json.loads((run / "config.json").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run)
     if not rows:
         return None
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
@@ -47,11 +49,13 @@ def row(run):
     # the command that started the run (later lines are resumes of it); an example script's own
     # command line when the run came from one (its mininsnn line may name a temporary folder)
     lines = (run / "command.txt").read_text().splitlines()
-    cmd = next(line for line in lines if line and not line.startswith("#"))
     stamp = next((line for line in lines if "  cwd " in line), "")   # "# date  cwd D  invoked as: ..."
     cwd = stamp.split("  cwd ", 1)[1].split("  invoked as: ", 1)[0] if stamp else None
-    if cwd:                                     # paths as seen from the repository's root
-        cmd = cmd.replace(cwd.rstrip("/") + "/", "")
+
+    def relative(line):                         # paths as seen from the repository's root
+        return line.replace(cwd.rstrip("/") + "/", "") if cwd else line
+
+    cmd = relative(next(line for line in lines if line and not line.startswith("#")))
     head = stamp.split("invoked as: ", 1)
     if len(head) == 2 and head[1].startswith("examples/"):
         cmd = "python " + head[1]
@@ -62,9 +66,7 @@ def row(run):
     note = ""
     # a resume with more --epochs extends the run; a resume is exact (tests/test_train.py), so
     # the row gives the resume commands after the first
-    resumes = [line for line in lines if line.startswith("mininsnn train --resume ")]
-    if cwd:
-        resumes = [line.replace(cwd.rstrip("/") + "/", "") for line in resumes]
+    resumes = [relative(line) for line in lines if line.startswith("mininsnn train --resume ")]
     if resumes:
         note += ", then " + ", then ".join(f"`{line}`" for line in resumes)
     if branch is not None:

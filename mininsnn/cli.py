@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quant-grad", dest="quant_grad", choices=list(QUANT_GRADS),
                    help="quantizer backward: plain straight-through (default, REFERENCE.md) or "
                         "also through the scale max|W|/L, as Brevitas computes it")
+    t.add_argument("--loss", choices=["mse_count", "ce_count", "ce_rate"],
+                   help="loss on the output spikes (default mse_count, the paper's; see "
+                        "mininsnn.loss)")
+    t.add_argument("--correct-rate", type=float, dest="correct_rate",
+                   help="mse_count: target firing rate of the true class (default 0.8)")
+    t.add_argument("--incorrect-rate", type=float, dest="incorrect_rate",
+                   help="mse_count: target firing rate of the other classes (default 0.2)")
     t.add_argument("--subset", type=int, help="train on the first N training samples")
     t.add_argument("--test-subset", type=int, dest="test_subset",
                    help="evaluate on the first N test samples")
@@ -129,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 
 _TRAIN_KEYS = ("epochs", "bits", "schedule", "lr", "batch_size", "num_steps", "seed", "T_max",
-               "T_mult", "subset", "test_subset", "quant_grad")
+               "T_mult", "subset", "test_subset", "quant_grad", "loss", "correct_rate",
+               "incorrect_rate")
 
 
 def _command_text(argv) -> str:
@@ -184,6 +192,10 @@ def _train(a, argv) -> int:
         run_dir = Path(given["out"]) if "out" in given else \
             Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
         T.check_new_run_dir(run_dir)
+    rates = [f"--{k.replace('_', '-')}" for k in ("correct_rate", "incorrect_rate") if k in given]
+    if rates and cfg["loss"] != "mse_count":
+        raise UsageError(f"{' and '.join(rates)} set the targets of the mse_count loss; this run "
+                         f"uses {cfg['loss']}")
     train_set, test_set = T.load_data(cfg, data_dir, download)
     trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir,
                         keep_epochs=given.get("keep_epochs", False))
@@ -195,6 +207,7 @@ def _train(a, argv) -> int:
     print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
           f"test samples, {len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, "
           f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+          + ("" if cfg["loss"] == "mse_count" else f", loss {cfg['loss']}")
           + ("" if cfg["quant_grad"] == "ste" or cfg["bits"] is None
              else f", quantizer backward {cfg['quant_grad']}")
           + (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None

@@ -169,6 +169,13 @@ def validate_config(cfg: dict) -> dict:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     _loss_fn(cfg)
+    for key in ("correct_rate", "incorrect_rate"):
+        r = cfg[key]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+            raise ConfigError(f"{key} must be a number in [0, 1], got {r!r}")
+    if cfg["correct_rate"] <= cfg["incorrect_rate"]:
+        raise ConfigError(f"correct_rate ({cfg['correct_rate']}) must exceed incorrect_rate "
+                          f"({cfg['incorrect_rate']})")
     return cfg
 
 

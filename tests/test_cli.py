@@ -116,6 +116,10 @@ BAD = [
     ["train", "--schedule", "step"],
     ["train", "--config", "nope"],
     ["train", "--subset", "0"],
+    ["train", "--loss", "hinge"],
+    ["train", "--correct-rate", "1.5"],
+    ["train", "--correct-rate", "0.1"],                # below the incorrect rate 0.2
+    ["train", "--loss", "ce_count", "--incorrect-rate", "0.1"],   # rates are mse_count's
     ["train", "--data-dir", "does/not/exist"],
     ["train", "--data-dir", "."],                    # a folder without the MNIST files
     ["train", "--resume", "no/such/run"],
@@ -144,6 +148,7 @@ def test_resume_with_another_config_is_refused_and_changes_nothing(smoke_run, ca
     before = snapshot(out)
     for argv in (["--batch-size", "64", "--epochs", "3"], ["--bits", "none", "--epochs", "3"],
                  ["--config", "mnist-fp", "--epochs", "3"], ["--epochs", "2"],
+                 ["--loss", "ce_count", "--epochs", "3"], ["--correct-rate", "0.9", "--epochs", "3"],
                  ["--out", str(out.parent / "elsewhere"), "--epochs", "3"]):
         assert main(["train", "--resume", str(out), *argv]) == 2, argv
         err = capsys.readouterr().err
@@ -237,3 +242,33 @@ def test_compare_draws_several_runs(smoke_run, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", str(out), "--labels", "a,b", "--out", str(tmp_path / "x.png")]) == 2
     assert "label" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_loss_flags_reach_the_run(tmp_path, capsys):
+    """--loss and the mse_count target rates are saved in the run's config and used: the loss
+    logged for the first batch is the chosen loss of that batch's first forward pass."""
+    from mininsnn import loss as L
+    from mininsnn.data import BatchIterator
+    from mininsnn.train import build_net, forward, load_data, validate_config
+
+    runs = {"ce": (["--loss", "ce_count"], lambda s, y: L.ce_count_loss(s, y)[0]),
+            "mse": (["--correct-rate", "0.9", "--incorrect-rate", "0.05"],
+                    lambda s, y: L.mse_count_loss(s, y, 0.9, 0.05)[0])}
+    logged = {}
+    for name, (flags, loss_fn) in runs.items():
+        out = tmp_path / name
+        assert main(["train", "--epochs", "1", *TINY, *flags, "--out", str(out)]) == 0
+        cfg = validate_config(json.loads((out / "config.json").read_text()))
+        assert cfg["loss"] == {"ce": "ce_count", "mse": "mse_count"}[name]
+        if name == "mse":
+            assert (cfg["correct_rate"], cfg["incorrect_rate"]) == (0.9, 0.05)
+        train_set, _ = load_data(cfg)
+        x, y = next(iter(BatchIterator(train_set, cfg["batch_size"], shuffle=True,
+                                       seed=cfg["seed"]).epoch(0)))
+        net = build_net(cfg)
+        net.train()
+        expected = loss_fn(forward(net, x, cfg["num_steps"]), y)
+        logged[name] = float((out / "steps.csv").read_text().splitlines()[1].split(",")[3])
+        assert logged[name] == pytest.approx(expected, rel=1e-12), name
+    assert logged["ce"] != pytest.approx(logged["mse"])
+    assert "loss ce_count" in capsys.readouterr().out

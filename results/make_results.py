@@ -72,10 +72,10 @@ def schedule_runs(config):
     return done
 
 
-def main():
-    text = (HERE / "RESULTS.template.md").read_text()
+def fills():
+    """{placeholder: function printing its table}, one per {PLACEHOLDER} of the template."""
     r = "results/"
-    fill = {
+    return {
         "TABLE": lambda: script("table.py"),
         "SIDE_MNIST": lambda: script("side_by_side.py", r + "mnist-4bit-cosine-seed0",
                                      r + "mnist-4bit-cosine-scalegrad-seed0"),
@@ -93,6 +93,20 @@ def main():
         "SCHED_FMNIST": lambda: script("schedules.py", *schedule_runs("fmnist-4bit")),
         "SIDE_SCHED_FMNIST": lambda: script("side_by_side.py", *schedule_runs("fmnist-4bit")),
     }
+
+
+def placeholders(text):
+    """The {NAME} placeholders of a template text, in order."""
+    import re
+    return re.findall(r"\{([A-Z][A-Z0-9_]*)\}", text)
+
+
+def main():
+    text = (HERE / "RESULTS.template.md").read_text()
+    fill = fills()
+    unknown = [k for k in placeholders(text) if k not in fill]
+    if unknown:
+        sys.exit(f"RESULTS.template.md: no table for placeholder(s) {unknown}")
     for key, make in fill.items():
         if "{" + key + "}" in text:
             text = text.replace("{" + key + "}", make())

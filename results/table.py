@@ -23,16 +23,29 @@ def schedule_name(cfg):
     return name
 
 
+def loss_name(cfg):
+    """'' for the paper's loss (mse_count, rates 0.8/0.2), else the loss and its targets."""
+    if cfg.get("loss", "mse_count") != "mse_count":
+        return cfg["loss"]
+    rates = (cfg.get("correct_rate", 0.8), cfg.get("incorrect_rate", 0.2))
+    return "" if rates == (0.8, 0.2) else f"mse_count {rates[0]:g}/{rates[1]:g}"
+
+
 def straight_command(cfg, name):
-    """The from-scratch command of a run's configuration (config, quantizer, schedule, epochs, seed)."""
+    """The from-scratch command of a run's configuration: --config, then a flag for every
+    setting the command line has that differs from that config's default, --epochs, --seed."""
+    from mininsnn.cli import _TRAIN_KEYS
+    from mininsnn.train import make_config, validate_config
+    cfg = validate_config(cfg)
+    default = make_config(cfg["config"])
     cmd = f"mininsnn train --config {cfg['config']}"
-    if cfg["bits"] is not None and cfg.get("quant_grad", "ste") != "ste":
-        cmd += f" --quant-grad {cfg['quant_grad']}"
-    cmd += f" --schedule {cfg['schedule']}"
-    if schedule_name(cfg) != cfg["schedule"]:
-        cmd += f" --t-max {cfg['T_max']}"
-        if cfg.get("T_mult", 1) != 1:
-            cmd += f" --t-mult {cfg['T_mult']}"
+    for key in _TRAIN_KEYS:
+        if key in ("epochs", "seed") or cfg[key] == default[key]:
+            continue
+        if key == "quant_grad" and cfg["bits"] is None:
+            continue                            # no quantizer in full precision
+        value = "none" if key == "bits" and cfg[key] is None else cfg[key]
+        cmd += f" --{key.lower().replace('_', '-')} {value}"
     cmd += f" --epochs {cfg['epochs']} --seed {cfg['seed']}"
     if cfg["dataset"] == "fashion-mnist":
         cmd += " --data-dir ../shared/data/fashion-mnist"
@@ -62,6 +75,8 @@ def row(run):
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     if cfg["bits"] is not None:
         bits += f", {cfg.get('quant_grad', 'ste')}"
+    if loss_name(cfg):
+        bits += f", loss {loss_name(cfg)}"
     branch = next((line for line in lines if line.startswith("# branched from ")), None)
     note = ""
     # a resume with more --epochs extends the run; a resume is exact (tests/test_train.py), so

@@ -1,0 +1,117 @@
+"""The scripts in results/ that turn run folders into RESULTS.md: the table's numbers come from
+the metrics, its commands reproduce the runs, and the template has a table for every placeholder."""
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from mininsnn.cli import main
+from mininsnn.train import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+sys.path.insert(0, str(RESULTS))
+
+import make_results  # noqa: E402
+import schedule_comparison  # noqa: E402
+import schedules  # noqa: E402
+import table  # noqa: E402
+
+TINY = ["--subset", "64", "--test-subset", "32", "--num-steps", "4", "--batch-size", "16"]
+
+
+def cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip("|").split(" | ")]
+
+
+def without_seconds(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")}
+            for r in read_metrics(run)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A cosine run of 1 epoch resumed to 2, and a warm-restart branch of its epoch 1 to 3."""
+    d = tmp_path_factory.mktemp("results")
+    assert main(["train", "--epochs", "1", *TINY, "--keep-epochs", "--out", str(d / "cos")]) == 0
+    assert main(["train", "--resume", str(d / "cos"), "--epochs", "2"]) == 0
+    assert main(["train", "--branch", str(d / "cos" / "epochs" / "epoch001.h5"), "--schedule",
+                 "warm_restarts", "--epochs", "3", "--out", str(d / "wr")]) == 0
+    return d
+
+
+def test_row_numbers_come_from_the_metrics_and_list_the_resume(runs):
+    rows = read_metrics(runs / "cos")
+    c = cells(table.row(runs / "cos"))
+    best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    assert c[0] == "cos" and c[3] == "cosine" and c[5] == "2/2"
+    assert c[6] == f"{100 * best['test_acc']:.2f} (ep {best['epoch']})"
+    assert c[7] == f"{100 * rows[-1]['test_acc']:.2f}"
+    assert c[8] == f"{100 * rows[0]['test_acc']:.2f}"
+    assert c[10].startswith("`mininsnn train --epochs 1 ")
+    assert f"then `mininsnn train --resume {runs / 'cos'} --epochs 2`" in c[10]
+
+
+def test_a_branch_row_gives_the_straight_command_and_it_reproduces_the_branch(runs, tmp_path):
+    c = cells(table.row(runs / "wr"))
+    assert c[3] == "warm_restarts" and c[5] == "3/3"
+    assert "run as a branch after epoch 1" in c[10]
+    cmd = shlex.split(c[10].split("`")[1])
+    assert cmd[:2] == ["mininsnn", "train"]
+    for flag in ("--schedule", "--subset", "--test-subset", "--num-steps", "--batch-size"):
+        assert flag in cmd, flag                  # every non-default setting is in the command
+    i = cmd.index("--out")
+    cmd[i + 1] = str(tmp_path / "straight")
+    assert main(cmd[1:]) == 0
+    assert without_seconds(tmp_path / "straight") == without_seconds(runs / "wr")
+
+
+def test_straight_command_names_every_setting_that_differs():
+    cfg = dict(json.loads((RESULTS / "fmnist-4bit-cosine20-scalegrad-seed0" / "config.json")
+                          .read_text()), loss="mse_count", correct_rate=0.9, lr=1e-3)
+    cmd = table.straight_command(cfg, "x")
+    for part in ("--config fmnist-4bit", "--t-max 9380", "--quant-grad ste+scale",
+                 "--correct-rate 0.9", "--lr 0.001", "--epochs 20", "--seed 0",
+                 "--data-dir ../shared/data/fashion-mnist", "--out results/x"):
+        assert part in cmd, part
+    assert "--loss" not in cmd and "--incorrect-rate" not in cmd and "--schedule" not in cmd
+    assert table.schedule_name(cfg) == "cosine, T_max 9380"
+    assert table.loss_name(cfg) == "mse_count 0.9/0.2"
+    assert table.loss_name({**cfg, "loss": "ce_count"}) == "ce_count"
+    fp = dict(json.loads((RESULTS / "mnist-fp-cosine-seed0" / "config.json").read_text()))
+    assert table.straight_command(fp, "y") == \
+        "mininsnn train --config mnist-fp --epochs 20 --seed 0 --out results/y"
+    assert table.loss_name(fp) == ""
+
+
+def test_schedules_compares_at_equal_epochs(runs, capsys):
+    schedules.main([runs / "cos", runs / "wr"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4
+    for line, run in zip(out[2:], ("cos", "wr")):
+        c = cells(line)
+        assert c[1] == run and c[2] == "2"        # cut at the shorter run's 2 epochs
+        assert c[4] == f"{100 * read_metrics(runs / run)[1]['test_acc']:.2f}"
+
+
+def test_first_rise_replays_halve_on_rise():
+    rows = [{"epoch": e, "train_loss": v} for e, v in enumerate([1.0, 0.8, 0.7, 0.75, 0.6], 1)]
+    assert schedule_comparison.first_rise(rows) == 4
+    assert schedule_comparison.first_rise(rows[:3]) is None
+
+
+def test_every_placeholder_of_the_template_has_a_table():
+    text = (RESULTS / "RESULTS.template.md").read_text()
+    found = make_results.placeholders(text)
+    assert found and sorted(set(found)) == sorted(make_results.fills())
+
+
+def test_every_committed_run_has_a_row():
+    folders = sorted(p.parent for p in RESULTS.glob("*/metrics.jsonl"))
+    assert folders
+    for run in folders:
+        row = table.row(run)
+        if read_metrics(run):
+            assert cells(row)[0] == run.name

@@ -2,26 +2,34 @@
 """Per-epoch metrics of runs side by side, as a Markdown table (for RESULTS.md).
 
     python results/side_by_side.py results/mnist-4bit-cosine-seed0 results/mnist-4bit-cosine-scalegrad-seed0
+    python results/side_by_side.py --train-acc RUN...    # training accuracy instead of loss
 
-One row per epoch; for each run its mean training loss and its test accuracy (%). Runs that
-stopped earlier leave their cells empty.
+One row per epoch; for each run its mean training loss (or, with --train-acc, its training
+accuracy %, which stays comparable between runs with different losses) and its test accuracy
+(%). Runs that stopped earlier leave their cells empty.
 """
-import json
 import sys
 from pathlib import Path
 
+from mininsnn.train import read_metrics
 
-def main(runs):
-    runs = [Path(r) for r in runs]
-    metrics = [{row["epoch"]: row for row in map(json.loads, (r / "metrics.jsonl").read_text().splitlines())}
-               for r in runs]
-    print("| epoch | " + " | ".join(f"{r.name}: train loss | test acc %" for r in runs) + " |")
+
+def main(args):
+    train_acc = "--train-acc" in args
+    runs = [Path(r) for r in args if r != "--train-acc"]
+    metrics = [{row["epoch"]: row for row in read_metrics(r)} for r in runs]
+    what = "train acc %" if train_acc else "train loss"
+    print("| epoch | " + " | ".join(f"{r.name}: {what} | test acc %" for r in runs) + " |")
     print("|---|" + "---|---|" * len(runs))
-    for e in range(1, max(max(m) for m in metrics) + 1):
+    for e in range(1, max(max(m, default=0) for m in metrics) + 1):
         cells = []
         for m in metrics:
             row = m.get(e)
-            cells += ["", ""] if row is None else [f"{row['train_loss']:.4f}", f"{100 * row['test_acc']:.2f}"]
+            if row is None:
+                cells += ["", ""]
+                continue
+            first = f"{100 * row['train_acc']:.2f}" if train_acc else f"{row['train_loss']:.4f}"
+            cells += [first, f"{100 * row['test_acc']:.2f}"]
         print(f"| {e} | " + " | ".join(cells) + " |")
 
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(RESULTS))
 import make_results  # noqa: E402
 import schedule_comparison  # noqa: E402
 import schedules  # noqa: E402
+import side_by_side  # noqa: E402
 import table  # noqa: E402
 
 TINY = ["--subset", "64", "--test-subset", "32", "--num-steps", "4", "--batch-size", "16"]
@@ -115,3 +116,21 @@ def test_every_committed_run_has_a_row():
         row = table.row(run)
         if read_metrics(run):
             assert cells(row)[0] == run.name
+
+
+def test_side_by_side_gives_each_epoch_of_each_run(runs, capsys):
+    for flag, key, fmt in (([], "train_loss", "{:.4f}"), (["--train-acc"], "train_acc", None)):
+        side_by_side.main([*flag, str(runs / "cos"), str(runs / "wr")])
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 2 + 3                  # header, rule, epochs 1..3 of the longer run
+        cos, wr = read_metrics(runs / "cos"), read_metrics(runs / "wr")
+        for e, line in enumerate(out[2:], 1):
+            c = cells(line)
+            assert c[0] == str(e)
+            value = wr[e - 1][key]
+            assert c[3] == (fmt.format(value) if fmt else f"{100 * value:.2f}")
+            assert c[4] == f"{100 * wr[e - 1]['test_acc']:.2f}"
+            if e <= 2:
+                assert c[2] == f"{100 * cos[e - 1]['test_acc']:.2f}"
+            else:
+                assert c[1] == c[2] == ""

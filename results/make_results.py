@@ -92,6 +92,12 @@ def fills():
         "SIDE_SCHED_MNIST": lambda: script("side_by_side.py", *schedule_runs("mnist-4bit")),
         "SCHED_FMNIST": lambda: script("schedules.py", *schedule_runs("fmnist-4bit")),
         "SIDE_SCHED_FMNIST": lambda: script("side_by_side.py", *schedule_runs("fmnist-4bit")),
+        "ERRORS_FMNIST": lambda: script("errors.py", r + "fmnist-4bit-cosine20-scalegrad-seed0/last.h5",
+                                        "--data-dir", "../shared/data/fashion-mnist"),
+        "LEVERS_FMNIST": lambda: script("side_by_side.py", "--train-acc",
+                                        r + "fmnist-4bit-cosine20-scalegrad-seed0",
+                                        r + "fmnist-4bit-cosine20-inc0-scalegrad-seed0",
+                                        r + "fmnist-4bit-cosine20-lr2x-scalegrad-seed0"),
     }
 
 

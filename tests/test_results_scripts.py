@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 sys.path.insert(0, str(RESULTS))
 
+import errors  # noqa: E402
 import make_results  # noqa: E402
 import schedule_comparison  # noqa: E402
 import schedules  # noqa: E402
@@ -134,3 +135,13 @@ def test_side_by_side_gives_each_epoch_of_each_run(runs, capsys):
                 assert c[2] == f"{100 * cos[e - 1]['test_acc']:.2f}"
             else:
                 assert c[1] == c[2] == ""
+
+
+def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):
+    errors.main([str(runs / "cos" / "last.h5")])
+    out = capsys.readouterr().out.splitlines()
+    assert len([line for line in out if line.startswith("| ")]) == 1 + 10   # header + classes
+    final = read_metrics(runs / "cos")[-1]
+    n = 32                                       # --test-subset of TINY
+    assert f"(epoch 2): test accuracy {100 * final['test_acc']:.2f} %, " \
+           f"{round(n * (1 - final['test_acc']))} errors" in out[-1]

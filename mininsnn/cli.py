@@ -57,6 +57,7 @@ def _bits(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mininsnn.loss import LOSSES
     from mininsnn.quant import QUANT_GRADS
     from mininsnn.schedule import SCHEDULES
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quant-grad", dest="quant_grad", choices=list(QUANT_GRADS),
                    help="quantizer backward: plain straight-through (default, REFERENCE.md) or "
                         "also through the scale max|W|/L, as Brevitas computes it")
-    t.add_argument("--loss", choices=["mse_count", "ce_count", "ce_rate"],
+    t.add_argument("--loss", choices=list(LOSSES),
                    help="loss on the output spikes (default mse_count, the paper's; see "
                         "mininsnn.loss)")
     t.add_argument("--correct-rate", type=float, dest="correct_rate",

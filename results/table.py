@@ -24,11 +24,14 @@ def schedule_name(cfg):
 
 
 def loss_name(cfg):
-    """'' for the paper's loss (mse_count, rates 0.8/0.2), else the loss and its targets."""
-    if cfg.get("loss", "mse_count") != "mse_count":
-        return cfg["loss"]
-    rates = (cfg.get("correct_rate", 0.8), cfg.get("incorrect_rate", 0.2))
-    return "" if rates == (0.8, 0.2) else f"mse_count {rates[0]:g}/{rates[1]:g}"
+    """'' for the config's own loss and targets (the paper's), else the loss and its targets."""
+    from mininsnn.train import make_config
+    keys = ("loss", "correct_rate", "incorrect_rate")
+    default = make_config(cfg["config"])
+    loss, correct, incorrect = (cfg.get(k, default[k]) for k in keys)
+    if (loss, correct, incorrect) == tuple(default[k] for k in keys):
+        return ""
+    return loss if loss != "mse_count" else f"mse_count {correct:g}/{incorrect:g}"
 
 
 def straight_command(cfg, name):
@@ -75,8 +78,9 @@ def row(run):
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     if cfg["bits"] is not None:
         bits += f", {cfg.get('quant_grad', 'ste')}"
-    if loss_name(cfg):
-        bits += f", loss {loss_name(cfg)}"
+    loss = loss_name(cfg)
+    if loss:
+        bits += f", loss {loss}"
     branch = next((line for line in lines if line.startswith("# branched from ")), None)
     note = ""
     # a resume with more --epochs extends the run; a resume is exact (tests/test_train.py), so

@@ -97,6 +97,9 @@ def fills():
         "LEVERS_MNIST": lambda: script("side_by_side.py", "--train-acc",
                                        r + "mnist-4bit-cosine20-scalegrad-seed0",
                                        r + "mnist-4bit-cosine20-inc0-scalegrad-seed0"),
+        "SEEDS": lambda: script("seeds.py", *(r + f"{d}-4bit-{s}-scalegrad"
+                                             for s in ("cosine20-inc0", "cosine20", "warm_restarts", "cosine")
+                                             for d in ("mnist", "fmnist"))),
         "LEVERS_FMNIST": lambda: script("side_by_side.py", "--train-acc",
                                         r + "fmnist-4bit-cosine20-scalegrad-seed0",
                                         r + "fmnist-4bit-cosine20-inc0-scalegrad-seed0",

@@ -18,6 +18,7 @@ import errors  # noqa: E402
 import make_results  # noqa: E402
 import schedule_comparison  # noqa: E402
 import schedules  # noqa: E402
+import seeds  # noqa: E402
 import side_by_side  # noqa: E402
 import table  # noqa: E402
 
@@ -135,6 +136,24 @@ def test_side_by_side_gives_each_epoch_of_each_run(runs, capsys):
                 assert c[2] == f"{100 * cos[e - 1]['test_acc']:.2f}"
             else:
                 assert c[1] == c[2] == ""
+
+
+def test_seeds_averages_the_seeds_that_trained_the_longest_plan(runs, tmp_path, capsys):
+    import shutil
+    for name, src in (("s-seed0", "wr"), ("s-seed1", "wr"), ("s-seed2", "cos"), ("s-seed1-x", "cos")):
+        shutil.copytree(runs / src, tmp_path / name)
+    seeds.main([str(tmp_path / "s")])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+    c = cells(out[2])
+    wr, cos = read_metrics(runs / "wr"), read_metrics(runs / "cos")
+    best = 100 * max(r["test_acc"] for r in wr)
+    parts = c[1].split("<br>")
+    assert [p.split(":")[0] for p in parts] == ["seed 0", "seed 1", "seed 2"]   # not "s-seed1-x"
+    assert parts[0].endswith(f"/ {100 * wr[-1]['test_acc']:.2f}")
+    assert parts[2].endswith(f"/ {100 * cos[-1]['test_acc']:.2f} (after 2 of 3 epochs, not in the mean)")
+    assert c[2] == "2"                            # seed 2 planned 2 epochs, the others 3
+    assert c[3] == f"{best:.2f} ± 0.00" and c[4] == f"{100 * wr[-1]['test_acc']:.2f} ± 0.00"
 
 
 def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mininsnn.train import read_metrics
+from table import best_epoch
 
 
 def seed_runs(prefix: Path):
@@ -44,7 +45,7 @@ def row(prefix: Path) -> str:
     found = seed_runs(prefix)
     target = max((epochs for _, _, epochs in found), default=0)
     for seed, rows, _ in found:
-        best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+        best = best_epoch(rows)
         b, f = 100 * best["test_acc"], 100 * rows[-1]["test_acc"]
         done = len(rows) >= target
         cell = f"seed {seed}: {b:.2f} (ep {best['epoch']}) / {f:.2f}"

@@ -12,6 +12,11 @@ from mininsnn.train import read_metrics
 HERE = Path(__file__).resolve().parent
 
 
+def best_epoch(rows):
+    """The metrics row with the highest test accuracy (the earliest such epoch on a tie)."""
+    return max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+
+
 def schedule_name(cfg):
     """The run's schedule, with T_max / T_mult where they differ from the model config's."""
     from mininsnn.models import CONFIGS
@@ -60,7 +65,7 @@ def row(run):
     rows = read_metrics(run)
     if not rows:
         return None
-    best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    best = best_epoch(rows)
     last = rows[-1]
     # the command that started the run (later lines are resumes of it); an example script's own
     # command line when the run came from one (its mininsnn line may name a temporary folder)

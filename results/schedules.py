@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from mininsnn.train import read_metrics
-from table import schedule_name
+from table import best_epoch, schedule_name
 
 
 def main(runs):
@@ -34,7 +34,7 @@ def main(runs):
     print("|---|---|---|---|---|---|---|---|---|")
     for r, cfg, rows in table:
         rows = rows[:n]
-        best = max(rows, key=lambda x: (x["test_acc"], -x["epoch"]))
+        best = best_epoch(rows)
         low = min(rows, key=lambda x: x["train_loss"])
         mean = statistics.mean(100 * x["test_acc"] for x in rows[half - 1:])
         name = schedule_name(cfg)

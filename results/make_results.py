@@ -37,12 +37,23 @@ def runs():
 
 
 def epoch1_table():
+    """Epoch-1 test accuracy by data set, weights and loss, one value per run that trained its
+    own first epoch on the full training set: a branch copies its parent's epoch 1, and a run
+    on a training subset has not seen a whole epoch, so both are left out."""
+    from table import loss_name
+    from mininsnn.train import make_config
     groups = {}
     for run, cfg, rows in runs():
         key = (cfg["dataset"], cfg["bits"])
-        if key not in REFERENCE_EPOCH1:
+        if key not in REFERENCE_EPOCH1 or cfg.get("subset") is not None:
+            continue
+        if "branched from" in (run / "command.txt").read_text():
             continue
         qg = "fp32" if cfg["bits"] is None else f"4-bit, {cfg.get('quant_grad', 'ste')}"
+        if loss_name(cfg):
+            qg += f", loss {loss_name(cfg)}"
+        if cfg["lr"] != make_config(cfg["config"])["lr"]:
+            qg += f", lr {cfg['lr']:g}"
         groups.setdefault((cfg["dataset"], qg, key), []).append((cfg["seed"], 100 * rows[0]["test_acc"]))
     lines = ["| data | weights | reference, epoch 1 | mininsnn, epoch 1, by seed | mean | min..max |",
              "|---|---|---|---|---|---|"]

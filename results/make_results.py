@@ -28,22 +28,22 @@ def script(name, *args):
     return out.stdout.strip()
 
 
-def runs():
-    for m in sorted(HERE.glob("*/metrics.jsonl")):
+def runs(folder=HERE):
+    for m in sorted(Path(folder).glob("*/metrics.jsonl")):
         cfg = json.loads((m.parent / "config.json").read_text())
         rows = read_metrics(m.parent)
         if rows:
             yield m.parent, cfg, rows
 
 
-def epoch1_table():
+def epoch1_table(folder=HERE):
     """Epoch-1 test accuracy by data set, weights and loss, one value per run that trained its
     own first epoch on the full training set: a branch copies its parent's epoch 1, and a run
     on a training subset has not seen a whole epoch, so both are left out."""
     from table import loss_name
     from mininsnn.train import make_config
     groups = {}
-    for run, cfg, rows in runs():
+    for run, cfg, rows in runs(folder):
         key = (cfg["dataset"], cfg["bits"])
         if key not in REFERENCE_EPOCH1 or cfg.get("subset") is not None:
             continue

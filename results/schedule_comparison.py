@@ -5,7 +5,14 @@ cosine with warm restarts, trained for the same number of epochs, with the least
     python results/schedule_comparison.py --config fmnist-4bit --quant-grad ste+scale \\
         --epochs 20 --seed 0 -- --data-dir ../shared/data/fashion-mnist
 
-Four run folders, results/<config>-<schedule>[-scalegrad]-seed<seed>, each resumed if it exists:
+Four run folders, results/<config>-<schedule>[-<tag>][-scalegrad]-seed<seed>, each resumed if it
+exists. --tag names a variant trained with other flags after `--`, so its runs get folders of
+their own (a resume with other settings is refused anyway), e.g. the loss's targets:
+
+    python results/schedule_comparison.py --config fmnist-4bit --tag inc0 \\
+        -- --incorrect-rate 0 --data-dir ../shared/data/fashion-mnist
+
+How each run starts:
 
 - cosine and halve_on_rise train from scratch (or resume), keeping every epoch's checkpoint;
 - warm_restarts (T_0 = T_max) gives the cosine's LR up to batch T_max, so it branches from the
@@ -59,13 +66,16 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=os.path.relpath(HERE),
                    help="folder of the run folders (default: this folder, results/)")
+    p.add_argument("--tag", default="",
+                   help="part of the run folders' names for a variant set by the flags after --")
     p.add_argument("--poll", type=float, default=15.0, help="seconds between checks")
     p.add_argument("extra", nargs="*", help="after --: flags for every mininsnn train (e.g. --data-dir)")
     a = p.parse_args(argv)
 
     from mininsnn.train import make_config, read_metrics
     cfg = make_config(a.config, quant_grad=a.quant_grad)
-    tag = "-scalegrad" if cfg["bits"] is not None and a.quant_grad == "ste+scale" else ""
+    tag = f"-{a.tag}" if a.tag else ""
+    tag += "-scalegrad" if cfg["bits"] is not None and a.quant_grad == "ste+scale" else ""
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = {s: out / f"{a.config}-{s}{tag}-seed{a.seed}"

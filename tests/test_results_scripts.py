@@ -164,3 +164,24 @@ def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):
     n = 32                                       # --test-subset of TINY
     assert f"(epoch 2): test accuracy {100 * final['test_acc']:.2f} %, " \
            f"{round(n * (1 - final['test_acc']))} errors" in out[-1]
+
+
+def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
+    """A branch repeats its parent's epoch 1 and a subset run has not seen a whole epoch, so
+    neither is listed; other loss targets get a row of their own."""
+    import shutil
+
+    def copy(src, name, **changes):
+        shutil.copytree(runs / src, tmp_path / name)
+        cfg = json.loads((tmp_path / name / "config.json").read_text())
+        (tmp_path / name / "config.json").write_text(json.dumps({**cfg, **changes}))
+
+    copy("cos", "full", subset=None)
+    copy("wr", "branch", subset=None)
+    copy("cos", "probe")                                  # still on its 64-sample subset
+    copy("cos", "inc0", subset=None, incorrect_rate=0.0)
+    lines = make_results.epoch1_table(tmp_path).splitlines()[2:]
+    acc = f"{100 * read_metrics(runs / 'cos')[0]['test_acc']:.2f} (seed 0)"
+    assert [cells(line)[1:4] for line in lines] == [
+        ["4-bit, ste", "98.64", acc],
+        ["4-bit, ste, loss mse_count 0.8/0", "98.64", acc]]

@@ -67,11 +67,13 @@ def epoch1_table(folder=HERE):
     return "\n".join(lines)
 
 
-def schedule_runs(config):
-    """The schedule-comparison runs of ``config`` (ste+scale, seed 0) that have trained all their
-    epochs (schedules.py cuts every run at the shortest one's epoch count, so a run still in
-    progress would hide the later epochs of the finished ones; the main table shows it)."""
-    names = [f"{config}-{s}-scalegrad-seed0"
+def schedule_runs(config, tag=""):
+    """The schedule-comparison runs of ``config`` (ste+scale, seed 0; ``tag`` as in
+    schedule_comparison.py --tag) that have trained all their epochs (schedules.py cuts every run
+    at the shortest one's epoch count, so a run still in progress would hide the later epochs of
+    the finished ones; the main table shows it)."""
+    tag = f"-{tag}" if tag else ""
+    names = [f"{config}-{s}{tag}-scalegrad-seed0"
              for s in ("cosine", "warm_restarts", "constant", "halve_on_rise", "cosine20")]
     done = []
     for n in names:
@@ -103,6 +105,9 @@ def fills():
         "SIDE_SCHED_MNIST": lambda: script("side_by_side.py", *schedule_runs("mnist-4bit")),
         "SCHED_FMNIST": lambda: script("schedules.py", *schedule_runs("fmnist-4bit")),
         "SIDE_SCHED_FMNIST": lambda: script("side_by_side.py", *schedule_runs("fmnist-4bit")),
+        "SCHED_FMNIST_INC0": lambda: script("schedules.py", *schedule_runs("fmnist-4bit", "inc0")),
+        "SIDE_SCHED_FMNIST_INC0": lambda: script("side_by_side.py",
+                                                 *schedule_runs("fmnist-4bit", "inc0")),
         "ERRORS_FMNIST": lambda: script("errors.py", r + "fmnist-4bit-cosine20-scalegrad-seed0/last.h5",
                                         "--data-dir", "../shared/data/fashion-mnist"),
         "LEVERS_MNIST": lambda: script("side_by_side.py", "--train-acc",

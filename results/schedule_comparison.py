@@ -21,6 +21,9 @@ How each run starts:
   branches from the halve_on_rise run's checkpoint of that epoch (if the loss never rises, the
   two are the same run: constant is not trained, and the halve_on_rise run stands for both).
 
+A run whose checkpoint to branch from is gone (--keep-epochs checkpoints are not committed, so a
+fresh clone lacks them) trains from scratch instead: the same run, with more compute.
+
 A branch is bit-identical to the straight run (tests/test_train.py), so this only saves time.
 Each training runs as its own `mininsnn train` process with one Numba thread, started as soon
 as what it branches from exists (up to four at once; the OS shares the cores). Arguments after
@@ -89,10 +92,14 @@ def main(argv=None):
         as a branch of ``source``'s checkpoint of ``epoch``)."""
         if (run[s] / "config.json").exists():         # started before: continue it
             return ["--resume", str(run[s]), *common, *a.extra]
-        if source is None:
-            start = ["--config", a.config, "--quant-grad", a.quant_grad, "--seed", str(a.seed)]
+        ckpt = None if source is None else source / "epochs" / f"epoch{epoch:03d}.h5"
+        if ckpt is not None and ckpt.exists():
+            start = ["--branch", str(ckpt)]
         else:
-            start = ["--branch", str(source / "epochs" / f"epoch{epoch:03d}.h5")]
+            if ckpt is not None:
+                print(f"{ckpt} was not kept: {s} trains from scratch instead, which gives the "
+                      "same run at the cost of the shared epochs", flush=True)
+            start = ["--config", a.config, "--quant-grad", a.quant_grad, "--seed", str(a.seed)]
         return [*start, "--schedule", s, "--out", str(run[s]), *common, *a.extra]
 
     # when each run may start: its arguments, or None while what it branches from is not there

@@ -185,3 +185,35 @@ def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
     assert [cells(line)[1:4] for line in lines] == [
         ["4-bit, ste", "98.64", acc],
         ["4-bit, ste, loss mse_count 0.8/0", "98.64", acc]]
+
+
+def test_schedule_comparison_trains_a_branch_from_scratch_when_its_checkpoint_is_gone(
+        tmp_path, monkeypatch):
+    """The periodic cosine has trained past T_max but its epoch checkpoints were not kept (as in
+    a fresh clone): warm restarts start from scratch, and repeat the cosine's epochs."""
+    tiny = [*TINY, "--t-max", "4"]                 # 4 batches per epoch: T_max = epoch 1
+    cos = tmp_path / "mnist-4bit-cosine-seed0"
+    assert main(["train", "--config", "mnist-4bit", "--quant-grad", "ste", "--epochs", "2",
+                 *tiny, "--out", str(cos)]) == 0
+    launched = []
+
+    class Finished:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    def run_in_process(cmd, **kwargs):
+        argv = cmd[cmd.index("train"):]
+        launched.append(argv)
+        assert main(argv) == 0
+        return Finished()
+
+    monkeypatch.setattr(schedule_comparison.subprocess, "Popen", run_in_process)
+    schedule_comparison.main(["--config", "mnist-4bit", "--quant-grad", "ste", "--epochs", "2",
+                              "--out-dir", str(tmp_path), "--poll", "0", "--", *tiny])
+    warm = [argv for argv in launched if "warm_restarts" in argv]
+    assert len(warm) == 1 and "--branch" not in warm[0] and "--config" in warm[0]
+    wr = read_metrics(tmp_path / "mnist-4bit-warm_restarts-seed0")
+    assert len(wr) == 2
+    assert without_seconds(tmp_path / "mnist-4bit-warm_restarts-seed0")[0] == without_seconds(cos)[0]

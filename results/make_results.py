@@ -38,11 +38,13 @@ def runs(folder=HERE):
 
 def epoch1_table(folder=HERE):
     """Epoch-1 test accuracy by data set, weights and loss, one value per run that trained its
-    own first epoch on the full training set: a branch copies its parent's epoch 1, and a run
-    on a training subset has not seen a whole epoch, so both are left out."""
+    own first epoch on the full training set: a branch copies its parent's epoch 1, a run on a
+    training subset has not seen a whole epoch, and a run that repeats another's epoch 1 bit for
+    bit (warm restarts trained from scratch repeat the periodic cosine's first epochs on the
+    same machine) adds nothing, so these are left out."""
     from table import loss_name
     from mininsnn.train import make_config
-    groups = {}
+    groups, seen = {}, {}
     for run, cfg, rows in runs(folder):
         key = (cfg["dataset"], cfg["bits"])
         if key not in REFERENCE_EPOCH1 or cfg.get("subset") is not None:
@@ -54,7 +56,12 @@ def epoch1_table(folder=HERE):
             qg += f", loss {loss_name(cfg)}"
         if cfg["lr"] != make_config(cfg["config"])["lr"]:
             qg += f", lr {cfg['lr']:g}"
-        groups.setdefault((cfg["dataset"], qg, key), []).append((cfg["seed"], 100 * rows[0]["test_acc"]))
+        group = (cfg["dataset"], qg, key)
+        first = (cfg["seed"], rows[0]["train_loss"], rows[0]["test_acc"])
+        if first in seen.setdefault(group, set()):
+            continue
+        seen[group].add(first)
+        groups.setdefault(group, []).append((cfg["seed"], 100 * rows[0]["test_acc"]))
     lines = ["| data | weights | reference, epoch 1 | mininsnn, epoch 1, by seed | mean | min..max |",
              "|---|---|---|---|---|---|"]
     for (data, qg, key), vals in sorted(groups.items()):

@@ -167,8 +167,9 @@ def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):
 
 
 def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
-    """A branch repeats its parent's epoch 1 and a subset run has not seen a whole epoch, so
-    neither is listed; other loss targets get a row of their own."""
+    """A branch repeats its parent's epoch 1, a subset run has not seen a whole epoch, and a
+    run that repeats another's epoch 1 exactly adds nothing, so none is listed; other loss
+    targets get a row of their own."""
     import shutil
 
     def copy(src, name, **changes):
@@ -177,6 +178,7 @@ def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
         (tmp_path / name / "config.json").write_text(json.dumps({**cfg, **changes}))
 
     copy("cos", "full", subset=None)
+    copy("cos", "full-again", subset=None, schedule="warm_restarts")
     copy("wr", "branch", subset=None)
     copy("cos", "probe")                                  # still on its 64-sample subset
     copy("cos", "inc0", subset=None, incorrect_rate=0.0)

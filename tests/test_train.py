@@ -246,12 +246,25 @@ def test_missing_data_dir_is_a_config_error(tmp_path):
         load_data(cfg, tmp_path)
 
 
-def test_progress_is_silent_off_a_terminal_and_shows_rate_and_eta_on_one(monkeypatch):
+def test_progress_off_a_terminal_writes_a_line_per_interval_and_on_one_a_bar(monkeypatch):
     off = io.StringIO()
     p = Progress(100, "epoch 1/1", off)
     p.update(50, 0.5)
     p.close()
-    assert off.getvalue() == ""
+    assert off.getvalue() == ""                     # a short epoch leaves the log alone
+
+    now = [1000.0]
+    monkeypatch.setattr("mininsnn.train.time.perf_counter", lambda: now[0])
+    off = io.StringIO()
+    p = Progress(100, "epoch 3/20", off, every=60)
+    for t, n in [(30, 20), (61, 20), (90, 20), (122, 20), (150, 20)]:
+        now[0] = 1000.0 + t
+        p.update(n, 0.125)
+    p.close()
+    lines = off.getvalue().splitlines()
+    assert lines == ["  epoch 3/20: 40/100  loss 0.1250  1 samples/s  ETA 1:31",
+                     "  epoch 3/20: 80/100  loss 0.1250  1 samples/s  ETA 0:30"]
+    monkeypatch.undo()
 
     class Tty(io.StringIO):
         def isatty(self):

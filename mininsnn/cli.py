@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shlex
 import sys
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 # start BLAS threads of their own (2 x 2 threads on 2 cores thrash). Before NumPy/SciPy load BLAS:
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "UsageError", "machine"]
 
 EXIT_USAGE = 2
 
@@ -141,9 +142,29 @@ _TRAIN_KEYS = ("epochs", "bits", "schedule", "lr", "batch_size", "num_steps", "s
                "incorrect_rate")
 
 
+def machine() -> str:
+    """The CPU's model name and the versions that decide a run's bits and speed, e.g.
+    'AMD EPYC, numpy 2.4.6, numba 0.68.1' (+ OPENBLAS_CORETYPE when set): the same command on
+    another CPU can round differently (BENCHMARKS.md), so each command.txt line names it."""
+    import numba
+    import numpy
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), None)
+    except OSError:
+        pass
+    text = f"{cpu or platform.processor() or platform.machine()}, numpy {numpy.__version__}, " \
+           f"numba {numba.__version__}"
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        text += f", OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
+    return text
+
+
 def _command_text(argv) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return (f"# {stamp}  cwd {os.getcwd()}  invoked as: {shlex.join(sys.argv)}\n"
+    return (f"# {stamp}  cwd {os.getcwd()}  on {machine()}  invoked as: {shlex.join(sys.argv)}\n"
             f"mininsnn {shlex.join(argv)}")
 
 

@@ -46,6 +46,10 @@ def test_smoke_run_trains_and_writes_its_files(smoke_run):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"] == "mnist-4bit" and cfg["subset"] == 256 and cfg["num_steps"] == 8
     assert "mininsnn train --config mnist-4bit --epochs 2" in (out / "command.txt").read_text()
+    import numpy
+    from mininsnn.cli import machine
+    assert f"numpy {numpy.__version__}" in machine()         # the host each command ran on
+    assert f"  on {machine()}  invoked as: " in (out / "command.txt").read_text()
     assert load_checkpoint(out / "last.h5")["epoch"] == 2
 
 

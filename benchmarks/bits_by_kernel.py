@@ -16,7 +16,6 @@ compiles for any x86-64). A kernel set the CPU cannot run is reported as such.
 import argparse
 import hashlib
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,20 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mininsnn.cli import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--subset", "256", "--test-subset", "64", "--num-steps", "10", "--batch-size", "32",
        "--epochs", "1", "--quant-grad", "ste+scale", "--seed", "0"]
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def weights_hash(checkpoint: Path) -> str:
@@ -76,7 +66,7 @@ def main(argv=None):
                  for c in args.coretypes.split(",") if c]
     if args.numba_generic:
         settings.append(("NUMBA_CPU_NAME=generic", {"NUMBA_CPU_NAME": "generic"}))
-    print(f"# {cpu_name()}, numpy {np.__version__}", flush=True)
+    print(f"# {machine()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         for i, (name, env) in enumerate(settings):

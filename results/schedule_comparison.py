@@ -22,9 +22,11 @@ How each run starts:
   two are the same run: constant is not trained, and the halve_on_rise run stands for both).
 
 A run whose checkpoint to branch from is gone (--keep-epochs checkpoints are not committed, so a
-fresh clone lacks them) trains from scratch instead: the same run, with more compute.
+fresh clone lacks them) trains from scratch instead: the same run on one machine (not across
+CPUs: BENCHMARKS.md), with more compute.
 
-A branch is bit-identical to the straight run (tests/test_train.py), so this only saves time.
+A branch is bit-identical to the straight run on one machine (tests/test_train.py), so this
+only saves time.
 Each training runs as its own `mininsnn train` process with one Numba thread, started as soon
 as what it branches from exists (up to four at once; the OS shares the cores). Arguments after
 `--` go to every `mininsnn train` (e.g. --data-dir). Console logs go to
@@ -98,7 +100,7 @@ def main(argv=None):
         else:
             if ckpt is not None:
                 print(f"{ckpt} was not kept: {s} trains from scratch instead, which gives the "
-                      "same run at the cost of the shared epochs", flush=True)
+                      "same run on this machine at the cost of the shared epochs", flush=True)
             start = ["--config", a.config, "--quant-grad", a.quant_grad, "--seed", str(a.seed)]
         return [*start, "--schedule", s, "--out", str(run[s]), *common, *a.extra]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mininsnn.checkpoint import load_checkpoint
-from mininsnn.cli import main
+from mininsnn.cli import machine, main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--subset", "256", "--test-subset", "256", "--num-steps", "8", "--batch-size", "32"]
@@ -46,9 +46,7 @@ def test_smoke_run_trains_and_writes_its_files(smoke_run):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"] == "mnist-4bit" and cfg["subset"] == 256 and cfg["num_steps"] == 8
     assert "mininsnn train --config mnist-4bit --epochs 2" in (out / "command.txt").read_text()
-    import numpy
-    from mininsnn.cli import machine
-    assert f"numpy {numpy.__version__}" in machine()         # the host each command ran on
+    assert f"numpy {np.__version__}" in machine()            # the host each command ran on
     assert f"  on {machine()}  invoked as: " in (out / "command.txt").read_text()
     assert load_checkpoint(out / "last.h5")["epoch"] == 2
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mininsnn.cli import machine
+from mininsnn.runs import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--subset", "256", "--test-subset", "64", "--num-steps", "10", "--batch-size", "32",

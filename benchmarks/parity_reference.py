@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mininsnn.checkpoint import load_checkpoint  # noqa: E402
 from mininsnn.loss import mse_count_loss  # noqa: E402
-from mininsnn.models import CONFIGS, build_model  # noqa: E402
+from mininsnn.config import CONFIGS, make_config  # noqa: E402
+from mininsnn.data import load_data  # noqa: E402
+from mininsnn.models import build_model  # noqa: E402
 from mininsnn.quant import QUANT_GRADS  # noqa: E402
-from mininsnn.train import load_data, make_config  # noqa: E402
 
 
 def main():

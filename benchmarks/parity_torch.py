@@ -7,7 +7,7 @@ snntorch and brevitas:
     /tmp/refenv/bin/python benchmarks/parity_torch.py IN.npz OUT.npz
 
 IN.npz holds the network's weights under PyTorch names, a batch (x, y) and the hyperparameters.
-The network is REFERENCE.md's conv-avgpool-BN-Leaky x 2, Linear-Dropout-Leaky, built from the
+The network is the paper's (docs/semantics.md) conv-avgpool-BN-Leaky x 2, Linear-Dropout-Leaky, built from the
 public snnTorch and Brevitas classes the paper's code uses, in float64. OUT.npz gets the output
 spikes (training mode), the mse_count loss, every weight's gradient, the BatchNorm running
 statistics after that forward, and the output spikes of an eval-mode forward that follows it.

@@ -6,7 +6,7 @@ Run it with an interpreter that has torch, snntorch and brevitas (never dependen
     python -m venv /tmp/refenv && /tmp/refenv/bin/pip install torch==2.13.0 snntorch brevitas
     /tmp/refenv/bin/python benchmarks/reference_torch.py --repeats 5
 
-The network, loss and optimizer follow REFERENCE.md's 4-bit MNIST config (the paper's code):
+The network, loss and optimizer follow the paper's 4-bit MNIST config (docs/semantics.md) (the paper's code):
 conv-avgpool-BN-Leaky twice, then QuantLinear-Dropout-Leaky, T = 100 steps of the same image,
 mse_count_loss(0.8, 0.2), Adam. Prints one JSON line: the step times in seconds.
 """

@@ -1,13 +1,18 @@
-"""Command line: ``mininsnn train | eval | plot``.
+"""Command line: ``mininsnn train | eval | plot | compare``.
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
     mininsnn train --schedule constant --keep-epochs ...        # + runs/.../epochs/epochNNN.h5
-    mininsnn train --branch runs/mnist-4bit-seed0/best.h5 --schedule warm_restarts \
+    mininsnn train --branch runs/mnist-4bit-seed0/best.h5 --schedule warm_restarts \\
                    --epochs 20 --out runs/mnist-4bit-wr-seed0  # a new run from a checkpoint
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
     mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
     mininsnn compare runs/a runs/b --out ab.png                # several runs on shared axes
+
+``mininsnn train``'s setting flags (--lr, --beta, --num-steps, ...) are made from
+mininsnn.config.SETTINGS, so every setting has a flag with the same name and the same check.
+Each command is one entry of :data:`COMMANDS`: a function adding its arguments and a function
+running it.
 
 Bad input (unknown flag, impossible value, missing data, a run folder that belongs to another
 configuration) prints one line saying what to do and returns exit code 2 before anything is
@@ -18,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 # mininsnn parallelises with Numba threads; the per-sample matrix products inside them must not
-# start BLAS threads of their own (2 x 2 threads on 2 cores thrash). Before NumPy/SciPy load BLAS:
+# start BLAS threads of their own (2 x 2 threads on 2 cores thrash). Before NumPy loads BLAS:
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["main", "build_parser", "UsageError", "machine"]
+__all__ = ["main", "build_parser", "UsageError", "COMMANDS"]
 
 EXIT_USAGE = 2
 
@@ -45,57 +49,44 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _bits(text: str):
-    """--bits: an integer 2..16, or none/fp/32 for full precision."""
+    """--bits: an integer (checked with the other settings), or none/fp/32 for full precision."""
     if text.lower() in ("none", "fp", "float", "32"):
         return None
     try:
-        b = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer 2..16 or 'none', got {text!r}")
-    if not 2 <= b <= 16:
-        raise argparse.ArgumentTypeError(f"expected an integer 2..16 or 'none', got {text!r}")
-    return b
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from mininsnn.loss import LOSSES
-    from mininsnn.quant import QUANT_GRADS
-    from mininsnn.schedule import SCHEDULES
+def _add_setting_flags(p) -> None:
+    """One flag per setting of mininsnn.config.SETTINGS that has a help line."""
+    from mininsnn.config import SETTINGS
 
-    p = _Parser(prog="mininsnn", allow_abbrev=False,
-                description="Train and evaluate quantized spiking neural networks (NumPy + Numba).")
-    sub = p.add_subparsers(dest="command", metavar="{train,eval,plot,compare}")
-    sub.required = True
-    S = argparse.SUPPRESS          # flags not given stay absent, so a resume can tell them apart
+    for s in SETTINGS:
+        if s.help is None:
+            continue
+        kw = {"dest": s.key, "help": s.help}
+        choices = getattr(s.check, "choices", None)
+        if s.key == "bits":
+            kw["type"] = _bits
+        elif isinstance(s.default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif choices is not None:
+            kw["choices"] = list(choices())
+        elif isinstance(s.default, float):
+            kw["type"] = float
+        else:                                   # integers, and integers that may be None
+            kw["type"] = int
+        p.add_argument(s.flag, **kw)
 
-    t = sub.add_parser("train", help="train a run (or continue one with --resume)",
-                       allow_abbrev=False, argument_default=S,
-                       description="Train a reference config. Flags not given take the config's "
-                                   "value (or, with --resume, the resumed run's).")
-    t.add_argument("--config", help="model config name (default mnist-4bit), see mininsnn.models")
-    t.add_argument("--epochs", type=int, help="total number of epochs (default 1)")
-    t.add_argument("--bits", type=_bits, help="weight bits 2..16, or 'none' for full precision")
-    t.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
-    t.add_argument("--lr", type=float, help="initial learning rate")
-    t.add_argument("--batch-size", type=int, dest="batch_size")
-    t.add_argument("--num-steps", type=int, dest="num_steps", help="time steps T")
-    t.add_argument("--seed", type=int, help="seed of weights, dropout and batch order (default 0)")
-    t.add_argument("--t-max", type=int, dest="T_max",
-                   help="cosine T_max / warm-restart T_0 in batches (default from the config)")
-    t.add_argument("--t-mult", type=int, dest="T_mult", help="warm-restart cycle growth (default 1)")
-    t.add_argument("--quant-grad", dest="quant_grad", choices=list(QUANT_GRADS),
-                   help="quantizer backward: plain straight-through (default, REFERENCE.md) or "
-                        "also through the scale max|W|/L, as Brevitas computes it")
-    t.add_argument("--loss", choices=list(LOSSES),
-                   help="loss on the output spikes (default mse_count, the paper's; see "
-                        "mininsnn.loss)")
-    t.add_argument("--correct-rate", type=float, dest="correct_rate",
-                   help="mse_count: target firing rate of the true class (default 0.8)")
-    t.add_argument("--incorrect-rate", type=float, dest="incorrect_rate",
-                   help="mse_count: target firing rate of the other classes (default 0.2)")
-    t.add_argument("--subset", type=int, help="train on the first N training samples")
-    t.add_argument("--test-subset", type=int, dest="test_subset",
-                   help="evaluate on the first N test samples")
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+def _train_args(t) -> None:
+    t.add_argument("--config", help="configuration name (default mnist-4bit), see "
+                                    "mininsnn.config.CONFIGS")
+    _add_setting_flags(t)
     t.add_argument("--data-dir", dest="data_dir", help="folder holding the data set's files")
     t.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing")
     t.add_argument("--out", help="run folder (default runs/<config>-seed<seed>)")
@@ -110,136 +101,100 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0.5 MB each for mnist-4bit), e.g. to --branch halve_on_rise from a "
                         "constant run at its first rising loss")
 
-    e = sub.add_parser("eval", help="test accuracy of a run's checkpoints", allow_abbrev=False)
-    e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    e.add_argument("--data-dir", dest="data_dir")
-    e.add_argument("--download", action="store_true")
-    e.add_argument("--test-subset", type=int, dest="test_subset",
-                   help="first N test samples (default: the whole test set)")
-    e.add_argument("--batch-size", type=int, dest="batch_size")
 
-    g = sub.add_parser("plot", help="training curves, LR per step and a spike raster",
-                       allow_abbrev=False)
-    g.add_argument("run_dir", metavar="RUN_DIR")
-    g.add_argument("--out", help="folder for the PNG files (default: RUN_DIR)")
-    g.add_argument("--sample", type=int, default=0, help="test sample of the raster (default 0)")
-    g.add_argument("--data-dir", dest="data_dir")
-    g.add_argument("--no-raster", action="store_true", help="skip the spike raster")
+def _train_config(given: dict):
+    """(config, run folder, checkpoint tree or None, branch source or None) of a train command;
+    every check that can fail runs here, before anything is loaded or written."""
+    from mininsnn import config as C
+    from mininsnn import runs as R
+    from mininsnn.train import replay_schedule
 
-    c = sub.add_parser("compare", allow_abbrev=False,
-                       help="test accuracy, training loss and LR of several runs in one PNG")
-    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    c.add_argument("--out", required=True, help="the PNG file to write")
-    c.add_argument("--labels", help="comma-separated legend labels (default: folder names)")
-    c.add_argument("--title", help="figure title")
-    return p
-
-
-# ---------------------------------------------------------------------------------------------
-
-_TRAIN_KEYS = ("epochs", "bits", "schedule", "lr", "batch_size", "num_steps", "seed", "T_max",
-               "T_mult", "subset", "test_subset", "quant_grad", "loss", "correct_rate",
-               "incorrect_rate")
-
-
-def machine() -> str:
-    """The CPU's model name and the versions that decide a run's bits and speed, e.g.
-    'AMD EPYC, numpy 2.4.6, numba 0.68.1' (+ OPENBLAS_CORETYPE when set): the same command on
-    another CPU can round differently (BENCHMARKS.md), so each command.txt line names it."""
-    import numba
-    import numpy
-    cpu = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), None)
-    except OSError:
-        pass
-    text = f"{cpu or platform.processor() or platform.machine()}, numpy {numpy.__version__}, " \
-           f"numba {numba.__version__}"
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        text += f", OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
-    return text
-
-
-def _command_text(argv) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return (f"# {stamp}  cwd {os.getcwd()}  on {machine()}  invoked as: {shlex.join(sys.argv)}\n"
-            f"mininsnn {shlex.join(argv)}")
-
-
-def _train(a, argv) -> int:
-    from mininsnn import train as T
-
-    given = vars(a)
-    overrides = {k: given[k] for k in _TRAIN_KEYS if k in given}
-    data_dir, download = given.get("data_dir"), given.get("download", False)
-    tree = branch = None
+    settings = {s.key for s in C.SETTINGS}
+    overrides = {k: v for k, v in given.items() if k in settings}
     if "resume" in given and "branch" in given:
         raise UsageError("--resume continues a run, --branch starts a new one: pass one of them")
+    tree = branch = None
     if "branch" in given:
         if "out" not in given:
             raise UsageError("--branch starts a new run: pass its folder with --out")
-        branch, tree = T.load_checkpoint_source(a.branch)
-        saved = T.validate_config(tree["config"])
-        if "config" in given and a.config != saved["config"]:
-            raise T.ConfigError(f"{branch} is a {saved['config']} run, not {a.config}; drop "
-                                "--config")
-        cfg = T.validate_config({**saved, **overrides})
-        T.check_same_config(saved, cfg, str(branch), allowed=T.BRANCHABLE_KEYS)
+        branch, tree = R.load_checkpoint_source(given["branch"])
+        saved = C.validate_config(tree["config"])
+        if "config" in given and given["config"] != saved["config"]:
+            raise C.ConfigError(f"{branch} is a {saved['config']} run, not {given['config']}; "
+                                "drop --config")
+        cfg = C.validate_config({**saved, **overrides})
+        C.check_same_config(saved, cfg, str(branch), allowed=C.BRANCHABLE_KEYS)
         if cfg["epochs"] <= tree["epoch"]:
-            raise T.ConfigError(f"{branch} holds {tree['epoch']} trained epoch(s); pass "
+            raise C.ConfigError(f"{branch} holds {tree['epoch']} trained epoch(s); pass "
                                 f"--epochs N with N > {tree['epoch']}")
-        T.replay_schedule(tree, cfg)                    # refuse before anything is written
-        run_dir = Path(a.out)
-        T.check_new_run_dir(run_dir)
+        replay_schedule(tree, cfg)                      # refuse before anything is written
+        run_dir = Path(given["out"])
+        R.check_new_run_dir(run_dir)
     elif "resume" in given:
-        run_dir = Path(a.resume)
-        if "out" in given and Path(a.out).resolve() != run_dir.resolve():
+        run_dir = Path(given["resume"])
+        if "out" in given and Path(given["out"]).resolve() != run_dir.resolve():
             raise UsageError("--resume continues the run in its own folder; drop --out")
-        unstarted = T.unstarted_run_config(run_dir)     # stopped before its first epoch ended
-        tree = None if unstarted is not None else T.load_run(run_dir)
-        saved = T.validate_config(unstarted if tree is None else tree["config"])
-        if "config" in given and a.config != saved["config"]:
-            raise T.ConfigError(f"{run_dir} is a {saved['config']} run, not {a.config}; "
+        unstarted = R.unstarted_run_config(run_dir)     # stopped before its first epoch ended
+        tree = None if unstarted is not None else R.load_run(run_dir)
+        saved = C.validate_config(unstarted if tree is None else tree["config"])
+        if "config" in given and given["config"] != saved["config"]:
+            raise C.ConfigError(f"{run_dir} is a {saved['config']} run, not {given['config']}; "
                                 "drop --config or start a new run with another --out")
-        cfg = T.validate_config({**saved, **overrides})
-        T.check_same_config(saved, cfg, str(run_dir))
+        cfg = C.validate_config({**saved, **overrides})
+        C.check_same_config(saved, cfg, str(run_dir))
         done = 0 if tree is None else tree["epoch"]
         if cfg["epochs"] <= done:
-            raise T.ConfigError(f"{run_dir} has already trained {done} epoch(s); pass "
+            raise C.ConfigError(f"{run_dir} has already trained {done} epoch(s); pass "
                                 f"--epochs N with N > {done} to continue it")
     else:
-        cfg = T.make_config(given.get("config", "mnist-4bit"), **overrides)
+        cfg = C.make_config(given.get("config", "mnist-4bit"), **overrides)
         run_dir = Path(given["out"]) if "out" in given else \
             Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
-        T.check_new_run_dir(run_dir)
-    rates = [f"--{k.replace('_', '-')}" for k in ("correct_rate", "incorrect_rate") if k in given]
+        R.check_new_run_dir(run_dir)
+    rates = [s.flag for s in C.SETTINGS if s.key in ("correct_rate", "incorrect_rate")
+             and s.key in given]
     if rates and cfg["loss"] != "mse_count":
         raise UsageError(f"{' and '.join(rates)} set the targets of the mse_count loss; this run "
                          f"uses {cfg['loss']}")
-    train_set, test_set = T.load_data(cfg, data_dir, download)
-    trainer = T.Trainer(cfg, train_set, test_set, run_dir=run_dir,
-                        keep_epochs=given.get("keep_epochs", False))
+    return cfg, run_dir, tree, branch
+
+
+def _describe(cfg: dict, trainer, train_set, test_set) -> str:
+    from mininsnn.config import test_steps
+
+    bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
+    steps = f"T={cfg['num_steps']}" + ("" if test_steps(cfg) == cfg["num_steps"]
+                                       else f" (test {test_steps(cfg)})")
+    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} test samples, "
+            f"{len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, {steps}, "
+            f"schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+            + ("" if cfg["loss"] == "mse_count" else f", loss {cfg['loss']}")
+            + ("" if cfg["bits"] is None else f", quantizer backward {cfg['quant_grad']}"))
+
+
+def _train(a, argv) -> int:
+    from mininsnn.data import load_data
+    from mininsnn.runs import command_line
+    from mininsnn.train import Trainer
+
+    given = vars(a)
+    cfg, run_dir, tree, branch = _train_config(given)
+    train_set, test_set = load_data(cfg, given.get("data_dir"), given.get("download", False))
+    trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir,
+                      keep_epochs=given.get("keep_epochs", False))
     if branch is not None:
         trainer.load_branch(tree)
     elif tree is not None:
         trainer.load_state(tree)
-    bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
-    print(f"mininsnn train: {cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} "
-          f"test samples, {len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, "
-          f"T={cfg['num_steps']}, schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
-          + ("" if cfg["loss"] == "mse_count" else f", loss {cfg['loss']}")
-          + ("" if cfg["quant_grad"] == "ste" or cfg["bits"] is None
-             else f", quantizer backward {cfg['quant_grad']}")
-          + (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
+    where = (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
              else f", resuming after epoch {trainer.epoch}" if "resume" in given else "")
-          + f" -> {run_dir}", flush=True)
+    print(f"mininsnn train: {_describe(cfg, trainer, train_set, test_set)}{where} -> {run_dir}",
+          flush=True)
     # every check has passed: from here on files are written
     if branch is not None:
-        trainer.prepare_branch_dir(_command_text(argv), branch)
+        trainer.prepare_branch_dir(command_line(argv), branch)
     else:
-        trainer.prepare_run_dir(_command_text(argv))
+        trainer.prepare_run_dir(command_line(argv))
     try:
         history = trainer.fit()
     except KeyboardInterrupt:
@@ -253,8 +208,23 @@ def _train(a, argv) -> int:
     return 0
 
 
-def _eval(a) -> int:
-    from mininsnn import train as T
+# ---------------------------------------------------------------------------------------------
+# eval, plot, compare
+
+def _eval_args(e) -> None:
+    e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    e.add_argument("--data-dir", dest="data_dir")
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--test-subset", type=int, dest="test_subset",
+                   help="first N test samples (default: the whole test set)")
+    e.add_argument("--batch-size", type=int, dest="batch_size")
+
+
+def _eval(a, argv) -> int:
+    from mininsnn.config import validate_config
+    from mininsnn.data import load_data
+    from mininsnn.runs import read_training_checkpoint
+    from mininsnn.train import build_net, evaluate
 
     path = Path(a.path)
     if path.is_dir():
@@ -270,25 +240,31 @@ def _eval(a) -> int:
         v = getattr(a, name)
         if v is not None and v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    loaded = []
-    for f in files:                                    # check every file before the slow part
-        loaded.append((f, T.read_training_checkpoint(f)))
+    loaded = [(f, read_training_checkpoint(f)) for f in files]   # every file before the slow part
     test_sets = {}
     for f, tree in loaded:
-        cfg = T.validate_config({**tree["config"], "test_subset": a.test_subset})
+        cfg = validate_config({**tree["config"], "test_subset": a.test_subset})
         key = (cfg["dataset"], cfg["test_subset"])
         if key not in test_sets:
-            (test_sets[key],) = T.load_data(cfg, a.data_dir, a.download, splits=("test",))
-        net = T.build_net(cfg)
+            (test_sets[key],) = load_data(cfg, a.data_dir, a.download, splits=("test",))
+        net = build_net(cfg)
         net.load_state_dict(tree["model"])
         t0 = time.perf_counter()
-        r = T.evaluate(net, test_sets[key], cfg, a.batch_size)
+        r = evaluate(net, test_sets[key], cfg, a.batch_size)
         print(f"{f}: epoch {tree['epoch']}, test accuracy {100 * r['acc']:.2f}% on {r['n']} "
               f"samples, test loss {r['loss']:.4f}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
-def _plot(a) -> int:
+def _plot_args(g) -> None:
+    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("--out", help="folder for the PNG files (default: RUN_DIR)")
+    g.add_argument("--sample", type=int, default=0, help="test sample of the raster (default 0)")
+    g.add_argument("--data-dir", dest="data_dir")
+    g.add_argument("--no-raster", action="store_true", help="skip the spike raster")
+
+
+def _plot(a, argv) -> int:
     from mininsnn import plot as P
 
     written = P.plot_run(a.run_dir, out_dir=a.out, sample=a.sample, data_dir=a.data_dir,
@@ -298,7 +274,14 @@ def _plot(a) -> int:
     return 0
 
 
-def _compare(a) -> int:
+def _compare_args(c) -> None:
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", required=True, help="the PNG file to write")
+    c.add_argument("--labels", help="comma-separated legend labels (default: folder names)")
+    c.add_argument("--title", help="figure title")
+
+
+def _compare(a, argv) -> int:
     from mininsnn import plot as P
 
     labels = None if a.labels is None else a.labels.split(",")
@@ -306,9 +289,36 @@ def _compare(a) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+
+#: name -> (help, add its arguments, run it, parser keywords)
+COMMANDS = {
+    "train": ("train a run (or continue one with --resume)", _train_args, _train,
+              dict(argument_default=argparse.SUPPRESS,   # absent flags stay absent (resume)
+                   description="Train a configuration. Flags not given take the "
+                               "configuration's value (or, with --resume, the resumed run's).")),
+    "eval": ("test accuracy of a run's checkpoints", _eval_args, _eval, {}),
+    "plot": ("training curves, LR per step and a spike raster", _plot_args, _plot, {}),
+    "compare": ("test accuracy, training loss and LR of several runs in one PNG", _compare_args,
+                _compare, {}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mininsnn", allow_abbrev=False,
+                description="Train, evaluate and deploy quantized spiking neural networks "
+                            "(NumPy + Numba).")
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    sub.required = True
+    for name, (help_, add_args, _, kw) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, allow_abbrev=False, **kw))
+    return p
+
+
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit code."""
-    from mininsnn.train import ConfigError, TrainingError
+    from mininsnn.config import ConfigError
+    from mininsnn.train import TrainingError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -316,13 +326,7 @@ def main(argv=None) -> int:
         if extra:
             raise UsageError(f"mininsnn {a.command}: unrecognized arguments: {shlex.join(extra)}"
                              f" (see `mininsnn {a.command} --help`)")
-        if a.command == "train":
-            return _train(a, argv)
-        if a.command == "eval":
-            return _eval(a)
-        if a.command == "compare":
-            return _compare(a)
-        return _plot(a)
+        return COMMANDS[a.command][2](a, argv)
     except SystemExit as e:                    # --help / --version
         return e.code if isinstance(e.code, int) else 0
     except (UsageError, ConfigError) as e:

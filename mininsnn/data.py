@@ -26,6 +26,7 @@ __all__ = [
     "load_mnist",
     "load_fashion_mnist",
     "BatchIterator",
+    "load_data",
     "MNIST_SHA256",
     "FASHION_MNIST_SHA256",
     "FASHION_MNIST_URL",
@@ -362,3 +363,42 @@ class BatchIterator:
         """Iterator over the (x, y) batches of `epoch` (each batch is made when it is reached)."""
         batches = self.batch_indices(epoch)  # validates `epoch` now, not at the first next()
         return (self.dataset.get_batch(idx) for idx in batches)
+
+
+# ----------------------------------------------------------------------------- by configuration
+
+
+def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train", "test")):
+    """The data sets of run configuration ``cfg`` for ``splits`` (a tuple, same order): the
+    training set cut to ``cfg["subset"]``, the test set to ``cfg["test_subset"]``.
+
+    ``data_dir`` is the folder that holds the data set's files (default: the loader's own). Event
+    data are binned to the configuration's time steps: ``num_steps`` for training,
+    ``test_num_steps`` (or ``num_steps``) for testing, so the number of steps has one owner.
+    A missing or incomplete folder raises ConfigError saying what to do.
+    """
+    from mininsnn.config import ConfigError, test_steps
+
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(f"data dir {data_dir} does not exist; pass --data-dir with the folder "
+                          "holding the data set's files")
+    out = []
+    for split in splits:
+        if split not in _SPLIT_FILES:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        try:
+            if cfg["dataset"] == "mnist":
+                ds = load_mnist(split, root=data_dir)
+            elif cfg["dataset"] == "fashion-mnist":
+                ds = load_fashion_mnist(split, root=data_dir, download=download)
+            else:
+                from mininsnn.dvs import DVSGesture
+                root = data_dir if data_dir is not None else _default_dir("dvsgesture")
+                T = cfg["num_steps"] if split == "train" else test_steps(cfg)
+                ds = DVSGesture(root, split, T=T)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"cannot load the {cfg['dataset']} {split} data: {msg}") from None
+        n = cfg["subset"] if split == "train" else cfg["test_subset"]
+        out.append(ds if n is None else ds.subset(n))
+    return tuple(out)

@@ -1,6 +1,6 @@
 """DVS128 Gesture: AEDAT 3.1 files, label windows, event-to-frame binning and a cached data set.
 
-Reference preprocessing (the snnTorch spikevision loader used by the paper, see REFERENCE.md):
+Reference preprocessing (the snnTorch spikevision loader used by the paper, see docs/semantics.md):
 one sample per row of a trial's label CSV; events with start <= t < end, time made relative to
 start; the first max_us kept (500 ms train, 1800 ms test); bin = t // 3000 us; x // 4, y // 4
 (128 -> 32); count events per (bin, polarity, y, x); bins 0..T-1 with T = 100 (train), 600 (test).

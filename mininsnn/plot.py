@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mininsnn.train import ConfigError, read_metrics
+from mininsnn.config import ConfigError
+from mininsnn.runs import read_metrics
 
 __all__ = ["plot_run", "plot_curves", "plot_steps", "plot_raster", "plot_compare"]
 
@@ -93,7 +94,9 @@ def plot_raster(recorded: dict, title: str, path) -> None:
 def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None:
     from mininsnn.checkpoint import CheckpointError, load_checkpoint
     from mininsnn.loss import predict
-    from mininsnn.train import build_net, load_data, validate_config
+    from mininsnn.config import test_steps, validate_config
+    from mininsnn.data import load_data
+    from mininsnn.train import build_net
 
     ck = next((run_dir / f for f in ("best.h5", "last.h5") if (run_dir / f).exists()), None)
     if ck is None:
@@ -113,13 +116,13 @@ def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None
     x, y = test.get_batch([sample])
     try:
         if x.ndim == 4:
-            spk = net.forward(x, num_steps=cfg["num_steps"], record=True)
+            spk = net.forward(x, num_steps=test_steps(cfg), record=True)
         else:
             spk = net.forward(x, record=True)
     except TypeError:
         log("this network cannot record per-layer spikes: spike raster skipped")
         return None
-    recorded = getattr(net, "recorded", None)
+    recorded = getattr(net, "recorded", {}).get("spikes")
     if not recorded:
         log("the network recorded no per-layer spikes: spike raster skipped")
         return None

@@ -8,8 +8,9 @@ Recomputed from the latent float weights W at every forward:
 Backward, ``quant_grad``:
 
     "ste"        straight-through: dL/dW = dL/dWq. The true derivative of round() is zero almost
-                 everywhere; STE treats the quantizer as the identity. REFERENCE.md's default.
-    "ste+scale"  what Brevitas (the paper's code) computes: round() straight-through as above,
+                 everywhere; STE treats the quantizer as the identity.
+    "ste+scale"  what Brevitas (the paper's code) computes, and mininsnn's default for quantized
+                 configurations (docs/semantics.md): round() straight-through as above,
                  but s = max|W| / L is not detached, so the gradient also flows through the
                  scale into the argmax-|W| element m:
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from mininsnn._jit import jit
 
-__all__ = ["Surrogate", "fast_sigmoid", "sigmoid", "atan", "make_surrogate", "sg_grad", "sg_primitive"]
+__all__ = ["SURROGATES", "Surrogate", "fast_sigmoid", "sigmoid", "atan", "make_surrogate", "sg_grad", "sg_primitive"]
 
 FAST_SIGMOID, SIGMOID, ATAN = 0, 1, 2
-_NAMES = {"fast_sigmoid": FAST_SIGMOID, "sigmoid": SIGMOID, "atan": ATAN}
+SURROGATES = {"fast_sigmoid": FAST_SIGMOID, "sigmoid": SIGMOID, "atan": ATAN}  # name -> kernel code
 
 
 @jit
@@ -63,12 +63,12 @@ class Surrogate:
     """A surrogate gradient: ``name`` and its parameter ``k`` (slope or alpha)."""
 
     def __init__(self, name, k):
-        if name not in _NAMES:
-            raise ValueError(f"surrogate: expected one of {sorted(_NAMES)}, got {name!r}")
+        if name not in SURROGATES:
+            raise ValueError(f"surrogate: expected one of {sorted(SURROGATES)}, got {name!r}")
         k = float(k)
         if not (math.isfinite(k) and k > 0):
             raise ValueError(f"surrogate {name}: expected a finite parameter > 0, got {k}")
-        self.name, self.k, self.code = name, k, _NAMES[name]
+        self.name, self.k, self.code = name, k, SURROGATES[name]
 
     def __repr__(self):
         return f"Surrogate({self.name!r}, {self.k})"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mininsnn.checkpoint import load_checkpoint
-from mininsnn.cli import machine, main
+from mininsnn.cli import main
+from mininsnn.runs import machine
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--subset", "256", "--test-subset", "256", "--num-steps", "8", "--batch-size", "32"]
@@ -251,7 +252,9 @@ def test_loss_flags_reach_the_run(tmp_path, capsys):
     logged for the first batch is the chosen loss of that batch's first forward pass."""
     from mininsnn import loss as L
     from mininsnn.data import BatchIterator
-    from mininsnn.train import build_net, forward, load_data, validate_config
+    from mininsnn.config import validate_config
+    from mininsnn.data import load_data
+    from mininsnn.train import build_net, forward
 
     runs = {"ce": (["--loss", "ce_count"], lambda s, y: L.ce_count_loss(s, y)[0]),
             "mse": (["--correct-rate", "0.9", "--incorrect-rate", "0.05"],

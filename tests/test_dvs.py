@@ -761,3 +761,22 @@ def test_example_synthetic_end_to_end(tmp_path, capsys):
     assert "dvs-4bit (4-bit), 12 train / 12 test samples" in text and "T=100" in text
     assert (out / "metrics.jsonl").is_file() and (out / "last.h5").is_file()
     assert mod.main(["--synthetic", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_time_steps_have_one_owner(gesture_dir):
+    """The configuration's num_steps / test_num_steps decide how many bins the frames have, and
+    the trainer refuses frames of another length instead of training on them silently."""
+    from mininsnn.config import ConfigError, make_config
+    from mininsnn.data import load_data
+    from mininsnn.train import Trainer, forward
+
+    cfg = make_config("dvs-4bit", num_steps=7, test_num_steps=9)
+    train, test = load_data(cfg, gesture_dir.parent)
+    assert train.get_batch([0])[0].shape == (7, 1, 2, 32, 32)
+    assert test.get_batch([0])[0].shape == (9, 1, 2, 32, 32)
+    trainer = Trainer(cfg, train, test, log=lambda m: None)
+    with pytest.raises(ConfigError, match="event frames have 9 time steps, the configuration 7"):
+        trainer.train_step(*test.get_batch([0, 1]))
+    assert forward(trainer.net, train.get_batch([0])[0], 7).shape == (7, 1, 11)
+    r = trainer.evaluate()                                   # test frames at test_num_steps
+    assert r["n"] == len(test)

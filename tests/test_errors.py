@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mininsnn.layers import AvgPool2d, BatchNorm2d, Context, Conv2d, Dropout, Leaky, Linear
-from mininsnn.models import build_model, make_config
+from mininsnn.config import make_config
+from mininsnn.models import build_model
 
 
 def ctx(T=2):
@@ -92,7 +93,7 @@ def test_conv_constructor_errors(kw, msg):
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown config"):
         make_config("cifar")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown config key .learning_rate."):
         make_config("mnist-4bit", learning_rate=0.1)
     with pytest.raises(ValueError, match="beta"):
         build_model("mnist-4bit", beta=1.2)

@@ -69,7 +69,7 @@ def test_layer_weight_gradient_is_straight_through(seed, bits):
     """A quantized layer's dL/dW equals the full-precision layer's dL/dW evaluated at Wq (STE)."""
     rng = np.random.default_rng(seed)
     ctx = Context(T=2, training=True, rng=rng)
-    q = Linear(6, 3, bias=False, bits=bits, dtype=np.float64, rng=rng)
+    q = Linear(6, 3, bias=False, bits=bits, dtype=np.float64, rng=rng, quant_grad="ste")
     fp = Linear(6, 3, bias=False, bits=None, dtype=np.float64, rng=rng)
     fp.params["weight"][...] = quantize_forward(q.params["weight"], bits)[0]
     x = rng.standard_normal((2, 4, 6))

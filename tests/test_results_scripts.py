@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mininsnn.cli import main
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"

@@ -53,15 +53,15 @@ class Layer:
         self.buffers = {}
         self.check_inputs = True  # the network turns this off behind its own input check
         self.cache = None
-        self._buffers = {}
+        self._work = {}
 
-    def _buffer(self, key, shape, dtype):
+    def _work_array(self, key, shape, dtype):
         """A work array kept across calls (no fresh pages to fault in at every step); reallocated
         when the shape or dtype changes. Forward outputs and backward results live in such buffers,
         so a layer's next call overwrites them: copy what you keep (Network.forward returns a copy)."""
-        buf = self._buffers.get(key)
+        buf = self._work.get(key)
         if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            buf = self._buffers[key] = np.empty(shape, dtype=dtype)
+            buf = self._work[key] = np.empty(shape, dtype=dtype)
         return buf
 
     def _add_param(self, key, value):
@@ -157,7 +157,7 @@ class Conv2d(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
-                 bits=None, dtype=np.float32, rng=None, quant_grad="ste"):
+                 bits=None, dtype=np.float32, rng=None, quant_grad="ste+scale"):
         super().__init__()
         self.in_channels = _check_positive_int("Conv2d", "in_channels", in_channels)
         self.out_channels = _check_positive_int("Conv2d", "out_channels", out_channels)
@@ -180,7 +180,7 @@ class Conv2d(Layer):
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, bias={'bias' in self.params}, bits={self.bits}"
-                + ("" if self.quant_grad == "ste" else f", quant_grad={self.quant_grad!r}"))
+                + ("" if self.bits is None else f", quant_grad={self.quant_grad!r}"))
 
     def output_hw(self, H, W):
         K, s, p = self.kernel_size, self.stride, self.padding
@@ -210,11 +210,11 @@ class Conv2d(Layer):
         Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
         KH, KW = Wt.shape[1], Wt.shape[2]
         X = x.reshape(TI * B, C, H, W)
-        Y = self._buffer("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
+        Y = self._work_array("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
         rows = kconv.out_ranges(H, p, KH, stride, OH)  # (H, 2) output rows each input row reaches
         spikes = x.dtype == SPIKE_DTYPE and kspike.fits(KW, W, p)
         if spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
-            Tab = self._buffer("Tab", (C, KH, 1 << KW, self.out_channels), dtype)  # (C, KH, 2^KW, O)
+            Tab = self._work_array("Tab", (C, KH, 1 << KW, self.out_channels), dtype)  # (C, KH, 2^KW, O)
             kspike.pattern_table(Wt, Tab)
             kspike.spikeconv_forward(X, Tab, KW, stride, p, rows, Y)
         else:
@@ -236,7 +236,7 @@ class Conv2d(Layer):
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
         P = max(1, min(N, 2 * numba.get_num_threads()))
         if spikes:  # 0/1 input: gradient per window pattern, then unfolded onto the taps
-            G_parts = self._buffer("G_parts", (P, C, KH, 1 << KW, O), dY.dtype)  # per-slice partial sums
+            G_parts = self._work_array("G_parts", (P, C, KH, 1 << KW, O), dY.dtype)  # per-slice partial sums
             kspike.spikeconv_backward_weight(X, dY, KW, stride, self.padding, rows, G_parts)
             dWt = np.empty((C, KH, KW, O), dtype=dY.dtype)  # (C, KH, KW, O)
             kspike.unfold_pattern_grad(G_parts.sum(axis=0), dWt)
@@ -257,7 +257,7 @@ class Conv2d(Layer):
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
         Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
-        dX = self._buffer("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
+        dX = self._work_array("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
         kconv.conv2d_backward_input(dY, Wm, stride, self.padding, KH, KW, dX)
         return dX.reshape(x.shape)
 
@@ -289,7 +289,7 @@ class AvgPool2d(Layer):
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
         OH, OW = (H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1
-        Y = self._buffer("Y", (TI * B, C, OH, OW), x.dtype)  # (N, C, OH, OW)
+        Y = self._work_array("Y", (TI * B, C, OH, OW), x.dtype)  # (N, C, OH, OW)
         kpool.avgpool_forward(x.reshape(TI * B, C, H, W), self.k, self.stride, Y)
         self.cache = x.shape
         return Y.reshape(TI, B, C, OH, OW)
@@ -298,7 +298,7 @@ class AvgPool2d(Layer):
         if self.fused:
             return dout
         TI, B, C, H, W = self.cache
-        dX = self._buffer("dX", (TI * B, C, H, W), dout.dtype)  # (N, C, H, W)
+        dX = self._work_array("dX", (TI * B, C, H, W), dout.dtype)  # (N, C, H, W)
         kpool.avgpool_backward(dout.reshape(TI * B, C, *dout.shape[3:]), self.k, self.stride, dX)
         return dX.reshape(self.cache)
 
@@ -376,7 +376,7 @@ class BatchNorm2d(Layer):
         TI, B, C, H, W = x.shape
         X = x.reshape(TI, B, C, H * W)
         gamma, beta = self.params["weight"], self.params["bias"]
-        Y = self._buffer("Y", X.shape, X.dtype)  # (TI, B, C, M)
+        Y = self._work_array("Y", X.shape, X.dtype)  # (TI, B, C, M)
         if not ctx.training:
             knorm.batchnorm_eval(X, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"],
                                  self.eps, Y)
@@ -385,7 +385,7 @@ class BatchNorm2d(Layer):
         n = B * H * W
         if n < 2:
             raise ValueError(f"{self.name}: training needs more than one value per channel, got input {x.shape}")
-        Xhat = self._buffer("Xhat", X.shape, X.dtype)  # (TI, B, C, M)
+        Xhat = self._work_array("Xhat", X.shape, X.dtype)  # (TI, B, C, M)
         mean = np.empty((TI, C), dtype=X.dtype)  # (TI, C)
         var = np.empty((TI, C), dtype=X.dtype)  # (TI, C) biased
         knorm.batchnorm_forward(X, gamma, beta, self.eps, Y, Xhat, mean, var)
@@ -415,7 +415,7 @@ class BatchNorm2d(Layer):
             self.grads["bias"] += dY.sum(axis=(0, 1, 3))
             return (dY * (gamma * inv_std)[:, None]).astype(dout.dtype).reshape(shape)
         _, Xhat, var = self.cache
-        dX = self._buffer("dX", dY.shape, dY.dtype)  # (TI, B, C, M)
+        dX = self._work_array("dX", dY.shape, dY.dtype)  # (TI, B, C, M)
         dgamma_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
         dbeta_t = np.empty((TI, C), dtype=dY.dtype)  # (TI, C)
         knorm.batchnorm_backward(dY, Xhat, gamma, var, self.eps, dX, dgamma_t, dbeta_t)
@@ -431,7 +431,7 @@ class Linear(Layer):
     """Y = X @ Wq^T + b over (T, B, in) -> (T, B, out); weight (out, in) as in PyTorch."""
 
     def __init__(self, in_features, out_features, bias=True, bits=None, dtype=np.float32, rng=None,
-                 quant_grad="ste"):
+                 quant_grad="ste+scale"):
         super().__init__()
         self.in_features = _check_positive_int("Linear", "in_features", in_features)
         self.out_features = _check_positive_int("Linear", "out_features", out_features)
@@ -445,7 +445,7 @@ class Linear(Layer):
 
     def extra_repr(self):
         return (f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}, bits={self.bits}"
-                + ("" if self.quant_grad == "ste" else f", quant_grad={self.quant_grad!r}"))
+                + ("" if self.bits is None else f", quant_grad={self.quant_grad!r}"))
 
     def forward(self, x, ctx):
         self._check_input(x, (self.in_features,), allow_spikes=True)
@@ -454,7 +454,7 @@ class Linear(Layer):
         W = self.params["weight"]
         Wq, _ = quantize_forward(W, self.bits)  # recomputed at every forward
         Wt = np.ascontiguousarray(Wq.T)  # (F, O)
-        Y = self._buffer("Y", (TI * B, self.out_features), W.dtype)  # (N, O)
+        Y = self._work_array("Y", (TI * B, self.out_features), W.dtype)  # (N, O)
         klinear.linear_forward(x.reshape(TI * B, F), Wt, Y)  # Y = X @ Wq^T, skipping zero inputs
         if "bias" in self.params:
             Y += self.params["bias"]
@@ -469,7 +469,7 @@ class Linear(Layer):
         # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
         # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through; see quant.py for "ste+scale")
         P = max(1, min(N, 2 * numba.get_num_threads()))
-        parts = self._buffer("parts", (P, self.out_features, F), dY.dtype)  # per-slice partial sums of dW
+        parts = self._work_array("parts", (P, self.out_features, F), dY.dtype)  # per-slice partial sums of dW
         klinear.linear_backward_weight(x.reshape(N, F), dY, parts)
         self.grads["weight"] += quantize_backward(parts.sum(axis=0), self.params["weight"],
                                                   self.bits, self.quant_grad)
@@ -477,7 +477,7 @@ class Linear(Layer):
             self.grads["bias"] += dY.sum(axis=0)
         if not self.needs_input_grad:
             return None
-        dX = self._buffer("dX", (N, F), dY.dtype)  # (N, F)
+        dX = self._work_array("dX", (N, F), dY.dtype)  # (N, F)
         klinear.linear_backward_input(dY, np.ascontiguousarray(Wq), dX)
         return dX.reshape(x.shape)
 
@@ -572,24 +572,30 @@ class Leaky(Layer):
         TI = x.shape[0]
         if TI not in (1, ctx.T):
             raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {TI}")
-        T, dt = ctx.T, x.dtype.type
+        T, cast = ctx.T, x.dtype.type
         I = x.reshape(TI, -1)  # (TI, N)
-        U = self._buffer("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
-        S = self._buffer("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
-        klif.lif_forward(I, T, dt(self.beta), dt(self.threshold), self.reset == "zero", self.smooth,
-                         self.surrogate.code, dt(self.surrogate.k), U, S)
+        U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
+        S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
+        klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
+                         self.surrogate.code, cast(self.surrogate.k), U, S)
         self.cache = (x.shape, U)
         fired = S if not self.smooth else U > self.threshold
         self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
         self.last_spikes = S
         return S.reshape((T,) + x.shape[1:])
 
+    def membrane(self):
+        """Membrane potentials U[t] of the last forward, (T, B, ...) (a view of a work buffer
+        that the next forward overwrites)."""
+        shape, U = self.cache
+        return U.reshape((U.shape[0],) + shape[1:])
+
     def backward(self, dout):
         shape, U = self.cache
         T = U.shape[0]
         dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
-        dI = self._buffer("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
-        dt = U.dtype.type
-        klif.lif_backward(dS, U, dt(self.beta), dt(self.threshold), self.reset == "zero",
-                          self.surrogate.code, dt(self.surrogate.k), dI)
+        dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
+        cast = U.dtype.type
+        klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
+                          self.surrogate.code, cast(self.surrogate.k), dI)
         return dI.reshape(shape)

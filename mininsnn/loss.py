@@ -13,9 +13,11 @@ ce_count_loss: L = mean_b CE(softmax(count[b]), target[b])
 
 accuracy: argmax over classes of the spike count, ties to the lowest index (no spikes -> class 0).
 
-dL/dS comes in the spikes' float dtype; for 0/1 spikes stored as integers (what a Network
-returns) in ``dtype`` (default float32): pass ``dtype=np.float64`` with a float64 network, or
-the gradient is rounded to float32 before the backward pass sees it.
+dL/dS comes in the spikes' float dtype. For 0/1 spikes stored as integers (what a Network
+returns) it comes in ``dtype``, by default float64, so that it loses nothing whatever the
+network's dtype: ``Network.backward`` rounds it once to its own dtype (for a float32 network
+the same bits as computing it in float32 directly, since the gradient is computed in float64
+either way).
 """
 
 import numpy as np
@@ -39,7 +41,7 @@ def _check(spikes, targets, where, dtype=None):
         raise ValueError(f"{where}: spikes contain NaN or inf")
     if S.dtype in (np.float32, np.float64):
         return S, y, S.dtype
-    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{where}: expected dtype float32 or float64, got {dtype}")
     return S, y, dtype

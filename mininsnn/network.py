@@ -88,16 +88,22 @@ class Network:
         for layer in self.layers:
             layer.zero_grad()
 
-    def state_dict(self):
-        """Copies of parameters and buffers, named and laid out as the reference PyTorch model."""
+    def state_dict(self, num_batches_tracked=True):
+        """Copies of parameters and buffers, named and laid out as the reference PyTorch model.
+        ``num_batches_tracked=False`` leaves out BatchNorm's step counters (some PyTorch state
+        dicts lack them; mininsnn does not use them)."""
         state = {k: v.copy() for k, v in self.params.items()}
-        state.update({k: v.copy() for k, v in self.buffers.items()})
+        state.update({k: v.copy() for k, v in self.buffers.items()
+                      if num_batches_tracked or not k.endswith(".num_batches_tracked")})
         return state
 
     def load_state_dict(self, state, strict=True):
-        """Copy arrays into the live parameters and buffers (same names, same shapes)."""
+        """Copy arrays (NumPy arrays, or anything np.asarray takes, e.g. CPU torch tensors) into
+        the live parameters and buffers: same names, same shapes. ``strict`` refuses missing and
+        unexpected names, except BatchNorm's ``num_batches_tracked``, which may be absent (it is
+        then left as it is)."""
         own = {**self.params, **self.buffers}
-        missing = sorted(set(own) - set(state))
+        missing = sorted(k for k in set(own) - set(state) if not k.endswith(".num_batches_tracked"))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
@@ -156,15 +162,25 @@ class Network:
 
     def forward(self, x, num_steps=None, record=False):
         """x: (B, *input_shape) static or (T, B, *input_shape) per step. Returns the last layer's
-        output, (T, B, ...) spikes for a network ending in a neuron."""
+        output, (T, B, ...) spikes for a network ending in a neuron.
+
+        ``record`` keeps copies of what every neuron layer produced, in ``self.recorded``:
+        ``"spikes"`` (or True) -> ``recorded["spikes"][name]``, (T, B, ...) uint8 0/1;
+        ``"membrane"`` -> ``recorded["membrane"][name]``, (T, B, ...) membrane potentials U[t]
+        in the network's dtype; ``("spikes", "membrane")`` both.
+        """
+        kinds = _record_kinds(record)
         static, T = self._check_input(x, num_steps)
         h = x[None] if static else x
         ctx = Context(T=T, training=self.training, rng=self.rng)
-        self.recorded = {}
+        self.recorded = {kind: {} for kind in kinds}
         for layer in self.layers:
             h = layer.forward(h, ctx)
-            if record and isinstance(layer, Leaky):
-                self.recorded[layer.name] = h.copy()
+            if isinstance(layer, Leaky):
+                if "spikes" in kinds:
+                    self.recorded["spikes"][layer.name] = h.copy()
+                if "membrane" in kinds:
+                    self.recorded["membrane"][layer.name] = layer.membrane().copy()
         if h.shape[0] != T:  # a network without neurons on a static input: expand explicitly
             h = np.broadcast_to(h, (T,) + h.shape[1:])
         self._out_shape = h.shape
@@ -185,6 +201,20 @@ class Network:
             if d is None:
                 break
         return d
+
+
+def _record_kinds(record) -> tuple:
+    """The kinds ``Network.forward`` records: () for False/None, ("spikes",) for True."""
+    if record is None or record is False:
+        return ()
+    if record is True:
+        return ("spikes",)
+    kinds = (record,) if isinstance(record, str) else tuple(record)
+    bad = [k for k in kinds if k not in ("spikes", "membrane")]
+    if bad:
+        raise ValueError(f"Network.forward: record must be True, 'spikes', 'membrane' or both, "
+                         f"got {record!r}")
+    return kinds
 
 
 def save_state_dict(state, path):

@@ -111,24 +111,24 @@ class Adam:
         step_size = self.lr / bias_correction1
         bias_correction2_sqrt = math.sqrt(bias_correction2)
         for name, p in self.params.items():
-            dt = p.dtype.type
+            cast = p.dtype.type
             g = np.asarray(grads[name], dtype=p.dtype)
             m = self.exp_avg[name]
             v = self.exp_avg_sq[name]
             if self.weight_decay != 0.0:
-                g = g + dt(self.weight_decay) * p                   # g + wd * p (new array)
+                g = g + cast(self.weight_decay) * p                   # g + wd * p (new array)
             # m = beta1 * m + (1 - beta1) * g
-            m *= dt(beta1)
-            m += dt(1.0 - beta1) * g
+            m *= cast(beta1)
+            m += cast(1.0 - beta1) * g
             # v = beta2 * v + (1 - beta2) * g * g
-            v *= dt(beta2)
-            v += (dt(1.0 - beta2) * g) * g
+            v *= cast(beta2)
+            v += (cast(1.0 - beta2) * g) * g
             # denom = sqrt(v) / sqrt(bc2) + eps
             denom = np.sqrt(v)
-            denom /= dt(bias_correction2_sqrt)
-            denom += dt(self.eps)
+            denom /= cast(bias_correction2_sqrt)
+            denom += cast(self.eps)
             # p = p - step_size * m / denom
-            upd = dt(-step_size) * m
+            upd = cast(-step_size) * m
             upd /= denom
             p += upd
 

@@ -170,3 +170,41 @@ def test_eval_mode_uses_running_stats_and_no_dropout():
     np.testing.assert_array_equal(a, b)  # deterministic: no dropout, fixed statistics
     np.testing.assert_array_equal(net.buffers["bn1.running_mean"], 0)  # not updated in eval
     np.testing.assert_array_equal(net.forward(x[:1], num_steps=20), a[:, :1])  # per-sample, not per-batch
+
+
+def test_state_dict_without_num_batches_tracked_loads_and_writes():
+    a = build_model("mnist-4bit", seed=0)
+    a.forward(np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32), num_steps=3)
+    torch_style = a.state_dict(num_batches_tracked=False)
+    assert not any(k.endswith("num_batches_tracked") for k in torch_style)
+    assert set(a.state_dict()) - set(torch_style) == {"bn1.num_batches_tracked",
+                                                      "bn2.num_batches_tracked"}
+    b = build_model("mnist-4bit", seed=9)
+    b.load_state_dict(torch_style)                       # strict, yet the counters may be absent
+    for k, v in torch_style.items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+    np.testing.assert_array_equal(b.buffers["bn1.num_batches_tracked"], 0)   # left as it was
+    with pytest.raises(ValueError, match="unexpected keys \\['bn9.num_batches_tracked'\\]"):
+        b.load_state_dict({**torch_style, "bn9.num_batches_tracked": np.zeros((), np.int64)})
+
+
+def test_recorded_membranes_are_the_potentials_that_made_the_spikes():
+    net = build_model("mnist-4bit", seed=3)
+    net.eval()
+    x = np.random.default_rng(1).random((3, 1, 28, 28)).astype(np.float32)
+    out = net.forward(x, num_steps=12, record=("spikes", "membrane"))
+    spikes, membrane = net.recorded["spikes"], net.recorded["membrane"]
+    assert list(spikes) == list(membrane) == ["lif1", "lif2", "lif3"]
+    theta = np.float32(net.config["threshold"])
+    for name in spikes:
+        assert membrane[name].shape == spikes[name].shape and membrane[name].dtype == np.float32
+        np.testing.assert_array_equal(spikes[name], membrane[name] > theta)   # S[t] = H(U[t] - theta)
+    np.testing.assert_array_equal(spikes["lif3"], out)
+    kept = membrane["lif1"].copy()
+    net.forward(x[:1], num_steps=12, record="membrane")                       # the copies are ours
+    np.testing.assert_array_equal(membrane["lif1"], kept)
+    assert list(net.recorded) == ["membrane"]
+    net.forward(x, num_steps=12)
+    assert net.recorded == {}
+    with pytest.raises(ValueError, match="record must be"):
+        net.forward(x, num_steps=12, record="voltage")

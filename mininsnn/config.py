@@ -155,6 +155,9 @@ SETTINGS = (
     Setting("dropout", 0.0, _number(0, 1, hi_open=True),
             "dropout probability on the output layer's input", model=True),
     Setting("batchnorm", True, _boolean, "BatchNorm after each conv + pool", model=True),
+    Setting("dtype", "float32", _choice("float32", "float64"),
+            "float type of weights and activations (float64 for exact checks; float32 is "
+            "about twice as fast)", model=True),
     # -- time steps --
     Setting("num_steps", 100, _integer(1), "time steps T of a training sample (static images "
             "are fed at every step; event frames are binned to T steps)"),
@@ -216,7 +219,7 @@ CONFIGS = {
 
 # Settings added after runs had been recorded: an older checkpoint's configuration lacks them
 # and gets the value those runs used (a callable gets the named configuration's full defaults).
-ADDED_KEYS = {"quant_grad": "ste",
+ADDED_KEYS = {"quant_grad": "ste", "dtype": "float32",
               "test_num_steps": lambda base: base["test_num_steps"]}
 # The only settings a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)

@@ -31,7 +31,7 @@ ARCHITECTURES = {
 
 def reference_network(input_shape, channels, num_classes, *, bits, beta, threshold, dropout,
                       batchnorm, surrogate="fast_sigmoid", slope=25.0, reset="subtract",
-                      quant_grad="ste+scale", seed=0, dtype=np.float32, fuse=True):
+                      quant_grad="ste+scale", dtype=np.float32, seed=0, fuse=True):
     """The paper's conv-pool-(bn)-lif x2, fc-dropout-lif architecture at any size.
 
     input_shape (C, H, W); channels (c1, c2); the fc layer has a bias only in full precision.
@@ -73,20 +73,22 @@ def reference_network(input_shape, channels, num_classes, *, bits, beta, thresho
     return Network(layers, input_shape, dtype=dtype, seed=drop_seq, fuse=fuse)
 
 
-def build_from_config(cfg, seed=None, dtype=np.float32, fuse=True):
+def build_from_config(cfg, seed=None, fuse=True):
     """The network a run configuration (mininsnn.config.make_config) describes; ``seed``
     defaults to the configuration's own."""
     input_shape, c1, c2, n_cls = ARCHITECTURES[cfg["dataset"]]
     net = reference_network(input_shape, (c1, c2), n_cls, **model_settings(cfg),
-                            seed=cfg["seed"] if seed is None else seed, dtype=dtype, fuse=fuse)
+                            seed=cfg["seed"] if seed is None else seed, fuse=fuse)
     net.config = cfg
     return net
 
 
 def build_model(name, seed=0, dtype=np.float32, fuse=True, **overrides):
-    """The reference network ``name`` (mininsnn.config.CONFIGS), settings overridable by keyword.
+    """The reference network ``name`` (mininsnn.config.CONFIGS), settings overridable by keyword
+    (``dtype`` float32 or float64 is the ``dtype`` setting).
 
     >>> net = build_model("mnist-4bit", seed=0)
     >>> spikes = net.forward(np.zeros((2, 1, 28, 28), np.float32), num_steps=100)   # (100, 2, 10)
     """
-    return build_from_config(make_config(name, seed=seed, **overrides), dtype=dtype, fuse=fuse)
+    cfg = make_config(name, seed=seed, dtype=np.dtype(dtype).name, **overrides)
+    return build_from_config(cfg, fuse=fuse)

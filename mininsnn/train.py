@@ -64,7 +64,9 @@ def loss_of(cfg: dict):
 
 def forward(net, x, num_steps: int):
     """Spikes (T, B, classes). Static images (B, C, H, W) are fed at each of ``num_steps`` steps;
-    event frames (T, B, C, H, W) were binned to the configuration's steps and must have as many."""
+    event frames (T, B, C, H, W) were binned to the configuration's steps and must have as many.
+    The batch is converted to the network's dtype (data sets give float32)."""
+    x = x.astype(net.dtype, copy=False)
     if x.ndim == 4:
         return net.forward(x, num_steps=num_steps)
     if x.shape[0] != num_steps:
@@ -88,7 +90,7 @@ def zero_level_shares(net) -> dict[str, float]:
 def build_net(cfg: dict):
     """The network of run configuration ``cfg``, freshly initialised from ``cfg["seed"]``."""
     from mininsnn.models import build_from_config
-    return build_from_config(cfg, dtype=np.float32)
+    return build_from_config(cfg)
 
 
 def evaluate(net, dataset, cfg: dict, batch_size: int | None = None, progress_file=None,

@@ -277,3 +277,34 @@ def test_loss_flags_reach_the_run(tmp_path, capsys):
         assert logged[name] == pytest.approx(expected, rel=1e-12), name
     assert logged["ce"] != pytest.approx(logged["mse"])
     assert "loss ce_count" in capsys.readouterr().out
+
+
+def test_every_setting_has_a_flag_that_reaches_the_run_config(tmp_path):
+    """The train flags are made from mininsnn.config.SETTINGS: each one lands in the run's
+    configuration under its own key (so a new setting needs no CLI code)."""
+    from mininsnn import cli
+    from mininsnn.config import SETTINGS, make_config
+
+    base = make_config("mnist-4bit")
+    for s in SETTINGS:
+        if s.help is None:
+            continue
+        v = base[s.key]
+        choices = getattr(s.check, "choices", None)
+        if isinstance(v, bool):
+            argv, want = [s.flag if not v else "--no-" + s.flag[2:]], not v
+        elif choices is not None:
+            want = next(c for c in choices() if c != v)
+            argv = [s.flag, want]
+        elif s.key == "bits":
+            argv, want = [s.flag, "none"], None
+        elif isinstance(s.default, float):
+            want = v / 2 if v else 0.25
+            argv = [s.flag, repr(want)]
+        else:
+            want = (v or 1) + 1
+            argv = [s.flag, str(want)]
+        a = cli.build_parser().parse_args(["train", *argv, "--out", str(tmp_path / s.key)])
+        cfg, *_ = cli._train_config(vars(a))
+        assert cfg[s.key] == want, (s.key, argv)
+        assert {k for k in cfg if cfg[k] != base[k]} == {s.key}, s.key

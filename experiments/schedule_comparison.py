@@ -1,15 +1,14 @@
-#!/usr/bin/env python
 """The paper's question for one config: periodic cosine vs constant LR vs halve-on-rising-loss vs
 cosine with warm restarts, trained for the same number of epochs, with the least compute.
 
-    python results/schedule_comparison.py --config fmnist-4bit --quant-grad ste+scale \\
+    python -m experiments.schedule_comparison --config fmnist-4bit --quant-grad ste+scale \\
         --epochs 20 --seed 0 -- --data-dir ../shared/data/fashion-mnist
 
-Four run folders, results/<config>-<schedule>[-<tag>][-scalegrad]-seed<seed>, each resumed if it
-exists. --tag names a variant trained with other flags after `--`, so its runs get folders of
+Four run folders, experiments/runs/<config>-<schedule>[-<tag>][-scalegrad]-seed<seed>, each resumed
+if it exists. --tag names a variant trained with other flags after `--`, so its runs get folders of
 their own (a resume with other settings is refused anyway), e.g. the loss's targets:
 
-    python results/schedule_comparison.py --config fmnist-4bit --tag inc0 \\
+    python -m experiments.schedule_comparison --config fmnist-4bit --tag inc0 \\
         -- --incorrect-rate 0 --data-dir ../shared/data/fashion-mnist
 
 How each run starts:
@@ -21,16 +20,17 @@ How each run starts:
   branches from the halve_on_rise run's checkpoint of that epoch (if the loss never rises, the
   two are the same run: constant is not trained, and the halve_on_rise run stands for both).
 
-A run whose checkpoint to branch from is gone (--keep-epochs checkpoints are not committed, so a
-fresh clone lacks them) trains from scratch instead: the same run on one machine (not across
-CPUs: BENCHMARKS.md), with more compute.
+A run whose checkpoint to branch from is gone (checkpoints are not in git, so a fresh clone lacks
+them) trains from scratch instead: the same run on one machine (not across CPUs: BENCHMARKS.md),
+with more compute.
 
 A branch is bit-identical to the straight run on one machine (tests/test_train.py), so this
 only saves time.
 Each training runs as its own `mininsnn train` process with one Numba thread, started as soon
 as what it branches from exists (up to four at once; the OS shares the cores). Arguments after
 `--` go to every `mininsnn train` (e.g. --data-dir). Console logs go to
-results/<run>.log. Then `python results/schedules.py RUN...` prints the comparison.
+experiments/runs/<run>.log (not in git). Then `python -m experiments.schedules RUN...` prints the
+comparison.
 """
 import argparse
 import json
@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from experiments import RUNS
 
 
 def first_rise(rows: list[dict]):
@@ -69,8 +69,8 @@ def main(argv=None):
     p.add_argument("--quant-grad", default="ste+scale")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default=os.path.relpath(HERE),
-                   help="folder of the run folders (default: this folder, results/)")
+    p.add_argument("--out-dir", default=os.path.relpath(RUNS),
+                   help="folder of the run folders (default: experiments/runs/)")
     p.add_argument("--tag", default="",
                    help="part of the run folders' names for a variant set by the flags after --")
     p.add_argument("--poll", type=float, default=15.0, help="seconds between checks")
@@ -149,7 +149,7 @@ def main(argv=None):
     if same:
         print(f"halve_on_rise's training loss never rose in {a.epochs} epochs, so it never halved "
               "the LR: the constant-LR run would be the same run, and was not trained")
-    print("done; compare with: python results/schedules.py "
+    print("done; compare with: python -m experiments.schedules "
           + " ".join(str(run[s]) for s in run if s not in same))
 
 

@@ -1,7 +1,7 @@
-#!/usr/bin/env python
-"""The schedule comparison at equal epochs, as a Markdown table (for RESULTS.md).
+"""The schedule comparison at equal epochs, as a Markdown table (for experiments/REPORT.md).
 
-    python results/schedules.py results/mnist-4bit-cosine-scalegrad-seed0 results/mnist-4bit-constant-scalegrad-seed0 ...
+    python -m experiments.schedules experiments/runs/mnist-4bit-cosine-scalegrad-seed0 \
+        experiments/runs/mnist-4bit-warm_restarts-scalegrad-seed0 ...
 
 One row per run, read from its metrics.jsonl, cut at the epoch count that every run has reached
 (so the runs are compared at equal epochs even while one is still training): best and final test
@@ -9,20 +9,19 @@ accuracy, the mean test accuracy over the second half of those epochs (less nois
 and the final and lowest mean training loss. A halve_on_rise run that never halved its LR is
 labelled as what it then is, the constant-LR run too.
 """
-import json
 import statistics
 import sys
 from pathlib import Path
 
+from experiments.table import best_epoch, run_config, schedule_name
 from mininsnn.train import read_metrics
-from table import best_epoch, schedule_name
 
 
 def main(runs):
     runs = [Path(r) for r in runs]
     table = []
     for r in runs:
-        cfg = json.loads((r / "config.json").read_text())
+        cfg = run_config(r)
         rows = read_metrics(r)
         if not rows:
             sys.exit(f"{r} has not finished an epoch yet")

@@ -1,7 +1,8 @@
-#!/usr/bin/env python
-"""Best and final test accuracy of one setting over its seeds, as a Markdown table (for RESULTS.md).
+"""Best and final test accuracy of one setting over its seeds, as a Markdown table (for
+experiments/REPORT.md).
 
-    python results/seeds.py results/mnist-4bit-cosine20-inc0-scalegrad results/fmnist-4bit-cosine20-inc0-scalegrad
+    python -m experiments.seeds experiments/runs/mnist-4bit-cosine20-inc0-scalegrad \
+        experiments/runs/fmnist-4bit-cosine20-inc0-scalegrad
 
 Each argument is a run folder without its ``-seedN`` suffix; every ``PREFIX-seedN`` folder with
 metrics is one seed. One row per setting: each seed's best test accuracy (and its epoch) and
@@ -15,8 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from experiments.table import best_epoch
 from mininsnn.train import read_metrics
-from table import best_epoch
 
 
 def seed_runs(prefix: Path):

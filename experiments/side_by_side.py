@@ -1,8 +1,8 @@
-#!/usr/bin/env python
-"""Per-epoch metrics of runs side by side, as a Markdown table (for RESULTS.md).
+"""Per-epoch metrics of runs side by side, as a Markdown table (for experiments/REPORT.md).
 
-    python results/side_by_side.py results/mnist-4bit-cosine-seed0 results/mnist-4bit-cosine-scalegrad-seed0
-    python results/side_by_side.py --train-acc RUN...    # training accuracy instead of loss
+    python -m experiments.side_by_side experiments/runs/mnist-4bit-cosine-seed0 \
+        experiments/runs/mnist-4bit-cosine-scalegrad-seed0
+    python -m experiments.side_by_side --train-acc RUN...    # training accuracy instead of loss
 
 One row per epoch; for each run its mean training loss (or, with --train-acc, its training
 accuracy %, which stays comparable between runs with different losses) and its test accuracy

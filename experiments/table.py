@@ -1,15 +1,24 @@
-#!/usr/bin/env python
-"""Print the RESULTS.md table rows from the run folders in results/ (so no number is copied by hand).
+"""The runs table of experiments/REPORT.md, one row per run record in experiments/runs/ (so no
+number is copied by hand), and the helpers the other scripts share.
 
-    python results/table.py
+    python -m experiments.table
 """
 import json
 import statistics
 from pathlib import Path
 
+from experiments import RUNS
 from mininsnn.train import read_metrics
 
-HERE = Path(__file__).resolve().parent
+
+def run_config(run) -> dict:
+    """A run's config.json. Quantized runs recorded before --quant-grad existed have no
+    ``quant_grad``: they trained with plain ``ste``, the default of that time, and say so here
+    whatever today's default is."""
+    cfg = json.loads((Path(run) / "config.json").read_text())
+    if cfg.get("bits") is not None and "quant_grad" not in cfg:
+        cfg["quant_grad"] = "ste"
+    return cfg
 
 
 def best_epoch(rows):
@@ -39,29 +48,34 @@ def loss_name(cfg):
     return loss if loss != "mse_count" else f"mse_count {correct:g}/{incorrect:g}"
 
 
-def straight_command(cfg, name):
+def straight_command(cfg, name, out_dir="experiments/runs"):
     """The from-scratch command of a run's configuration: --config, then a flag for every
-    setting the command line has that differs from that config's default, --epochs, --seed."""
+    setting the command line has that differs from that config's default (and --quant-grad of
+    every quantized run, so the command keeps its meaning when the default changes), --epochs,
+    --seed."""
     from mininsnn.cli import _TRAIN_KEYS
     from mininsnn.train import make_config, validate_config
     cfg = validate_config(cfg)
     default = make_config(cfg["config"])
     cmd = f"mininsnn train --config {cfg['config']}"
     for key in _TRAIN_KEYS:
-        if key in ("epochs", "seed") or cfg[key] == default[key]:
+        if key in ("epochs", "seed"):
             continue
-        if key == "quant_grad" and cfg["bits"] is None:
-            continue                            # no quantizer in full precision
+        if key == "quant_grad":
+            if cfg["bits"] is None:
+                continue                        # no quantizer in full precision
+        elif cfg[key] == default[key]:
+            continue
         value = "none" if key == "bits" and cfg[key] is None else cfg[key]
         cmd += f" --{key.lower().replace('_', '-')} {value}"
     cmd += f" --epochs {cfg['epochs']} --seed {cfg['seed']}"
     if cfg["dataset"] == "fashion-mnist":
         cmd += " --data-dir ../shared/data/fashion-mnist"
-    return cmd + f" --out results/{name}"
+    return cmd + f" --out {out_dir}/{name}"
 
 
 def row(run):
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = run_config(run)
     rows = read_metrics(run)
     if not rows:
         return None
@@ -82,7 +96,7 @@ def row(run):
         cmd = "python " + head[1]
     bits = "fp32" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     if cfg["bits"] is not None:
-        bits += f", {cfg.get('quant_grad', 'ste')}"
+        bits += f", {cfg['quant_grad']}"
     loss = loss_name(cfg)
     if loss:
         bits += f", loss {loss}"
@@ -105,11 +119,15 @@ def row(run):
             f"{100 * last['test_acc']:.2f} | {100 * rows[0]['test_acc']:.2f} | {sec:.3g} | `{cmd}`{note} |")
 
 
-if __name__ == "__main__":
+def main(folder=RUNS):
     print("| run | data | weights | schedule | seed | epochs done | best test acc % | final test acc % "
           "| epoch-1 test acc % | s/epoch | command |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for run in sorted(p.parent for p in HERE.glob("**/metrics.jsonl")):
+    for run in sorted(p.parent for p in Path(folder).glob("*/metrics.jsonl")):
         r = row(run)
         if r:
             print(r)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,8 +22,10 @@ import numpy as np
 
 from experiments.levels import sha256
 from experiments.records import run_folder, write_json
-from mininsnn import train as T
-from mininsnn.data import BatchIterator
+from mininsnn.config import test_steps, validate_config
+from mininsnn.data import BatchIterator, load_data
+from mininsnn.runs import read_training_checkpoint
+from mininsnn.train import build_net, forward
 
 NAMES = {"fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                            "Shirt", "Sneaker", "Bag", "Ankle boot"]}
@@ -31,15 +33,15 @@ NAMES = {"fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"
 
 def counts(checkpoint, data_dir=None, batch_size=500):
     """Spike counts (N, classes) of the test set and the labels (N,), in eval mode."""
-    tree = T.read_training_checkpoint(checkpoint)
-    cfg = T.validate_config(tree["config"])
-    (test,) = T.load_data(cfg, data_dir, splits=("test",))
-    net = T.build_net(cfg)
+    tree = read_training_checkpoint(checkpoint)
+    cfg = validate_config(tree["config"])
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    net = build_net(cfg)
     net.load_state_dict(tree["model"])
     net.eval()
     out, labels = [], []
     for x, y in BatchIterator(test, batch_size, shuffle=False).epoch(0):
-        out.append(T.forward(net, x, cfg["num_steps"]).sum(axis=0, dtype=np.float64))
+        out.append(forward(net, x, test_steps(cfg)).sum(axis=0, dtype=np.float64))
         labels.append(y)
     return cfg, tree["epoch"], np.concatenate(out), np.concatenate(labels)
 
@@ -65,7 +67,7 @@ def measure(checkpoint, data_dir=None) -> dict:
 
 def save(checkpoint, record, command: str) -> Path:
     """Keep ``record`` (of ``checkpoint``) as errors.json of the checkpoint's run folder."""
-    from mininsnn.cli import machine
+    from mininsnn.runs import machine
     run = run_folder(checkpoint)
     name = Path(checkpoint).resolve().relative_to(run.resolve()).as_posix()
     path = run / "errors.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 from experiments.levels import LAYERS, recorded, shares
 from experiments.seeds import seed_runs, spread
 from experiments.table import best_epoch, run_config, schedule_name
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 DATA = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "dvsgesture": "DVS128 Gesture"}
 
@@ -24,7 +24,7 @@ DATA = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "dvsgesture": "DVS12
 def targets(cfg) -> str:
     """The loss and its targets, e.g. '80 / 20 spikes (the paper's)' for mse_count with rates 0.8
     and 0.2 over T = 100 steps."""
-    from mininsnn.train import make_config
+    from mininsnn.config import make_config
     default = make_config(cfg["config"])
     if cfg.get("loss", default["loss"]) != "mse_count":
         return cfg["loss"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from experiments import HERE, ROOT, RUNS, errors, headline, levels, schedules, seeds, \
     side_by_side, table
 from experiments.records import write_text
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 # REFERENCE.md, "Anchors measured on the reference": test accuracy after epoch 1
 REFERENCE_EPOCH1 = {("mnist", 4): 98.64, ("fashion-mnist", 4): 86.58,
@@ -51,7 +51,7 @@ def epoch1_table(folder=RUNS):
     training subset has not seen a whole epoch, and a run that repeats another's epoch 1 bit for
     bit (warm restarts trained from scratch repeat the periodic cosine's first epochs on the
     same machine) adds nothing, so these are left out."""
-    from mininsnn.train import make_config
+    from mininsnn.config import make_config
     groups, seen = {}, {}
     for run, cfg, rows in runs(folder):
         key = (cfg["dataset"], cfg["bits"])

@@ -77,7 +77,8 @@ def main(argv=None):
     p.add_argument("extra", nargs="*", help="after --: flags for every mininsnn train (e.g. --data-dir)")
     a = p.parse_args(argv)
 
-    from mininsnn.train import make_config, read_metrics
+    from mininsnn.config import make_config
+    from mininsnn.runs import read_metrics
     cfg = make_config(a.config, quant_grad=a.quant_grad)
     tag = f"-{a.tag}" if a.tag else ""
     tag += "-scalegrad" if cfg["bits"] is not None and a.quant_grad == "ste+scale" else ""

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from experiments.table import best_epoch, run_config, schedule_name
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 
 def main(runs):

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from experiments.table import best_epoch
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 
 def seed_runs(prefix: Path):

@@ -11,7 +11,7 @@ accuracy %, which stays comparable between runs with different losses) and its t
 import sys
 from pathlib import Path
 
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 
 def main(args):

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from experiments import RUNS
-from mininsnn.train import read_metrics
+from mininsnn.runs import read_metrics
 
 
 def run_config(run) -> dict:
@@ -28,9 +28,9 @@ def best_epoch(rows):
 
 def schedule_name(cfg):
     """The run's schedule, with T_max / T_mult where they differ from the model config's."""
-    from mininsnn.models import CONFIGS
+    from mininsnn.config import make_config
     name = cfg["schedule"]
-    if name in ("cosine", "warm_restarts") and cfg["T_max"] != CONFIGS[cfg["config"]]["T_max"]:
+    if name in ("cosine", "warm_restarts") and cfg["T_max"] != make_config(cfg["config"])["T_max"]:
         name += f", T_max {cfg['T_max']}"
     if name.startswith("warm_restarts") and cfg.get("T_mult", 1) != 1:
         name += f", T_mult {cfg['T_mult']}"
@@ -39,7 +39,7 @@ def schedule_name(cfg):
 
 def loss_name(cfg):
     """'' for the config's own loss and targets (the paper's), else the loss and its targets."""
-    from mininsnn.train import make_config
+    from mininsnn.config import make_config
     keys = ("loss", "correct_rate", "incorrect_rate")
     default = make_config(cfg["config"])
     loss, correct, incorrect = (cfg.get(k, default[k]) for k in keys)
@@ -53,21 +53,24 @@ def straight_command(cfg, name, out_dir="experiments/runs"):
     setting the command line has that differs from that config's default (and --quant-grad of
     every quantized run, so the command keeps its meaning when the default changes), --epochs,
     --seed."""
-    from mininsnn.cli import _TRAIN_KEYS
-    from mininsnn.train import make_config, validate_config
+    from mininsnn.config import SETTINGS, make_config, validate_config
     cfg = validate_config(cfg)
     default = make_config(cfg["config"])
     cmd = f"mininsnn train --config {cfg['config']}"
-    for key in _TRAIN_KEYS:
-        if key in ("epochs", "seed"):
-            continue
+    for s in SETTINGS:
+        key = s.key
+        if s.help is None or key in ("epochs", "seed"):
+            continue                            # not a flag; or given last
         if key == "quant_grad":
             if cfg["bits"] is None:
                 continue                        # no quantizer in full precision
         elif cfg[key] == default[key]:
             continue
+        if isinstance(cfg[key], bool):
+            cmd += f" {s.flag if cfg[key] else '--no-' + s.flag[2:]}"
+            continue
         value = "none" if key == "bits" and cfg[key] is None else cfg[key]
-        cmd += f" --{key.lower().replace('_', '-')} {value}"
+        cmd += f" {s.flag} {value}"
     cmd += f" --epochs {cfg['epochs']} --seed {cfg['seed']}"
     if cfg["dataset"] == "fashion-mnist":
         cmd += " --data-dir ../shared/data/fashion-mnist"

@@ -324,13 +324,13 @@ def test_report_and_results_are_what_the_records_give():
 def test_the_named_recipe_is_the_one_the_aims_were_reached_with():
     """RESULTS.md offers mnist-4bit-plus and fmnist-4bit-plus for the three-seed
     cosine20-inc0-scalegrad runs: each must train what those runs trained."""
-    from mininsnn.train import ConfigError, make_config
+    from mininsnn.config import ConfigError, make_config, validate_config
     for data in ("mnist", "fmnist"):
         try:
             plus = make_config(f"{data}-4bit-plus")
         except ConfigError:
             pytest.skip(f"the config {data}-4bit-plus is not in this tree yet")
-        ran = table.run_config(RUNS / f"{data}-4bit-cosine20-inc0-scalegrad-seed0")
+        ran = validate_config(table.run_config(RUNS / f"{data}-4bit-cosine20-inc0-scalegrad-seed0"))
         for key in sorted(set(plus) - {"config", "seed", "epochs", "subset", "test_subset"}):
             want = list(ran[key]) if isinstance(ran[key], (list, tuple)) else ran[key]
             got = list(plus[key]) if isinstance(plus[key], (list, tuple)) else plus[key]

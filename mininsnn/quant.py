@@ -18,7 +18,7 @@ Backward, ``quant_grad``:
 
                  One element per tensor, but not a small one: on the reference 4-bit MNIST
                  network at initialisation it is 0.85 x the largest gradient of conv2
-                 (benchmarks/parity_reference.py). It ties the scale to the loss; without it
+                 (parity/compare.py). It ties the scale to the loss; without it
                  max|W| drifts away from the bulk of the weights during training and most
                  weights round to 0 (RESULTS.md).
 """

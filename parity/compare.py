@@ -2,10 +2,10 @@
 """One forward + backward of mininsnn and of the paper's stack (snnTorch + Brevitas) on the same
 weights and the same batch, in float64: do they compute the same thing?
 
-    python benchmarks/parity_reference.py --reference-python /tmp/refenv/bin/python
-    python benchmarks/parity_reference.py --reference-python PY --config fmnist-4bit --batch 32
+    python parity/compare.py --reference-python /tmp/refenv/bin/python
+    python parity/compare.py --reference-python PY --config fmnist-4bit --batch 32
 
-The reference interpreter needs torch, snntorch and brevitas (see reference_torch.py); they are
+The reference interpreter needs torch, snntorch and brevitas (see benchmarks/reference_torch.py); they are
 never dependencies of mininsnn. Dropout is off (p = 0) so both sides see the same network.
 Reported:
 
@@ -89,7 +89,7 @@ def main():
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, x=x, y=y, num_steps=a.num_steps, bits=cfg["bits"] or 0, beta=c["beta"],
                  threshold=c["threshold"], slope=c["slope"], batchnorm=c["batchnorm"], **state)
-        subprocess.run([a.reference_python, str(Path(__file__).with_name("parity_torch.py")),
+        subprocess.run([a.reference_python, str(Path(__file__).with_name("snntorch_side.py")),
                         str(src), str(dst)], check=True)
         ref = dict(np.load(dst))
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""The reference side of benchmarks/parity_reference.py: snnTorch + Brevitas on PyTorch (CPU).
+"""The reference side of parity/compare.py: snnTorch + Brevitas on PyTorch (CPU).
 
-Never imported by mininsnn; run by parity_reference.py with an interpreter that has torch,
+Never imported by mininsnn; run by parity/compare.py with an interpreter that has torch,
 snntorch and brevitas:
 
-    /tmp/refenv/bin/python benchmarks/parity_torch.py IN.npz OUT.npz
+    /tmp/refenv/bin/python parity/snntorch_side.py IN.npz OUT.npz
 
 IN.npz holds the network's weights under PyTorch names, a batch (x, y) and the hyperparameters.
 The network is the paper's (docs/semantics.md) conv-avgpool-BN-Leaky x 2, Linear-Dropout-Leaky, built from the
@@ -88,7 +88,7 @@ def run(d, stock):
               and "num_batches" not in k]
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise SystemExit(f"parity_torch: no values for {missing}")
+        raise SystemExit(f"snntorch_side: no values for {missing}")
     net.load_state_dict(state, strict=False)
     x, y, T = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), int(d["num_steps"])
     loss_fn = SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)

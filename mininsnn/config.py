@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ConfigError", "Setting", "SETTINGS", "CONFIGS", "DATASETS", "RESUMABLE_KEYS",
+__all__ = ["ConfigError", "Setting", "SETTINGS", "CONFIGS", "DATASETS", "ARCHITECTURES", "RESUMABLE_KEYS",
            "BRANCHABLE_KEYS", "make_config", "validate_config", "check_same_config",
            "model_settings", "test_steps"]
 
@@ -135,7 +135,13 @@ class Setting:
         return "--" + self.key.lower().replace("_", "-")
 
 
-DATASETS = ("mnist", "fashion-mnist", "dvsgesture")
+#: dataset -> (input shape, conv1 channels, conv2 channels, number of classes) of its network
+ARCHITECTURES = {
+    "mnist": ((1, 28, 28), 16, 64, 10),
+    "fashion-mnist": ((1, 28, 28), 16, 64, 10),
+    "dvsgesture": ((2, 32, 32), 16, 32, 11),
+}
+DATASETS = tuple(ARCHITECTURES)
 
 SETTINGS = (
     # -- the network (mininsnn.models.reference_network takes these by name) --

@@ -14,20 +14,12 @@ DVS128 Gesture: conv1 2->16 5x5 on 2x32x32 -> pool -> (bn1) -> lif1 -> conv2 16-
 import numpy as np
 
 from mininsnn import surrogate as sg
-from mininsnn.config import make_config, model_settings
+from mininsnn.config import ARCHITECTURES, make_config, model_settings
 from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Leaky, Linear
 from mininsnn.network import Network
 from mininsnn.quant import check_bits
 
 __all__ = ["ARCHITECTURES", "build_model", "build_from_config", "reference_network"]
-
-#: dataset -> (input shape, conv1 channels, conv2 channels, number of classes)
-ARCHITECTURES = {
-    "mnist": ((1, 28, 28), 16, 64, 10),
-    "fashion-mnist": ((1, 28, 28), 16, 64, 10),
-    "dvsgesture": ((2, 32, 32), 16, 32, 11),
-}
-
 
 def reference_network(input_shape, channels, num_classes, *, bits, beta, threshold, dropout,
                       batchnorm, surrogate="fast_sigmoid", slope=25.0, reset="subtract",

@@ -148,6 +148,59 @@ def unfuse_avgpool_grad(dWf, k, KH, KW):
     return dW
 
 
+# Plain twins of the fused path (fuse_avgpool, then conv.conv2d_forward / conv2d_backward_weight /
+# conv2d_backward_input with stride k, then unfuse_avgpool_grad): convolution, then pooling, as two
+# separate steps, with the plain twins of those kernels. The fused path must equal them.
+
+def conv_avgpool_forward_plain(X, W, pad, k, Y):
+    """Convolution (stride 1, padding p), then k x k average pooling with stride k:
+
+        Z[n, o, y, x] = sum_{c, kh, kw} W[o, c, kh, kw] * X[n, c, y - p + kh, x - p + kw]
+        Y[n, o, i, j] = (1/k^2) * sum_{a, b < k} Z[n, o, k*i + a, k*j + b]
+
+    X: (N, C, H, W);  W: (O, C, KH, KW);  Y: (N, O, ZH // k, ZW // k), written, where
+    (ZH, ZW) = (H + 2p - KH + 1, W + 2p - KW + 1) is the convolution's output size.
+    """
+    N, C, H, Wd = X.shape
+    O, _, KH, KW = W.shape
+    Z = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=Y.dtype)  # (N, O, ZH, ZW)
+    kconv.conv2d_forward_plain(X, W.transpose(1, 2, 3, 0), 1, pad, Z)
+    kpool.avgpool_forward_plain(Z, k, k, Y)
+
+
+def conv_avgpool_backward_weight_plain(X, dY, pad, k, dW):
+    """dW of :func:`conv_avgpool_forward_plain`, by the chain rule through Z:
+
+        dZ = avgpool_backward(dY)         (rows and columns of Z that no window covers get 0)
+        dW[o, c, kh, kw] = sum_{n, y, x} dZ[n, o, y, x] * X[n, c, y - p + kh, x - p + kw]
+
+    X: (N, C, H, W);  dY: (N, O, OH, OW);  dW: (O, C, KH, KW), written.
+    """
+    N, C, H, Wd = X.shape
+    O, _, KH, KW = dW.shape
+    dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
+    kpool.avgpool_backward_plain(dY, k, k, dZ)
+    dWt = np.empty((1, C, KH, KW, O), dtype=dW.dtype)  # one slice: the whole batch
+    kconv.conv2d_backward_weight_plain(X, dZ, 1, pad, dWt)
+    dW[...] = dWt[0].transpose(3, 0, 1, 2)
+
+
+def conv_avgpool_backward_input_plain(dY, W, pad, k, dX):
+    """dX of :func:`conv_avgpool_forward_plain`, by the chain rule through Z:
+
+        dZ = avgpool_backward(dY)
+        dX[n, c, y, x] = sum_{o, zy, zx} dZ[n, o, zy, zx] * W[o, c, y - zy + p, x - zx + p]   (taps in range)
+
+    dY: (N, O, OH, OW);  W: (O, C, KH, KW);  dX: (N, C, H, W), written.
+    """
+    N, C, H, Wd = dX.shape
+    O, _, KH, KW = W.shape
+    dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
+    kpool.avgpool_backward_plain(dY, k, k, dZ)
+    Wm = W.transpose(0, 2, 3, 1).reshape(O, KH * KW * C)  # Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw]
+    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, dX)
+
+
 class Conv2d(Layer):
     """2-D convolution, weight (out, in, kh, kw) as in PyTorch, optionally n-bit fake-quantized.
 

@@ -11,6 +11,9 @@ each non-zero input element x adds x * W[:, c, kh, kw] to every output it reache
 are 0/1 and mostly 0, so this does a fraction of the dense work. The input gradient is dense (every
 input position needs it): one small matrix product per sample (BLAS through ``np.dot``), then the
 rows are scattered back to the input positions they came from.
+
+Below each kernel, ``<kernel>_plain`` is its plain twin: the same arguments and result, one loop per
+index of the equation, every term summed (zeros included), not compiled.
 """
 
 import numpy as np
@@ -67,6 +70,30 @@ def conv2d_forward(X, Wt, stride, pad, Y):
                     Y[n, o, i, j] = acc[i, j, o]
 
 
+def conv2d_forward_plain(X, Wt, stride, pad, Y):
+    """Plain twin of :func:`conv2d_forward` (same arguments, same result).
+
+        Y[n, o, i, j] = sum_{c, kh, kw} W[o, c, kh, kw] * X[n, c, i*s - p + kh, j*s - p + kw]
+
+    with W[o, c, kh, kw] = Wt[c, kh, kw, o] and X = 0 outside the input (zero padding).
+    """
+    N, C, H, Wd = X.shape
+    _, KH, KW, O = Wt.shape
+    OH, OW = Y.shape[2], Y.shape[3]
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    acc = Y.dtype.type(0)
+                    for c in range(C):
+                        for kh in range(KH):
+                            for kw in range(KW):
+                                y, x = i * stride - pad + kh, j * stride - pad + kw
+                                if 0 <= y < H and 0 <= x < Wd:
+                                    acc += X[n, c, y, x] * Wt[c, kh, kw, o]
+                    Y[n, o, i, j] = acc
+
+
 @jit(parallel=True)
 def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
     """dW[o, c, kh, kw] = sum_{n, i, j} dY[n, o, i, j] * X[n, c, i*s - p + kh, j*s - p + kw]
@@ -100,6 +127,32 @@ def conv2d_backward_weight(X, dY, stride, pad, dWt_parts):
                                 kw = x + pad - j * stride
                                 for o in range(O):
                                     part[c, kh, kw, o] += v * dYt[i, j, o]
+
+
+def conv2d_backward_weight_plain(X, dY, stride, pad, dWt_parts):
+    """Plain twin of :func:`conv2d_backward_weight` (same arguments, same result).
+
+        dW[o, c, kh, kw] = sum_{n, i, j} dY[n, o, i, j] * X[n, c, i*s - p + kh, j*s - p + kw]
+
+    written as dWt_parts[p, c, kh, kw, o]: the sum over the samples n of slice p of the batch,
+    p*N//P <= n < (p+1)*N//P (the slices the fast kernel runs in parallel; their sum is dW).
+    """
+    N, C, H, Wd = X.shape
+    P, _, KH, KW, O = dWt_parts.shape
+    OH, OW = dY.shape[2], dY.shape[3]
+    for p in range(P):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    for o in range(O):
+                        acc = dWt_parts.dtype.type(0)
+                        for n in range(p * N // P, (p + 1) * N // P):
+                            for i in range(OH):
+                                for j in range(OW):
+                                    y, x = i * stride - pad + kh, j * stride - pad + kw
+                                    if 0 <= y < H and 0 <= x < Wd:
+                                        acc += dY[n, o, i, j] * X[n, c, y, x]
+                        dWt_parts[p, c, kh, kw, o] = acc
 
 
 @jit(parallel=True)
@@ -136,3 +189,27 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, dX):
             for y in range(H):
                 for x in range(Wd):
                     dX[n, c, y, x] = dXt[y, x * C + c]
+
+
+def conv2d_backward_input_plain(dY, Wm, stride, pad, KH, KW, dX):
+    """Plain twin of :func:`conv2d_backward_input` (same arguments, same result up to rounding).
+
+        dX[n, c, y, x] = sum_{o, i, j} dY[n, o, i, j] * W[o, c, y - i*s + p, x - j*s + p]
+
+    over the outputs (i, j) whose window covers (y, x), i.e. whose tap (kh, kw) = (y - i*s + p,
+    x - j*s + p) lies in the kernel; W[o, c, kh, kw] = Wm[o, (kh*KW + kw)*C + c].
+    """
+    N, O, OH, OW = dY.shape
+    C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
+    for n in range(N):
+        for c in range(C):
+            for y in range(H):
+                for x in range(Wd):
+                    acc = dX.dtype.type(0)
+                    for o in range(O):
+                        for i in range(OH):
+                            for j in range(OW):
+                                kh, kw = y - i * stride + pad, x - j * stride + pad
+                                if 0 <= kh < KH and 0 <= kw < KW:
+                                    acc += dY[n, o, i, j] * Wm[o, (kh * KW + kw) * C + c]
+                    dX[n, c, y, x] = acc

@@ -12,7 +12,9 @@ Shapes: I is (TI, N) with TI == T (dynamic input) or TI == 1 (static input: the 
 every step, stored once). U and S are (T, N); N is everything but time (batch * features).
 
 Neurons are split into blocks that run in parallel; inside a block the time loop is outermost, so
-each step reads and writes contiguous rows.
+each step reads and writes contiguous rows. Below each kernel, ``<kernel>_plain`` is its plain twin:
+the same signature and result, one neuron at a time, one line per equation, not compiled (the tests
+hold each kernel equal to its twin).
 """
 
 import numpy as np
@@ -53,6 +55,32 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
                     S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
                 else:
                     S[t, n] = u > theta  # S[t] = H(U[t] - theta)
+
+
+def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+    """Plain twin of :func:`lif_forward` (same arguments, same result): one neuron at a time."""
+    TI, N = I.shape
+    zero = theta - theta  # 0 in the input's dtype
+    for n in range(N):
+        u_prev = zero  # U[-1] = 0
+        for t in range(T):
+            i_t = I[t if TI > 1 else 0, n]  # a static input is the same current at every step
+            # R[t] = H(U[t-1] - theta)   (strict: a potential exactly at theta does not fire)
+            r = t > 0 and u_prev > theta
+            if zero_reset:
+                # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
+                u = zero if r else beta * u_prev + i_t
+            else:
+                # U[t] = beta * U[t-1] + I[t] - theta * R[t]
+                u = beta * u_prev + i_t
+                if r:
+                    u = u - theta
+            U[t, n] = u
+            if smooth:
+                S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
+            else:
+                S[t, n] = 1 if u > theta else 0  # S[t] = H(U[t] - theta)
+            u_prev = u
 
 
 @jit
@@ -109,3 +137,29 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
                     dI[0, n] += dU  # static input: I[t] = I for every t, so dI = sum_t dU[t]
                 else:
                     dI[t, n] = dU
+
+
+def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+    """Plain twin of :func:`lif_backward` (same arguments, same result): one neuron at a time,
+    t from T-1 down to 0, with dU[T] = 0."""
+    T, N = dS.shape
+    TI = dI.shape[0]
+    d = dI.dtype.type  # the gradient's dtype
+    for n in range(N):
+        if TI == 1:
+            dI[0, n] = 0
+        dU_next = d(0)  # dL/dU[t+1], zero past the last step
+        for t in range(T - 1, -1, -1):
+            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate)
+            # fwd: U[t+1] = beta * U[t] + I[t+1] - theta * R[t+1]  (R detached)  =>  dU[t+1]/dU[t] = beta
+            dU = dS[t, n] * d(sg_grad(sg_code, sg_k, U[t, n] - theta)) + beta * dU_next
+            if zero_reset and t > 0 and U[t - 1, n] > theta:
+                # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])  =>  dU[t]/dI[t] = 0 when R[t] = 1,
+                # and nothing flows on to U[t-1]
+                dU = d(0)
+            # fwd: U[t] = beta * U[t-1] + I[t] - ...  =>  dU[t]/dI[t] = 1
+            if TI == 1:
+                dI[0, n] += dU  # static input: I[t] = I at every step, so dI = sum_t dU[t]
+            else:
+                dI[t, n] = dU
+            dU_next = dU

@@ -11,6 +11,11 @@ pattern m (bit kw set if X[n, c, i*s - p + kh, j*s - p + kw] = 1), so
 One 64-wide add per (c, kh, i, j) with a non-empty pattern, in loops of fixed length, instead of
 one per (spike, tap) in loops whose length depends on the data. The patterns come from one
 bit mask per input row (``_row_mask``). Needs KW <= 8 and W + pad <= 62 (``fits``).
+
+Below each kernel, ``<kernel>_plain`` is its plain twin (same arguments and result, plain loops, not
+compiled). The twin of the forward computes the convolution itself, tap by tap, so it shows what the
+pattern trick must equal; the twin of the weight gradient computes G from its definition, and
+``unfold_pattern_grad`` of that G equals ``conv.conv2d_backward_weight_plain`` (tests/test_kernels.py).
 """
 
 import numpy as np
@@ -50,6 +55,23 @@ def pattern_table(Wt, Tab):
                     Tab[c, kh, m, o] = Tab[c, kh, m ^ low, o] + Wt[c, kh, kw, o]
 
 
+def pattern_table_plain(Wt, Tab):
+    """Plain twin of :func:`pattern_table` (same arguments, same result up to rounding):
+
+        Tab[c, kh, m, o] = sum_{kw < KW, bit kw of m set} W[o, c, kh, kw],    W[o, c, kh, kw] = Wt[c, kh, kw, o]
+    """
+    C, KH, KW, O = Wt.shape
+    for c in range(C):
+        for kh in range(KH):
+            for m in range(1 << KW):
+                for o in range(O):
+                    acc = Tab.dtype.type(0)
+                    for kw in range(KW):
+                        if (m >> kw) & 1:
+                            acc += Wt[c, kh, kw, o]
+                    Tab[c, kh, m, o] = acc
+
+
 @jit(parallel=True)
 def spikeconv_forward(X, Tab, KW, stride, pad, rows, Y):
     """Y[n, o, i, j] = sum_{c, kh, kw} W[o, c, kh, kw] X[n, c, i*s - p + kh, j*s - p + kw], X in {0, 1}.
@@ -80,6 +102,32 @@ def spikeconv_forward(X, Tab, KW, stride, pad, rows, Y):
             for i in range(OH):
                 for j in range(OW):
                     Y[n, o, i, j] = acc[i, j, o]
+
+
+def spikeconv_forward_plain(X, Tab, KW, stride, pad, rows, Y):
+    """Plain twin of :func:`spikeconv_forward` (same arguments, same result up to rounding): the
+    convolution tap by tap, no patterns.
+
+        Y[n, o, i, j] = sum_{c, kh, kw} W[o, c, kh, kw] * X[n, c, i*s - p + kh, j*s - p + kw]
+
+    The weights are read from the table's one-bit patterns, W[o, c, kh, kw] = Tab[c, kh, 2^kw, o];
+    X = 0 outside the input; ``rows`` is not needed (the loops check the bounds).
+    """
+    N, C, H, Wd = X.shape
+    KH, O = Tab.shape[1], Tab.shape[3]
+    OH, OW = Y.shape[2], Y.shape[3]
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    acc = Y.dtype.type(0)
+                    for c in range(C):
+                        for kh in range(KH):
+                            for kw in range(KW):
+                                y, x = i * stride - pad + kh, j * stride - pad + kw
+                                if 0 <= y < H and 0 <= x < Wd:
+                                    acc += X[n, c, y, x] * Tab[c, kh, 1 << kw, o]
+                    Y[n, o, i, j] = acc
 
 
 @jit(parallel=True)
@@ -115,6 +163,38 @@ def spikeconv_backward_weight(X, dY, KW, stride, pad, rows, G_parts):
                                 G[c, kh, m, o] += dYt[i, j, o]
 
 
+def spikeconv_backward_weight_plain(X, dY, KW, stride, pad, rows, G_parts):
+    """Plain twin of :func:`spikeconv_backward_weight` (same arguments, same result): G from its
+    definition, the pattern of every (n, c, kh, i, j) built tap by tap.
+
+        m(n, c, kh, i, j) = sum_{kw} 2^kw * [X[n, c, i*s - p + kh, j*s - p + kw] != 0]     (0 outside the input)
+        G[c, kh, m, o]    = sum_{n, i, j with m(n, c, kh, i, j) = m} dY[n, o, i, j]         for m >= 1
+
+    G[c, kh, 0, o] = 0: the empty pattern touches no weight. Written as G_parts[p], the sum over the
+    samples of slice p of the batch, p*N//P <= n < (p+1)*N//P, as in the fast kernel; each (n, i, j)
+    adds its dY to the one pattern it sees, in the order n, i, j. Then
+    unfold_pattern_grad(sum_p G_parts[p]) = dW of conv.conv2d_backward_weight_plain.
+    """
+    N, C, H, Wd = X.shape
+    P, _, KH, _, O = G_parts.shape
+    OH, OW = dY.shape[2], dY.shape[3]
+    G_parts[...] = 0
+    for p in range(P):
+        for n in range(p * N // P, (p + 1) * N // P):
+            for c in range(C):
+                for kh in range(KH):
+                    for i in range(OH):
+                        for j in range(OW):
+                            m = 0  # the pattern m(n, c, kh, i, j), one tap at a time
+                            for kw in range(KW):
+                                y, x = i * stride - pad + kh, j * stride - pad + kw
+                                if 0 <= y < H and 0 <= x < Wd and X[n, c, y, x] != 0:
+                                    m += 1 << kw
+                            if m >= 1:
+                                for o in range(O):
+                                    G_parts[p, c, kh, m, o] += dY[n, o, i, j]
+
+
 @jit
 def unfold_pattern_grad(G, dWt):
     """dWt[c, kh, kw, :] = sum over patterns m with bit kw of G[c, kh, m, :].   G: (C, KH, 2^KW, O);
@@ -128,3 +208,22 @@ def unfold_pattern_grad(G, dWt):
                     if (m >> kw) & 1:
                         for o in range(O):
                             dWt[c, kh, kw, o] += G[c, kh, m, o]
+
+
+def unfold_pattern_grad_plain(G, dWt):
+    """Plain twin of :func:`unfold_pattern_grad` (same arguments, same result):
+
+        dW[o, c, kh, kw] = sum_{m with bit kw set} G[c, kh, m, o],    written as dWt[c, kh, kw, o]
+
+    (the transpose of pattern_table: Tab is linear in W, and G is dL/dTab).
+    """
+    C, KH, KW, O = dWt.shape
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                for o in range(O):
+                    acc = dWt.dtype.type(0)
+                    for m in range(1 << KW):
+                        if (m >> kw) & 1:
+                            acc += G[c, kh, m, o]
+                    dWt[c, kh, kw, o] = acc

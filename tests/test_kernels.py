@@ -1,0 +1,536 @@
+"""Every kernel in mininsnn/kernels/ (and the fused conv + pool) equals its plain twin.
+
+Each twin sits in the library right below its kernel, takes the same arguments and writes the same
+outputs, so each test calls both the same way on hypothesis-drawn shapes and values and compares:
+
+- ``assert_array_equal`` where the kernel and its twin do the same floating-point operations in the
+  same order (the event-driven kernels skip zero inputs, which adds nothing: x + 0 == x);
+- ``assert_within_rounding`` where they sum the same terms in another order or grouping (BLAS, the
+  window-pattern tables, float64 intermediates in the kernel): see its docstring for the bound.
+
+Study mode: ``NUMBA_DISABLE_JIT=1 PYTHONPATH=$PWD python -m pytest tests/test_kernels.py`` runs the
+kernels themselves as plain Python; the shapes here are small enough for that to take well under a
+minute with the default example count.
+"""
+
+import numpy as np
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from mininsnn import surrogate as sg
+from mininsnn.kernels import conv as kconv
+from mininsnn.kernels import lif as klif
+from mininsnn.kernels import linear as klinear
+from mininsnn.kernels import norm as knorm
+from mininsnn.kernels import pool as kpool
+from mininsnn.kernels import spikeconv as kspike
+from mininsnn.layers import (conv_avgpool_backward_input_plain, conv_avgpool_backward_weight_plain,
+                             conv_avgpool_forward_plain, fuse_avgpool, unfuse_avgpool_grad)
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+def assert_within_rounding(fast, plain, magnitude, terms):
+    """Elementwise |fast - plain| <= 2 * (terms + 2) * eps * magnitude, eps of fast's dtype.
+
+    Both sides evaluate the same sum of at most ``terms`` rounded products, in different orders or
+    groupings. Any such evaluation lies within gamma_n * sum|products| of the exact sum, with
+    gamma_n = n u / (1 - n u), u = eps / 2 (Higham, Accuracy and Stability of Numerical Algorithms,
+    ch. 3-4); ``magnitude`` is that sum of absolute values (the plain twin run on |inputs|, in
+    float64). The two sides therefore differ by at most 2 gamma_n * magnitude ~ n eps * magnitude;
+    "+ 2" covers a scaling such as 1/k^2 and the final rounding to the output dtype, and the factor 2
+    is margin. A wrong index or a missing term breaks this by far more than rounding.
+    """
+    eps = np.finfo(fast.dtype).eps
+    bound = 2 * (terms + 2) * eps * np.asarray(magnitude, np.float64)
+    err = np.abs(fast.astype(np.float64) - plain.astype(np.float64))
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else ()
+    assert (err <= bound).all(), f"|fast - plain| = {err[worst]:.3e} > bound {bound[worst]:.3e} at {worst}"
+
+
+def _values(rng, shape, dtype, kind="dense"):
+    """Random inputs: "dense" normal floats, "sparse" floats with ~70 % zeros, "spikes" uint8 0/1."""
+    if kind == "spikes":
+        return (rng.random(shape) < 0.3).astype(np.uint8)
+    x = rng.standard_normal(shape).astype(dtype)
+    return x * (rng.random(shape) < 0.3) if kind == "sparse" else x
+
+
+# ------------------------------------------------------------------------------------------------
+# LIF
+
+SURR = [sg.fast_sigmoid(13.84), sg.sigmoid(5.0), sg.atan(2.0)]
+lif_cases = st.fixed_dictionaries(dict(
+    T=st.integers(1, 8), N=st.integers(1, 6), static=st.booleans(), zero_reset=st.booleans(),
+    beta=st.floats(0.0, 1.0), theta=st.floats(0.05, 3.0), surr=st.sampled_from(SURR),
+    on_grid=st.booleans(), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _lif_args(c):
+    """Input current and scalars of the case's dtype. ``on_grid``: theta = 1, beta = 0.5 and inputs on
+    a 1/4 grid, so that potentials land exactly on the threshold (strict H: no spike) now and then."""
+    rng = np.random.default_rng(c["seed"])
+    d = np.dtype(c["dtype"]).type
+    TI = 1 if c["static"] else c["T"]
+    if c["on_grid"]:
+        I = rng.integers(-2, 6, (TI, c["N"])).astype(c["dtype"]) / 4
+        return I, d(0.5), d(1.0), c["surr"]
+    I = (rng.standard_normal((TI, c["N"])) * c["theta"]).astype(c["dtype"])
+    return I, d(c["beta"]), d(c["theta"]), c["surr"]
+
+
+@given(c=lif_cases, smooth=st.booleans())
+def test_lif_forward_equals_plain(c, smooth):
+    """Exact, spikes and smooth twin alike: the same operations in the same order, so no margin from
+    the threshold is needed (a potential exactly at theta stays silent in both)."""
+    I, beta, theta, s = _lif_args(c)
+    T, N = c["T"], c["N"]
+    out = []
+    for kernel in (klif.lif_forward, klif.lif_forward_plain):
+        U = np.empty((T, N), c["dtype"])  # (T, N)
+        S = np.empty((T, N), c["dtype"] if smooth else np.uint8)  # (T, N)
+        kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), U, S)
+        out.append((U, S))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+@given(c=lif_cases)
+def test_lif_backward_equals_plain(c):
+    """Exact: the same recursion dU[t] = dS[t] sg'(U[t] - theta) + beta dU[t+1], same order."""
+    I, beta, theta, s = _lif_args(c)
+    T, N = c["T"], c["N"]
+    k = np.dtype(c["dtype"]).type(s.k)
+    U = np.empty((T, N), c["dtype"])  # (T, N)
+    S = np.empty((T, N), np.uint8)  # (T, N)
+    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, U, S)
+    dS = np.random.default_rng(c["seed"] + 1).standard_normal((T, N)).astype(c["dtype"])  # (T, N)
+    dI, dI_plain = np.full_like(I, np.nan), np.full_like(I, np.nan)  # (TI, N)
+    klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, dI)
+    klif.lif_backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, dI_plain)
+    np.testing.assert_array_equal(dI, dI_plain)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution
+
+conv_cases = st.fixed_dictionaries(dict(
+    N=st.integers(1, 3), C=st.integers(1, 3), O=st.integers(1, 3), KH=st.integers(1, 4), KW=st.integers(1, 4),
+    stride=st.integers(1, 3), pad=st.integers(0, 2), H=st.integers(1, 7), W=st.integers(1, 7),
+    P=st.integers(1, 3), kind=st.sampled_from(["dense", "sparse", "spikes"]),
+    seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _conv_shapes(c):
+    assume(c["H"] + 2 * c["pad"] >= c["KH"] and c["W"] + 2 * c["pad"] >= c["KW"])
+    OH = (c["H"] + 2 * c["pad"] - c["KH"]) // c["stride"] + 1
+    OW = (c["W"] + 2 * c["pad"] - c["KW"]) // c["stride"] + 1
+    return OH, OW
+
+
+def _conv_data(c):
+    """X (N, C, H, W), Wt (C, KH, KW, O) and dY (N, O, OH, OW) for a case."""
+    OH, OW = _conv_shapes(c)
+    rng = np.random.default_rng(c["seed"])
+    X = _values(rng, (c["N"], c["C"], c["H"], c["W"]), c["dtype"], c["kind"])
+    Wt = rng.standard_normal((c["C"], c["KH"], c["KW"], c["O"])).astype(c["dtype"])
+    dY = rng.standard_normal((c["N"], c["O"], OH, OW)).astype(c["dtype"])
+    return X, Wt, dY
+
+
+@given(c=conv_cases)
+def test_conv2d_forward_equals_plain(c):
+    """Exact: for each output the kernel adds the products in the twin's order (c, kh, kw)."""
+    X, Wt, dY = _conv_data(c)
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, O, OH, OW)
+    kconv.conv2d_forward(X, Wt, c["stride"], c["pad"], Y)
+    kconv.conv2d_forward_plain(X, Wt, c["stride"], c["pad"], Y_plain)
+    np.testing.assert_array_equal(Y, Y_plain)
+
+
+@given(c=conv_cases)
+def test_conv2d_backward_weight_equals_plain(c):
+    """Exact, slice by slice: each part adds its samples' products in the twin's order (n, i, j)."""
+    X, Wt, dY = _conv_data(c)
+    shape = (c["P"],) + Wt.shape  # (P, C, KH, KW, O)
+    parts, parts_plain = np.full(shape, np.nan, c["dtype"]), np.full(shape, np.nan, c["dtype"])
+    kconv.conv2d_backward_weight(X, dY, c["stride"], c["pad"], parts)
+    kconv.conv2d_backward_weight_plain(X, dY, c["stride"], c["pad"], parts_plain)
+    np.testing.assert_array_equal(parts, parts_plain)
+
+
+@given(c=conv_cases)
+def test_conv2d_backward_input_equals_plain(c):
+    """To rounding: the kernel sums over o in a BLAS product, then over the taps; at most O*KH*KW terms."""
+    X, Wt, dY = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
+    dX, dX_plain = np.full(X.shape, np.nan, c["dtype"]), np.full(X.shape, np.nan, c["dtype"])  # (N, C, H, W)
+    kconv.conv2d_backward_input(dY, Wm, c["stride"], c["pad"], KH, KW, dX)
+    kconv.conv2d_backward_input_plain(dY, Wm, c["stride"], c["pad"], KH, KW, dX_plain)
+    mag = np.empty(X.shape)
+    kconv.conv2d_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(Wm).astype(np.float64),
+                                      c["stride"], c["pad"], KH, KW, mag)
+    assert_within_rounding(dX, dX_plain, mag, O * KH * KW)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution on spikes, by window patterns
+
+spike_cases = conv_cases.map(lambda c: {**c, "kind": "spikes"})
+
+
+@given(c=spike_cases)
+def test_pattern_table_equals_plain(c):
+    """To rounding: the kernel builds each pattern's sum from a smaller pattern's, in another order."""
+    _, Wt, _ = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    Tab, Tab_plain = (np.full((C, KH, 1 << KW, O), np.nan, c["dtype"]) for _ in range(2))  # (C, KH, 2^KW, O)
+    kspike.pattern_table(Wt, Tab)
+    kspike.pattern_table_plain(Wt, Tab_plain)
+    mag = np.empty(Tab.shape)
+    kspike.pattern_table_plain(np.abs(Wt).astype(np.float64), mag)
+    assert_within_rounding(Tab, Tab_plain, mag, KW)
+
+
+@given(c=spike_cases)
+def test_spikeconv_forward_equals_plain_convolution(c):
+    """To rounding: the kernel adds one table row (a sum of up to KW weights) per pattern, the twin
+    one weight per tap; C*KH*KW terms per output."""
+    X, Wt, dY = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    assert kspike.fits(KW, c["W"], c["pad"])
+    Tab = np.empty((C, KH, 1 << KW, O), c["dtype"])  # (C, KH, 2^KW, O)
+    kspike.pattern_table(Wt, Tab)
+    rows = kconv.out_ranges(c["H"], c["pad"], KH, c["stride"], dY.shape[2])  # (H, 2)
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, O, OH, OW)
+    kspike.spikeconv_forward(X, Tab, KW, c["stride"], c["pad"], rows, Y)
+    kspike.spikeconv_forward_plain(X, Tab, KW, c["stride"], c["pad"], rows, Y_plain)
+    mag = np.empty(dY.shape)
+    kconv.conv2d_forward_plain(X, np.abs(Wt).astype(np.float64), c["stride"], c["pad"], mag)
+    assert_within_rounding(Y, Y_plain, mag, C * KH * KW)
+
+
+@given(c=spike_cases)
+def test_spikeconv_backward_weight_equals_plain(c):
+    """Exact: each pattern's gradient adds the same dY values in the twin's order (n, i, j)."""
+    X, Wt, dY = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    rows = kconv.out_ranges(c["H"], c["pad"], KH, c["stride"], dY.shape[2])  # (H, 2)
+    shape = (c["P"], C, KH, 1 << KW, O)  # (P, C, KH, 2^KW, O)
+    G, G_plain = np.full(shape, np.nan, c["dtype"]), np.full(shape, np.nan, c["dtype"])
+    kspike.spikeconv_backward_weight(X, dY, KW, c["stride"], c["pad"], rows, G)
+    kspike.spikeconv_backward_weight_plain(X, dY, KW, c["stride"], c["pad"], rows, G_plain)
+    np.testing.assert_array_equal(G, G_plain)
+
+
+@given(c=spike_cases)
+def test_unfold_pattern_grad_equals_plain(c):
+    """Exact: each weight adds its patterns' gradients in the same order (m ascending)."""
+    _, Wt, _ = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    G = np.random.default_rng(c["seed"] + 1).standard_normal((C, KH, 1 << KW, O)).astype(c["dtype"])
+    dWt, dWt_plain = np.full_like(Wt, np.nan), np.full_like(Wt, np.nan)  # (C, KH, KW, O)
+    kspike.unfold_pattern_grad(G, dWt)
+    kspike.unfold_pattern_grad_plain(G, dWt_plain)
+    np.testing.assert_array_equal(dWt, dWt_plain)
+
+
+@given(c=spike_cases)
+def test_pattern_weight_gradient_equals_plain_conv_weight_gradient(c):
+    """What the pattern trick must equal: unfold(sum_p G_p) = dW of the plain convolution, to rounding
+    (the kernel groups the N*OH*OW terms of each dW by pattern first)."""
+    X, Wt, dY = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    N, OH, OW = dY.shape[0], dY.shape[2], dY.shape[3]
+    rows = kconv.out_ranges(c["H"], c["pad"], KH, c["stride"], OH)  # (H, 2)
+    G = np.empty((c["P"], C, KH, 1 << KW, O), c["dtype"])  # (P, C, KH, 2^KW, O)
+    kspike.spikeconv_backward_weight(X, dY, KW, c["stride"], c["pad"], rows, G)
+    dWt = np.empty_like(Wt)  # (C, KH, KW, O)
+    kspike.unfold_pattern_grad(G.sum(axis=0), dWt)
+    plain = np.empty((1,) + Wt.shape, c["dtype"])  # (1, C, KH, KW, O)
+    kconv.conv2d_backward_weight_plain(X, dY, c["stride"], c["pad"], plain)
+    mag = np.empty((1,) + Wt.shape)
+    kconv.conv2d_backward_weight_plain(X, np.abs(dY).astype(np.float64), c["stride"], c["pad"], mag)
+    assert_within_rounding(dWt, plain[0], mag[0], N * OH * OW)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fused convolution + average pooling (layers.fuse_avgpool, unfuse_avgpool_grad)
+
+fuse_cases = st.fixed_dictionaries(dict(
+    N=st.integers(1, 2), C=st.integers(1, 2), O=st.integers(1, 3), KH=st.integers(1, 4), KW=st.integers(1, 4),
+    k=st.integers(2, 3), pad=st.integers(0, 1), H=st.integers(2, 8), W=st.integers(2, 8),
+    seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _fuse_data(c):
+    """X (N, C, H, W), W (O, C, KH, KW), dY (N, O, OH, OW); the conv output must hold one window."""
+    ZH, ZW = c["H"] + 2 * c["pad"] - c["KH"] + 1, c["W"] + 2 * c["pad"] - c["KW"] + 1
+    assume(ZH >= c["k"] and ZW >= c["k"])
+    rng = np.random.default_rng(c["seed"])
+    X = rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(c["dtype"])
+    W = rng.standard_normal((c["O"], c["C"], c["KH"], c["KW"])).astype(c["dtype"])
+    dY = rng.standard_normal((c["N"], c["O"], ZH // c["k"], ZW // c["k"])).astype(c["dtype"])
+    return X, W, dY
+
+
+def _fused_kernel_weights(W, k):
+    """The fused path's weights, as Conv2d prepares them: Wf (O, C, KH+k-1, KW+k-1) channels last."""
+    Wf = fuse_avgpool(W, k)
+    return Wf, np.ascontiguousarray(Wf.transpose(1, 2, 3, 0))  # (C, KH+k-1, KW+k-1, O)
+
+
+@given(c=fuse_cases)
+def test_fused_conv_pool_forward_equals_conv_then_pool(c):
+    """To rounding: k^2*C*KH*KW products per output, grouped differently (Wf pre-sums the weights)."""
+    X, W, dY = _fuse_data(c)
+    _, Wft = _fused_kernel_weights(W, c["k"])
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, O, OH, OW)
+    kconv.conv2d_forward(X, Wft, c["k"], c["pad"], Y)
+    conv_avgpool_forward_plain(X, W, c["pad"], c["k"], Y_plain)
+    mag = np.empty(dY.shape)
+    conv_avgpool_forward_plain(np.abs(X).astype(np.float64), np.abs(W).astype(np.float64), c["pad"], c["k"], mag)
+    assert_within_rounding(Y, Y_plain, mag, c["k"] ** 2 * c["C"] * c["KH"] * c["KW"])
+
+
+@given(c=fuse_cases)
+def test_fused_conv_pool_weight_gradient_equals_conv_then_pool(c):
+    """To rounding: conv2d_backward_weight on the fused conv, then unfuse_avgpool_grad (k^2 taps of
+    Wf per weight), against the chain rule through pool and conv; k^2*N*OH*OW terms per weight."""
+    X, W, dY = _fuse_data(c)
+    k = c["k"]
+    _, Wft = _fused_kernel_weights(W, k)
+    parts = np.empty((2,) + Wft.shape, c["dtype"])  # (P, C, KH+k-1, KW+k-1, O)
+    kconv.conv2d_backward_weight(X, dY, k, c["pad"], parts)
+    dW = unfuse_avgpool_grad(parts.sum(axis=0).transpose(3, 0, 1, 2), k, c["KH"], c["KW"])  # (O, C, KH, KW)
+    dW_plain = np.full_like(W, np.nan)
+    conv_avgpool_backward_weight_plain(X, dY, c["pad"], k, dW_plain)
+    mag = np.empty(W.shape)
+    conv_avgpool_backward_weight_plain(np.abs(X).astype(np.float64), np.abs(dY).astype(np.float64),
+                                       c["pad"], k, mag)
+    assert_within_rounding(dW, dW_plain, mag, k ** 2 * dY.shape[0] * dY.shape[2] * dY.shape[3])
+
+
+@given(c=fuse_cases)
+def test_fused_conv_pool_input_gradient_equals_conv_then_pool(c):
+    """To rounding: conv2d_backward_input on the fused conv against the chain rule; O*KH*KW*k^2 terms."""
+    X, W, dY = _fuse_data(c)
+    k = c["k"]
+    Wf, _ = _fused_kernel_weights(W, k)
+    O, C, KHf, KWf = Wf.shape
+    Wm = np.ascontiguousarray(Wf.transpose(0, 2, 3, 1)).reshape(O, KHf * KWf * C)  # (O, KHf*KWf*C)
+    dX, dX_plain = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (N, C, H, W)
+    kconv.conv2d_backward_input(dY, Wm, k, c["pad"], KHf, KWf, dX)
+    conv_avgpool_backward_input_plain(dY, W, c["pad"], k, dX_plain)
+    mag = np.empty(X.shape)
+    conv_avgpool_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(W).astype(np.float64),
+                                      c["pad"], k, mag)
+    assert_within_rounding(dX, dX_plain, mag, O * c["KH"] * c["KW"] * k ** 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm over time
+
+bn_cases = st.fixed_dictionaries(dict(
+    TI=st.integers(1, 3), B=st.integers(1, 3), C=st.integers(1, 3), M=st.integers(1, 6),
+    eps=st.sampled_from([1e-5, 1e-3, 0.1]), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _bn_data(c):
+    """X, dY (TI, B, C, M) with n = B*M >= 2 values per (t, c); gamma, beta (C,)."""
+    assume(c["B"] * c["M"] >= 2)
+    rng = np.random.default_rng(c["seed"])
+    shape = (c["TI"], c["B"], c["C"], c["M"])
+    X = (rng.standard_normal(shape) * 2 + 1).astype(c["dtype"])
+    dY = rng.standard_normal(shape).astype(c["dtype"])
+    gamma = rng.uniform(0.5, 2.0, c["C"]).astype(c["dtype"])
+    beta = rng.standard_normal(c["C"]).astype(c["dtype"])
+    return X, dY, gamma, beta
+
+
+def _bn_forward(kernel, X, gamma, beta, eps):
+    Y, Xhat = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (TI, B, C, M)
+    mean, var = (np.full(X.shape[0:1] + X.shape[2:3], np.nan, X.dtype) for _ in range(2))  # (TI, C)
+    kernel(X, gamma, beta, eps, Y, Xhat, mean, var)
+    return Y, Xhat, mean, var
+
+
+@given(c=bn_cases)
+def test_batchnorm_forward_equals_plain(c):
+    """mean and var exact (the same float64 sums in the same order); xhat and y to rounding: the
+    kernel multiplies by 1/sqrt(var + eps) where the twin divides by sqrt(var + eps), a few float64
+    roundings plus one rounding to the output dtype on each side (terms = 1 in the bound)."""
+    X, _, gamma, beta = _bn_data(c)
+    Y, Xhat, mean, var = _bn_forward(knorm.batchnorm_forward, X, gamma, beta, c["eps"])
+    Y_p, Xhat_p, mean_p, var_p = _bn_forward(knorm.batchnorm_forward_plain, X, gamma, beta, c["eps"])
+    np.testing.assert_array_equal(mean, mean_p)
+    np.testing.assert_array_equal(var, var_p)
+    xhat_mag = np.abs(Xhat_p.astype(np.float64))
+    assert_within_rounding(Xhat, Xhat_p, xhat_mag, 1)
+    assert_within_rounding(Y, Y_p, np.abs(gamma[:, None]) * xhat_mag + np.abs(beta[:, None]), 1)
+
+
+@given(c=bn_cases)
+def test_batchnorm_backward_equals_plain(c):
+    """dbeta exact (same float64 sum, same order). dgamma to rounding (the kernel rounds each
+    dy * xhat to the input dtype first). dX to rounding: the twin sums dxhat = gamma * dy where the
+    kernel sums dy and multiplies by gamma once; n = B*M terms, measured against
+    |k| (n |dxhat| + sum |dxhat| + |xhat| sum |dxhat xhat|), k = 1 / (n sqrt(var + eps))."""
+    X, dY, gamma, beta = _bn_data(c)
+    _, Xhat, _, var = _bn_forward(knorm.batchnorm_forward, X, gamma, beta, c["eps"])
+    TI, B, C, M = X.shape
+    n = B * M
+    out = []
+    for kernel in (knorm.batchnorm_backward, knorm.batchnorm_backward_plain):
+        dX = np.full_like(X, np.nan)  # (TI, B, C, M)
+        dgamma_t, dbeta_t = (np.full((TI, C), np.nan, X.dtype) for _ in range(2))  # (TI, C)
+        kernel(dY, Xhat, gamma, var, c["eps"], dX, dgamma_t, dbeta_t)
+        out.append((dX, dgamma_t, dbeta_t))
+    (dX, dgamma_t, dbeta_t), (dX_p, dgamma_p, dbeta_p) = out
+    np.testing.assert_array_equal(dbeta_t, dbeta_p)
+    dy, xh = np.abs(dY.astype(np.float64)), np.abs(Xhat.astype(np.float64))
+    assert_within_rounding(dgamma_t, dgamma_p, (dy * xh).sum(axis=(1, 3)), n)
+    dxhat = dy * np.abs(gamma.astype(np.float64))[:, None]
+    k = 1.0 / (n * np.sqrt(var.astype(np.float64) + c["eps"]))[:, None, :, None]
+    sum_dxhat = dxhat.sum(axis=(1, 3), keepdims=True)
+    mag = k * (n * dxhat + sum_dxhat + xh * (dxhat * xh).sum(axis=(1, 3), keepdims=True))
+    assert_within_rounding(dX, dX_p, mag, n)
+
+
+@given(c=bn_cases)
+def test_batchnorm_eval_equals_plain(c):
+    """To rounding: the kernel folds gamma, the running stats and beta into X * scale + shift,
+    a few roundings measured against |gamma| (|x| + |running_mean|) / sqrt(running_var + eps) + |beta|."""
+    X, _, gamma, beta = _bn_data(c)
+    rng = np.random.default_rng(c["seed"] + 1)
+    rm = rng.standard_normal(c["C"]).astype(c["dtype"])
+    rv = rng.uniform(0.1, 3.0, c["C"]).astype(c["dtype"])
+    Y, Y_plain = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (TI, B, C, M)
+    knorm.batchnorm_eval(X, gamma, beta, rm, rv, c["eps"], Y)
+    knorm.batchnorm_eval_plain(X, gamma, beta, rm, rv, c["eps"], Y_plain)
+    f = np.float64
+    mag = (np.abs(gamma.astype(f)) / np.sqrt(rv.astype(f) + c["eps"]))[:, None] * (
+        np.abs(X.astype(f)) + np.abs(rm.astype(f))[:, None]) + np.abs(beta.astype(f))[:, None]
+    assert_within_rounding(Y, Y_plain, mag, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pooling
+
+pool_cases = st.fixed_dictionaries(dict(
+    N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7), k=st.integers(1, 3),
+    stride=st.integers(1, 3), ties=st.booleans(), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _pool_data(c):
+    """X (N, C, H, W) and dY (N, C, OH, OW). ``ties``: X on a coarse integer grid, so that windows
+    hold equal maxima (the first one wins)."""
+    assume(c["k"] <= min(c["H"], c["W"]))
+    OH, OW = (c["H"] - c["k"]) // c["stride"] + 1, (c["W"] - c["k"]) // c["stride"] + 1
+    rng = np.random.default_rng(c["seed"])
+    shape = (c["N"], c["C"], c["H"], c["W"])
+    X = (rng.integers(-2, 3, shape) if c["ties"] else rng.standard_normal(shape)).astype(c["dtype"])
+    dY = rng.standard_normal((c["N"], c["C"], OH, OW)).astype(c["dtype"])
+    return X, dY
+
+
+@given(c=pool_cases)
+def test_avgpool_forward_equals_plain(c):
+    """To rounding: the kernel multiplies by 1/k^2 (and may sum in float64), the twin divides by k^2."""
+    X, dY = _pool_data(c)
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, C, OH, OW)
+    kpool.avgpool_forward(X, c["k"], c["stride"], Y)
+    kpool.avgpool_forward_plain(X, c["k"], c["stride"], Y_plain)
+    mag = np.empty(dY.shape)
+    kpool.avgpool_forward_plain(np.abs(X).astype(np.float64), c["k"], c["stride"], mag)
+    assert_within_rounding(Y, Y_plain, mag, c["k"] ** 2)
+
+
+@given(c=pool_cases)
+def test_avgpool_backward_equals_plain(c):
+    """To rounding: dY * (1/k^2) against dY / k^2; at most k^2 windows cover an input."""
+    X, dY = _pool_data(c)
+    dX, dX_plain = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (N, C, H, W)
+    kpool.avgpool_backward(dY, c["k"], c["stride"], dX)
+    kpool.avgpool_backward_plain(dY, c["k"], c["stride"], dX_plain)
+    mag = np.empty(X.shape)
+    kpool.avgpool_backward_plain(np.abs(dY).astype(np.float64), c["k"], c["stride"], mag)
+    assert_within_rounding(dX, dX_plain, mag, c["k"] ** 2)
+
+
+def _maxpool(kernel, X, dY, k, stride):
+    Y = np.full_like(dY, np.nan)  # (N, C, OH, OW)
+    argmax = np.full(dY.shape, -1, np.int32)  # (N, C, OH, OW)
+    kernel(X, k, stride, Y, argmax)
+    return Y, argmax
+
+
+@given(c=pool_cases)
+def test_maxpool_forward_equals_plain(c):
+    """Exact: the same comparisons, the first maximum kept on ties."""
+    X, dY = _pool_data(c)
+    Y, argmax = _maxpool(kpool.maxpool_forward, X, dY, c["k"], c["stride"])
+    Y_plain, argmax_plain = _maxpool(kpool.maxpool_forward_plain, X, dY, c["k"], c["stride"])
+    np.testing.assert_array_equal(Y, Y_plain)
+    np.testing.assert_array_equal(argmax, argmax_plain)
+
+
+@given(c=pool_cases)
+def test_maxpool_backward_equals_plain(c):
+    """Exact: each input adds the dY of the windows whose maximum it is, in the same order (i, j)."""
+    X, dY = _pool_data(c)
+    _, argmax = _maxpool(kpool.maxpool_forward, X, dY, c["k"], c["stride"])
+    dX, dX_plain = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (N, C, H, W)
+    kpool.maxpool_backward(dY, argmax, c["k"], c["stride"], dX)
+    kpool.maxpool_backward_plain(dY, argmax, c["k"], c["stride"], dX_plain)
+    np.testing.assert_array_equal(dX, dX_plain)
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear
+
+lin_cases = st.fixed_dictionaries(dict(
+    N=st.integers(1, 5), F=st.integers(1, 8), O=st.integers(1, 5), P=st.integers(1, 3),
+    kind=st.sampled_from(["dense", "sparse", "spikes"]), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+
+
+def _lin_data(c):
+    """X (N, F), W (O, F) and dY (N, O)."""
+    rng = np.random.default_rng(c["seed"])
+    X = _values(rng, (c["N"], c["F"]), c["dtype"], c["kind"])
+    W = rng.standard_normal((c["O"], c["F"])).astype(c["dtype"])
+    dY = rng.standard_normal((c["N"], c["O"])).astype(c["dtype"])
+    return X, W, dY
+
+
+@given(c=lin_cases)
+def test_linear_forward_equals_plain(c):
+    """Exact: the products added in the order f = 0, 1, ... (the kernel skips zero inputs)."""
+    X, W, dY = _lin_data(c)
+    Wt = np.ascontiguousarray(W.T)  # (F, O)
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, O)
+    klinear.linear_forward(X, Wt, Y)
+    klinear.linear_forward_plain(X, Wt, Y_plain)
+    np.testing.assert_array_equal(Y, Y_plain)
+
+
+@given(c=lin_cases)
+def test_linear_backward_weight_equals_plain(c):
+    """Exact, slice by slice: each part adds its samples in the order n = p*N//P, ..."""
+    X, W, dY = _lin_data(c)
+    shape = (c["P"],) + W.shape  # (P, O, F)
+    parts, parts_plain = np.full(shape, np.nan, c["dtype"]), np.full(shape, np.nan, c["dtype"])
+    klinear.linear_backward_weight(X, dY, parts)
+    klinear.linear_backward_weight_plain(X, dY, parts_plain)
+    np.testing.assert_array_equal(parts, parts_plain)
+
+
+@given(c=lin_cases)
+def test_linear_backward_input_equals_plain(c):
+    """Exact: the products added in the order o = 0, 1, ..."""
+    X, W, dY = _lin_data(c)
+    dX, dX_plain = np.full(X.shape, np.nan, c["dtype"]), np.full(X.shape, np.nan, c["dtype"])  # (N, F)
+    klinear.linear_backward_input(dY, W, dX)
+    klinear.linear_backward_input_plain(dY, W, dX_plain)
+    np.testing.assert_array_equal(dX, dX_plain)

@@ -1,5 +1,6 @@
 """Every layer's backward against central finite differences (float64, fake loss sum(out * g)),
-and the kernels against slow reference twins."""
+and the layers' forward against the kernels' plain twins (mininsnn/kernels/*: ``*_plain``; each
+kernel against its twin: tests/test_kernels.py)."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ from hypothesis import strategies as st
 
 from mininsnn.layers import (AvgPool2d, BatchNorm2d, Context, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
                              fuse_avgpool, unfuse_avgpool_grad)
+from mininsnn.kernels.conv import conv2d_forward_plain
+from mininsnn.kernels.norm import batchnorm_forward_plain
+from mininsnn.kernels.pool import avgpool_forward_plain
 from tests.gradcheck import assert_close_grad, numeric_grad
-from tests.reference import avgpool_ref, batchnorm_ref, conv2d_ref
 
 
 def _ctx(T=3, training=True, seed=0):
@@ -65,7 +68,9 @@ def test_conv2d_forward_equals_direct_convolution(c):
                    dtype=np.float64, rng=np.random.default_rng(c["seed"]))
     x = _conv_input(c)
     y = layer.forward(x, _ctx())
-    ref = conv2d_ref(x.reshape(-1, *x.shape[2:]), layer.params["weight"], c["stride"], c["pad"])
+    ref = np.empty((x.shape[0] * x.shape[1],) + y.shape[2:])  # (N, O, OH, OW)
+    conv2d_forward_plain(x.reshape(-1, *x.shape[2:]), layer.params["weight"].transpose(1, 2, 3, 0),
+                         c["stride"], c["pad"], ref)
     np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
 
 
@@ -125,8 +130,9 @@ def test_avgpool(c):
     x = np.random.default_rng(c["seed"]).standard_normal((c["TI"], c["B"], c["C"], c["H"], c["W"]))
     layer = AvgPool2d(c["k"], c["s"])
     y = layer.forward(x, _ctx())
-    np.testing.assert_allclose(y.reshape(-1, *y.shape[2:]), avgpool_ref(x.reshape(-1, *x.shape[2:]), c["k"], c["s"]),
-                               rtol=1e-12)
+    ref = np.empty((x.shape[0] * x.shape[1],) + y.shape[2:])  # (N, C, OH, OW)
+    avgpool_forward_plain(x.reshape(-1, *x.shape[2:]), c["k"], c["s"], ref)
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-12)
     check_layer(layer, x, _ctx(), c["seed"])
 
 
@@ -178,7 +184,11 @@ def test_batchnorm_uses_per_step_statistics_and_updates_running_stats_per_step(c
     x = rng.standard_normal((c["TI"], c["B"], c["C"], c["H"], c["H"])) * 3 + 2
     layer = BatchNorm2d(c["C"], dtype=np.float64)
     y = layer.forward(x, _ctx(T=c["TI"]))
-    np.testing.assert_allclose(y, batchnorm_ref(x, np.ones(c["C"]), np.zeros(c["C"]), 1e-5), rtol=1e-10, atol=1e-12)
+    X = x.reshape(c["TI"], c["B"], c["C"], -1)  # (TI, B, C, H*W)
+    ref, xhat = np.empty_like(X), np.empty_like(X)
+    mean, var = np.empty((c["TI"], c["C"])), np.empty((c["TI"], c["C"]))
+    batchnorm_forward_plain(X, np.ones(c["C"]), np.zeros(c["C"]), 1e-5, ref, xhat, mean, var)
+    np.testing.assert_allclose(y, ref.reshape(x.shape), rtol=1e-10, atol=1e-12)
     rm, rv = np.zeros(c["C"]), np.ones(c["C"])
     n = c["B"] * c["H"] * c["H"]
     for t in range(c["TI"]):

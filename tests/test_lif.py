@@ -1,4 +1,7 @@
-"""The LIF kernels: spiking mode against the slow twin; BPTT against finite differences of the smooth twin."""
+"""The LIF neuron: BPTT against finite differences of the smooth twin, hand-computed traces, bad input.
+
+The kernels against their plain twins (kernels/lif.py: lif_forward_plain, lif_backward_plain):
+tests/test_kernels.py."""
 
 import numpy as np
 import pytest
@@ -7,9 +10,8 @@ from hypothesis import strategies as st
 
 from mininsnn import surrogate as sg
 from mininsnn.layers import Context, Leaky
-from mininsnn.kernels.lif import lif_backward, lif_forward
+from mininsnn.kernels.lif import lif_forward, lif_forward_plain
 from tests.gradcheck import assert_close_grad, numeric_grad
-from tests.reference import lif_backward_ref, lif_forward_ref
 
 SURR = [sg.fast_sigmoid(13.84), sg.sigmoid(5.0), sg.atan(2.0)]
 cases = st.fixed_dictionaries(dict(
@@ -25,33 +27,6 @@ def _input(c, dtype=np.float64):
 
 def _margin_ok(U, theta, margin=1e-4):
     return np.abs(U - theta).min() > margin
-
-
-@given(c=cases, dtype=st.sampled_from([np.float32, np.float64]))
-def test_forward_equals_slow_twin(c, dtype):
-    I = _input(c, dtype)
-    d = np.dtype(dtype).type
-    U = np.empty((c["T"], c["N"]), dtype)
-    S = np.empty((c["T"], c["N"]), np.uint8)
-    lif_forward(I, c["T"], d(c["beta"]), d(c["theta"]), c["zero_reset"], False, 0, d(1.0), U, S)
-    U_ref, S_ref = lif_forward_ref(I, c["T"], d(c["beta"]), d(c["theta"]), c["zero_reset"])
-    np.testing.assert_array_equal(S, S_ref)
-    np.testing.assert_array_equal(U, U_ref)
-
-
-@given(c=cases)
-def test_backward_equals_slow_twin(c):
-    I = _input(c)
-    T, N = c["T"], c["N"]
-    s = c["surr"]
-    U = np.empty((T, N))
-    S = np.empty((T, N), np.uint8)
-    lif_forward(I, T, c["beta"], c["theta"], c["zero_reset"], False, s.code, s.k, U, S)
-    dS = np.random.default_rng(c["seed"] + 1).standard_normal((T, N))
-    dI = np.empty_like(I)
-    lif_backward(dS, U, c["beta"], c["theta"], c["zero_reset"], s.code, s.k, dI)
-    ref = lif_backward_ref(dS, U, c["beta"], c["theta"], lambda x: float(s.grad(x)), I.shape[0], c["zero_reset"])
-    np.testing.assert_allclose(dI, ref, rtol=1e-12, atol=1e-14)
 
 
 @given(c=cases)
@@ -70,21 +45,23 @@ def test_bptt_equals_finite_differences_of_smooth_twin(c):
     assert_close_grad(dx, num, what="Leaky")
 
 
-def test_hand_computed_trace():
+@pytest.mark.parametrize("kernel", [lif_forward, lif_forward_plain])
+def test_hand_computed_trace(kernel):
     """beta 0.5, theta 1, constant input 0.8: U = 0.8, 1.2 (spike), 0.6+0.8-1 = 0.4, 1.0 (no spike: strict), 1.3."""
     I = np.array([[0.8]])
     U = np.empty((5, 1))
     S = np.empty((5, 1), np.uint8)
-    lif_forward(I, 5, 0.5, 1.0, False, False, 0, 1.0, U, S)
+    kernel(I, 5, 0.5, 1.0, False, False, 0, 1.0, U, S)
     np.testing.assert_allclose(U[:, 0], [0.8, 1.2, 0.4, 1.0, 1.3])
     np.testing.assert_array_equal(S[:, 0], [0, 1, 0, 0, 1])
 
 
-def test_zero_reset_trace():
+@pytest.mark.parametrize("kernel", [lif_forward, lif_forward_plain])
+def test_zero_reset_trace(kernel):
     I = np.array([[0.8]])
     U = np.empty((4, 1))
     S = np.empty((4, 1), np.uint8)
-    lif_forward(I, 4, 0.5, 1.0, True, False, 0, 1.0, U, S)
+    kernel(I, 4, 0.5, 1.0, True, False, 0, 1.0, U, S)
     np.testing.assert_allclose(U[:, 0], [0.8, 1.2, 0.0, 0.8])
     np.testing.assert_array_equal(S[:, 0], [0, 1, 0, 0])
 

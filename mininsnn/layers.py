@@ -27,7 +27,8 @@ from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quan
 
 __all__ = [
     "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
-    "Dropout", "Leaky", "fuse_avgpool", "unfuse_avgpool_grad",
+    "Dropout", "Leaky", "fuse_avgpool", "unfuse_avgpool_grad", "conv_avgpool_forward_plain",
+    "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -5,7 +5,9 @@ setting below. :data:`SETTINGS` is the only place that says what a setting means
 takes, its default and its command-line flag; the CLI builds ``mininsnn train``'s flags from it,
 and :func:`validate_config` checks a configuration against it. So adding a hyperparameter
 touches two places: its :class:`Setting` line here, and the code that uses it (the network
-builder, ``mininsnn.models.reference_network``, takes every ``model`` setting by name).
+builder, ``mininsnn.models.reference_network``, takes every ``model`` setting by name). Runs
+recorded before a setting existed read as the named configuration's value, or as the setting's
+``legacy`` value where today's default differs from what they used.
 
 :data:`CONFIGS` holds the paper's configurations (docs/semantics.md, "Configurations") as the
 values that differ from the defaults, plus mininsnn's better recipe (the ``*-plus`` configs).
@@ -121,7 +123,9 @@ class Setting:
     default: its value unless a configuration or the user sets another;
     check: value -> normalised value, or ValueError saying what it must be;
     help: one line for ``--help`` (None: not a command-line flag);
-    model: True for settings of the network itself (passed to models.reference_network).
+    model: True for settings of the network itself (passed to models.reference_network);
+    legacy: what a run recorded before this setting existed used, when that is not the named
+        configuration's value today (its configuration then lacks the key; see validate_config).
     """
 
     key: str
@@ -129,6 +133,8 @@ class Setting:
     check: Callable[[Any], Any]
     help: str | None
     model: bool = False
+    legacy: Any = None
+    has_legacy: bool = False
 
     @property
     def flag(self) -> str:
@@ -149,7 +155,8 @@ SETTINGS = (
     Setting("bits", 4, _bits, "weight bits 2..16, or 'none' for full precision", model=True),
     Setting("quant_grad", "ste+scale", _lazy_choice("mininsnn.quant", "QUANT_GRADS"),
             "quantizer backward: 'ste+scale' (the paper's code: straight-through plus the gradient "
-            "through the scale max|W|/L) or plain 'ste'", model=True),
+            "through the scale max|W|/L) or plain 'ste'", model=True,
+            legacy="ste", has_legacy=True),     # the default until ste+scale replaced it
     Setting("beta", 0.9, _number(0, 1), "membrane leak beta of every LIF layer", model=True),
     Setting("threshold", 1.0, _number(0, lo_open=True), "firing threshold theta", model=True),
     Setting("reset", "subtract", _choice("subtract", "zero"),
@@ -223,10 +230,6 @@ CONFIGS = {
                    batch_size=16, test_num_steps=600),
 }
 
-# Settings added after runs had been recorded: an older checkpoint's configuration lacks them
-# and gets the value those runs used (a callable gets the named configuration's full defaults).
-ADDED_KEYS = {"quant_grad": "ste", "dtype": "float32",
-              "test_num_steps": lambda base: base["test_num_steps"]}
 # The only settings a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)
 # The settings a branch (a new run continuing another run's checkpoint) may change: the schedule,
@@ -257,16 +260,13 @@ def validate_config(cfg: dict) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"a run configuration must be a dict, got {type(cfg).__name__}")
     base = _defaults(cfg.get("config"))
-    cfg = dict(cfg)
-    for k, v in ADDED_KEYS.items():
-        if k not in cfg:
-            cfg[k] = v(base) if callable(v) else v
     unknown = [k for k in cfg if k not in base]
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(base)}")
-    missing = [k for k in base if k not in cfg]
-    if missing:
-        raise ConfigError(f"config is missing key {missing[0]!r}")
+    # A key that is missing belongs to a setting added after the run was recorded: the run used
+    # what the named configuration gives today, or the setting's recorded legacy value.
+    cfg = {"config": base["config"],
+           **{s.key: s.legacy if s.has_legacy else base[s.key] for s in SETTINGS}, **cfg}
     for s in SETTINGS:
         try:
             cfg[s.key] = s.check(cfg[s.key])

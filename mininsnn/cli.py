@@ -165,22 +165,34 @@ def _describe(cfg: dict, trainer, train_set, test_set) -> str:
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     steps = f"T={cfg['num_steps']}" + ("" if test_steps(cfg) == cfg["num_steps"]
                                        else f" (test {test_steps(cfg)})")
-    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} test samples, "
+    valid = "" if trainer.valid_set is None else f"{len(trainer.valid_set)} validation / "
+    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
+            "samples, "
             f"{len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, {steps}, "
             f"schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
             + ("" if cfg["loss"] == "mse_count" else f", loss {cfg['loss']}")
             + ("" if cfg["bits"] is None else f", quantizer backward {cfg['quant_grad']}"))
 
 
-def _train(a, argv) -> int:
+def _load_train_data(cfg: dict, data_dir, download: bool):
+    """(train, valid or None, test) data sets of a run configuration."""
     from mininsnn.data import load_data
+
+    if cfg["validation"] is None:
+        train_set, test_set = load_data(cfg, data_dir, download)
+        return train_set, None, test_set
+    return load_data(cfg, data_dir, download, splits=("train", "valid", "test"))
+
+
+def _train(a, argv) -> int:
     from mininsnn.runs import command_line
     from mininsnn.train import Trainer
 
     given = vars(a)
     cfg, run_dir, tree, branch = _train_config(given)
-    train_set, test_set = load_data(cfg, given.get("data_dir"), given.get("download", False))
-    trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir,
+    train_set, valid_set, test_set = _load_train_data(cfg, given.get("data_dir"),
+                                                      given.get("download", False))
+    trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir, valid_set=valid_set,
                       keep_epochs=given.get("keep_epochs", False))
     if branch is not None:
         trainer.load_branch(tree)
@@ -201,10 +213,17 @@ def _train(a, argv) -> int:
         print(f"\ninterrupted; the last finished epoch is in {run_dir / 'last.h5'}; continue "
               f"with --resume {run_dir}", file=sys.stderr)
         return 130
-    best = max(history, key=lambda r: r["test_acc"])
-    print(f"done: final test accuracy {100 * history[-1]['test_acc']:.2f}% (epoch "
-          f"{history[-1]['epoch']}); best {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
-          f"files in {run_dir}")
+    if cfg["validation"] is None:
+        best = max(history, key=lambda r: r["test_acc"])
+        print(f"done: final test accuracy {100 * history[-1]['test_acc']:.2f}% (epoch "
+              f"{history[-1]['epoch']}); best {100 * best['test_acc']:.2f}% (epoch "
+              f"{best['epoch']}); files in {run_dir}")
+    else:
+        best = next(r for r in history if r["epoch"] == trainer.best["epoch"])
+        print(f"done: final validation accuracy {100 * history[-1]['valid_acc']:.2f}%, test "
+              f"{100 * history[-1]['test_acc']:.2f}% (epoch {history[-1]['epoch']}); best "
+              f"validation {100 * best['valid_acc']:.2f}% (epoch {best['epoch']}, test "
+              f"{100 * best['test_acc']:.2f}%); files in {run_dir}")
     return 0
 
 

@@ -184,6 +184,10 @@ SETTINGS = (
     Setting("batch_size", 128, _integer(1), "samples per batch"),
     Setting("seed", 0, _integer(0), "seed of the weights, dropout masks and batch order"),
     Setting("subset", None, _integer(1, optional=True), "train on the first N training samples"),
+    Setting("validation", None, _integer(1, optional=True),
+            "hold out the last N samples of the training set (before --subset takes the first "
+            "ones) as a validation set, scored every epoch (valid_loss, valid_acc); best.h5 is "
+            "then the epoch of best validation accuracy"),
     Setting("test_subset", None, _integer(1, optional=True),
             "evaluate on the first N test samples"),
 )
@@ -217,7 +221,8 @@ CONFIGS = {
 # Settings added after runs had been recorded: an older checkpoint's configuration lacks them
 # and gets the value those runs used (a callable gets the named configuration's full defaults).
 ADDED_KEYS = {"quant_grad": "ste",
-              "test_num_steps": lambda base: base["test_num_steps"]}
+              "test_num_steps": lambda base: base["test_num_steps"],
+              "validation": None}
 # The only settings a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)
 # The settings a branch (a new run continuing another run's checkpoint) may change: the schedule,

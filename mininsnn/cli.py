@@ -366,10 +366,12 @@ def _study_spec(a, kind: str):
     given = vars(a)
     fixed = {k: v for k, v in given.items() if k in {s.key for s in C.SETTINGS}}
     base = C.make_config(given.get("config", "mnist-4bit"), **fixed)
+    # the paper's space, less the settings fixed by a flag and the targets of another loss
+    paper = {k: v for k, v in T.PAPER_SPACE.items() if k not in fixed and (
+        base["loss"] == "mse_count" or k not in ("correct_rate", "incorrect_rate"))}
     space, where = {}, []
     if given.get("space") == "paper" and kind == "tune":
-        space = {k: v for k, v in T.PAPER_SPACE.items()
-                 if base["loss"] == "mse_count" or k not in ("correct_rate", "incorrect_rate")}
+        space = dict(paper)
         where.append("--space paper")
     elif given.get("space") is not None:
         space = T.read_space_file(given["space"])
@@ -385,8 +387,7 @@ def _study_spec(a, kind: str):
         if kind == "sweep":
             raise UsageError("mininsnn sweep: declare the grid with --grid KEY=A,B,... or "
                              "--space FILE")
-        space = {k: v for k, v in T.PAPER_SPACE.items()
-                 if base["loss"] == "mse_count" or k not in ("correct_rate", "incorrect_rate")}
+        space = paper
         where.append("--space paper")
     both = [k for k in space if k in fixed]
     if both:
@@ -421,6 +422,7 @@ def _run_study(a, argv, kind: str) -> int:
     from mininsnn import tune as T
 
     spec = _study_spec(a, kind)
+    T.open_study(spec)                  # storage, study and folder checked before any output
     cfg = spec.base
     what = (f"{spec.trials} trials over {T.describe_space(spec.space)}" if kind == "tune" else
             f"{spec.trials} grid points of {T.describe_space(spec.space)}")

@@ -172,11 +172,7 @@ def read_space_file(path) -> dict:
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"search space {path}: expected a JSON object {{setting: range or "
                           f"choices}}, got {type(space).__name__ if space else 'an empty one'}")
-    out = {}
-    for key, spec in space.items():
-        s = _setting(key, f"search space {path}")
-        out[s.key] = {"choices": spec} if isinstance(spec, list) else spec
-    return out
+    return space
 
 
 def _check_value(s, v, where: str):
@@ -191,7 +187,7 @@ def _check_value(s, v, where: str):
 def check_space(space: dict, base: dict, where: str, grid: bool = False) -> dict:
     """The normalised search space, or a one-line ConfigError naming ``where`` and the setting.
 
-    ``space``: {setting: {"choices": [v, ...]}} or {setting: {"low": L, "high": H[, "log":
+    ``space``: {setting: [v, ...] or {"choices": [v, ...]}} or {setting: {"low": L, "high": H[, "log":
     bool][, "step": S]}} (float and integer settings; an integer setting draws integers).
     ``base``: the validated configuration the space varies. ``grid``: every setting must list
     values (integer ranges are expanded to LOW, LOW+STEP, ..., HIGH). Each value and each end of
@@ -205,6 +201,8 @@ def check_space(space: dict, base: dict, where: str, grid: bool = False) -> dict
         w = f"{where}: {s.key}"
         if s.key in out:
             raise ConfigError(f"{w} is declared twice")
+        if isinstance(spec, list):
+            spec = {"choices": spec}                  # [A, B] is short for {"choices": [A, B]}
         if not isinstance(spec, dict) or not (set(spec) == {"choices"} or
                                               {"low", "high"} <= set(spec) <= {"low", "high",
                                                                                "log", "step"}):
@@ -406,6 +404,16 @@ def open_storage(url: str, heartbeat: int = 60):
     except sqlalchemy.exc.NoSuchModuleError:
         raise ConfigError(f"--storage {shown}: unknown database kind {u.drivername!r}; use "
                           "sqlite:///FILE or postgresql://USER@HOST:PORT/DATABASE") from None
+    if u.drivername == "postgresql":
+        # SQLAlchemy's default driver for postgresql:// is psycopg2 in 2.0 and psycopg (3) in
+        # 2.1: use whichever is installed, so the same URL works on every worker
+        import importlib.util
+        driver = next((d for d in ("psycopg", "psycopg2") if importlib.util.find_spec(d)), None)
+        if driver is None:
+            raise ConfigError(f"--storage {shown}: PostgreSQL needs a driver: "
+                              "pip install -e \".[postgres]\" (psycopg)")
+        u = u.set(drivername=f"postgresql+{driver}")
+        url = u.render_as_string(hide_password=False)
     kw = {}
     if u.get_backend_name() == "sqlite":
         # several processes share one file: wait for its lock instead of failing at once
@@ -488,7 +496,9 @@ def open_study(spec: StudySpec, create: bool = True):
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a study folder")
     shown = shown_url(spec.storage)
-    mark = {"study": spec.name, "kind": spec.kind, "storage": shown}
+    # the default storage is named by place, so that a copied or moved folder stays usable
+    where = "study.db" if spec.storage == default_storage(folder) else shown
+    mark = {"study": spec.name, "kind": spec.kind, "storage": where}
     marker = folder / "study.json"
     if marker.is_file():
         try:
@@ -499,8 +509,8 @@ def open_study(spec: StudySpec, create: bool = True):
         if found != mark:
             raise ConfigError(f"{folder} holds study {found.get('study')!r} ({found.get('kind')}"
                               f") in {found.get('storage')}, not {spec.name!r} ({spec.kind}) in "
-                              f"{shown}; pass its --study/--storage or another folder")
-    elif create:
+                              f"{where}; pass its --study/--storage or another folder")
+    elif create and where == "study.db":      # the default storage lives in the folder
         folder.mkdir(parents=True, exist_ok=True)
     storage = open_storage(spec.storage, spec.heartbeat)
     meta = spec.meta()
@@ -535,7 +545,8 @@ def open_study(spec: StudySpec, create: bool = True):
             raise ConfigError(f"study {spec.name!r} in {shown} exists with another {what} "
                               f"({_first_difference(stored, meta)}); pass another --study, or "
                               f"the same {what}")
-    if not marker.is_file() and create:
+    if not marker.is_file() and create:       # every check passed: the folder is this study's
+        folder.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(marker, mark)
     return study
 
@@ -590,6 +601,9 @@ class _Worker:
         if self.spec.kind == "sweep":
             return any(t.state == S.WAITING for t in trials)
         return len([t for t in trials if t.state != S.FAIL]) < self.spec.trials
+
+    def _trial(self, number: int):
+        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
 
     def running(self) -> bool:
         S = self.optuna.trial.TrialState
@@ -688,12 +702,22 @@ class _Worker:
                 self.enqueue_missing()
             if self.work_left():
                 self.last = None
-                self.study.optimize(self.objective, n_trials=1, catch=(_Surplus,))
+                try:
+                    self.study.optimize(self.objective, n_trials=1, catch=(_Surplus,))
+                except (ValueError, RuntimeError) as e:
+                    # another worker marked this trial failed while it ran: its heartbeat was
+                    # late (a busy machine); the trial is lost, this worker goes on
+                    t = None if self.last is None else self._trial(self.last)
+                    if t is None or t.state.name != "FAIL" or "finished" not in str(e) \
+                            and "Cannot tell" not in str(e):
+                        raise
+                    self.log(f"trial {t.number} was marked failed by another worker while it "
+                             f"ran (heartbeat late by over {2 * self.spec.heartbeat} s; raise "
+                             "--heartbeat on a busy machine); going on")
+                    continue
                 if self.last is not None:                       # not a surplus trial
                     ran += 1
-                    t = next(t for t in self.study.get_trials(deepcopy=False)
-                             if t.number == self.last)
-                    self.log(describe_trial(t))
+                    self.log(describe_trial(self._trial(self.last)))
                 continue
             if not self.running():
                 return ran

@@ -84,7 +84,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "mininsnn.cli", "tune", folder, *common, "--workers", n]
         print(f"\n$ {' '.join(map(str, cmd[1:]))}", flush=True)
         wall, out = run(list(map(str, cmd)), env)
-        study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}")
+        study = optuna.load_study(study_name=folder.name,
+                                  storage=f"sqlite:///{folder / 'study.db'}")
         trials = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
         epochs = sum(t.user_attrs.get("epochs_done", 0) for t in trials)
         pruned = sum(t.state.name == "PRUNED" for t in trials)

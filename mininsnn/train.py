@@ -13,9 +13,10 @@ One batch k (0-based over the whole run) of the reference recipe (docs/semantics
 After every epoch: evaluation on the validation set (with ``validation``: the last training samples,
 held out, mininsnn.data.hold_out) and on the test set in eval mode, one metrics row, ``last.h5``
 and (when the validation accuracy improves, or the test accuracy when there is no validation set)
-``best.h5`` in the run folder (mininsnn.runs), then the ``on_epoch`` callback of :meth:`Trainer.fit`
-(a tuning study reports there and may stop the run). Everything random is seeded: the weights and
-the dropout masks from ``net.rng`` (seeded with ``seed``), the batch order of epoch e from (seed, e).
+``best.h5`` in the run folder (mininsnn.runs), then the ``on_epoch`` callback of
+:meth:`Trainer.fit` (a tuning study reports there and may stop the run). Everything random is
+seeded: the weights and the dropout masks from ``net.rng`` (seeded with ``seed``), the batch
+order of epoch e from (seed, e).
 
 Configurations: mininsnn.config; data: mininsnn.data.load_data; progress: mininsnn.progress.
 """

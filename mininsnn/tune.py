@@ -30,6 +30,22 @@ never trains. Heartbeats (Optuna's RDB heartbeat): a worker killed mid-trial sto
 the grace period the other workers mark its trial FAIL and run a replacement (tune) or the same
 grid point again (sweep). So a finished study has exactly N trials COMPLETE or PRUNED.
 
+Workers on other machines. Give the study a storage that every machine reaches, e.g. a
+PostgreSQL database (``pip install -e ".[postgres]"`` on each machine), and run the same command
+on each, with the same settings and search space (checked: a worker with another space or base
+configuration is refused) and the same --study name; each machine writes its trials' run folders
+into its own STUDY_DIR (or a shared one), reads its data from its own --data-dir, and may use
+--workers for its cores:
+
+    # machine A
+    mininsnn tune studies/mnist --study mnist --storage postgresql://me@db.lab:5432/optuna \
+        --validation 10000 --epochs 3 --trials 60 --workers 2
+    # machine B, C, ...: the same command (joins the study, takes the next trials)
+
+Keep the password out of the command (it would show in process lists): libpq reads it from
+~/.pgpass or PGPASSWORD. Trial folders record the URL with any password hidden. `mininsnn tune`
+returns when the study has its trials; `mininsnn report` reads the trial folders of one machine.
+
 Optuna is an optional extra (``pip install -e ".[tune]"``): this module imports it inside the
 functions that need it; the search-space functions and :func:`train_argv` work without it.
 """
@@ -124,7 +140,8 @@ def _parse_value(s, text: str, where: str):
             return float(t)
         return t
     except ValueError:
-        raise ConfigError(f"{where}: {t!r} is not {'an integer' if kind == 'int' else 'a number' if kind == 'float' else 'true or false'}") from None
+        what = {"int": "an integer", "float": "a number"}.get(kind, "true or false")
+        raise ConfigError(f"{where}: {t!r} is not {what}") from None
 
 
 def parse_param(text: str, where: str = "--param") -> tuple[str, dict]:
@@ -187,8 +204,8 @@ def _check_value(s, v, where: str):
 def check_space(space: dict, base: dict, where: str, grid: bool = False) -> dict:
     """The normalised search space, or a one-line ConfigError naming ``where`` and the setting.
 
-    ``space``: {setting: [v, ...] or {"choices": [v, ...]}} or {setting: {"low": L, "high": H[, "log":
-    bool][, "step": S]}} (float and integer settings; an integer setting draws integers).
+    ``space``: {setting: [v, ...] or {"choices": [v, ...]}} or {setting: {"low": L, "high": H[,
+    "log": bool][, "step": S]}} (float and integer settings; an integer setting draws integers).
     ``base``: the validated configuration the space varies. ``grid``: every setting must list
     values (integer ranges are expanded to LOW, LOW+STEP, ..., HIGH). Each value and each end of
     a range passes the setting's own check; the targets of mse_count must stay ordered
@@ -226,10 +243,11 @@ def check_space(space: dict, base: dict, where: str, grid: bool = False) -> dict
             raise ConfigError(f"{w} takes one of a list of values, not a range; give choices "
                               f"(A,B,... or [A, B])")
         lo, hi, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+        number = "an integer" if kind == "int" else "a number"
         for name, v in (("low", lo), ("high", hi)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or \
                     (kind == "int" and not float(v).is_integer()):
-                raise ConfigError(f"{w}: {name} must be {'an integer' if kind == 'int' else 'a number'}, got {json.dumps(v)}")
+                raise ConfigError(f"{w}: {name} must be {number}, got {json.dumps(v)}")
         lo, hi = _check_value(s, lo, w + " low"), _check_value(s, hi, w + " high")
         if not lo < hi:
             raise ConfigError(f"{w}: low {lo} must be below high {hi}")
@@ -243,7 +261,7 @@ def check_space(space: dict, base: dict, where: str, grid: bool = False) -> dict
             if isinstance(step, bool) or not isinstance(step, (int, float)) or \
                     not math.isfinite(step) or step <= 0 or \
                     (kind == "int" and not float(step).is_integer()):
-                raise ConfigError(f"{w}: step must be a positive {'integer' if kind == 'int' else 'number'}, got {json.dumps(step)}")
+                raise ConfigError(f"{w}: step must be {number} > 0, got {json.dumps(step)}")
             step = int(step) if kind == "int" else float(step)
         if grid:
             if kind != "int":
@@ -422,11 +440,22 @@ def open_storage(url: str, heartbeat: int = 60):
             raise ConfigError(f"--storage {shown}: folder {Path(u.database).parent} does not "
                               "exist")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")            # heartbeats are 'experimental'
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kw,
-                                                 heartbeat_interval=heartbeat,
-                                                 grace_period=2 * heartbeat)
+        for attempt in range(10):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")    # heartbeats are 'experimental'
+                    storage = optuna.storages.RDBStorage(url, engine_kwargs=kw,
+                                                         heartbeat_interval=heartbeat,
+                                                         grace_period=2 * heartbeat)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                    sqlalchemy.exc.ProgrammingError) as e:
+                # workers started together on a new database all create Optuna's tables; the
+                # losers of that race find them made a moment later
+                race = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
+                if not race or attempt == 9:
+                    raise
+                time.sleep(0.5)
         if u.get_backend_name() == "sqlite":
             _serialize_sqlite(storage.engine)
         return storage
@@ -523,6 +552,8 @@ def open_study(spec: StudySpec, create: bool = True):
         try:
             study = optuna.create_study(study_name=spec.name, storage=storage,
                                         direction="maximize")
+            if spec.kind == "sweep":          # the grid first: a worker that sees the study
+                _enqueue(study, spec.space, held=set())   # sees all of it
             study.set_user_attr("mininsnn", meta)
             created = True
         except optuna.exceptions.DuplicatedStudyError:      # another worker created it now
@@ -530,7 +561,7 @@ def open_study(spec: StudySpec, create: bool = True):
             created = False
     if not created:
         stored = None
-        for _ in range(50):                 # its creator may not have stored the space yet
+        for _ in range(600):                # its creator may not have stored the space yet
             stored = study.user_attrs.get("mininsnn")
             if stored is not None:
                 break
@@ -553,6 +584,13 @@ def open_study(spec: StudySpec, create: bool = True):
 
 # ---------------------------------------------------------------------------------------------
 # the worker
+
+def _enqueue(study, grid: dict, held: set) -> None:
+    """Enqueue the points of ``grid`` whose index is not in ``held``, as waiting trials."""
+    for i, point in enumerate(grid_points(grid)):
+        if i not in held:
+            study.enqueue_trial(point, user_attrs={"grid_point": i})
+
 
 class _Surplus(Exception):
     """A trial the study does not need (see the module docstring); it is marked FAIL unrun."""
@@ -588,12 +626,10 @@ class _Worker:
         return point is not None and all(t.user_attrs.get("grid_point") != point for t in before)
 
     def enqueue_missing(self) -> None:
-        """Sweep: enqueue every grid point that no trial holds (all of them at first; a point
-        whose trial failed after that)."""
-        held = {t.user_attrs.get("grid_point") for t in self.alive()}
-        for i, point in enumerate(grid_points(self.spec.space)):
-            if i not in held:
-                self.study.enqueue_trial(point, user_attrs={"grid_point": i})
+        """Sweep: enqueue again every grid point that no trial holds any more (its trial failed:
+        a killed worker). The whole grid was enqueued when the study was created."""
+        _enqueue(self.study, self.spec.space,
+                 held={t.user_attrs.get("grid_point") for t in self.alive()})
 
     def work_left(self) -> bool:
         S = self.optuna.trial.TrialState
@@ -637,6 +673,21 @@ class _Worker:
         return params
 
     def objective(self, trial) -> float:
+        """:meth:`train_trial`, noting how it ended: 'done' (it returned a value or pruned
+        itself) or 'taken' (another worker marked the trial failed while it ran)."""
+        self.ended = None
+        try:
+            value = self.train_trial(trial)
+        except self.optuna.TrialPruned:
+            self.ended = "done"
+            raise
+        except self.optuna.exceptions.UpdateFinishedTrialError:
+            self.ended = "taken"
+            raise
+        self.ended = "done"
+        return value
+
+    def train_trial(self, trial) -> float:
         from mininsnn.runs import check_new_run_dir, command_line
         from mininsnn.train import Trainer, TrainingError
 
@@ -659,9 +710,10 @@ class _Worker:
         trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir, valid_set=valid_set,
                           log=lambda m: self.log(f"trial {n}: {m}"))
         self.log(f"trial {n}: {', '.join(f'{k}={v!r}' for k, v in params.items())} -> {run_dir}")
-        trainer.prepare_run_dir(f"# trial {n} of {self.spec.kind} {self.spec.name!r} in "
-                                f"{shown_url(self.spec.storage)}, worker {self.tag}\n"
-                                + command_line(argv))
+        shown = shown_url(self.spec.storage)
+        trainer.prepare_run_dir(f"# trial {n} of {self.spec.kind} {self.spec.name!r} in {shown}, "
+                                f"worker {self.tag}\n"       # no password in the 'invoked as'
+                                + command_line(argv).replace(self.spec.storage, shown))
         score = "valid_acc" if cfg["validation"] is not None else None
 
         def on_epoch(row):
@@ -701,15 +753,15 @@ class _Worker:
             if self.spec.kind == "sweep":
                 self.enqueue_missing()
             if self.work_left():
-                self.last = None
+                self.last = self.ended = None
                 try:
                     self.study.optimize(self.objective, n_trials=1, catch=(_Surplus,))
-                except (ValueError, RuntimeError) as e:
-                    # another worker marked this trial failed while it ran: its heartbeat was
-                    # late (a busy machine); the trial is lost, this worker goes on
+                except Exception:
+                    # another worker marked this trial failed while it ran (its heartbeat was
+                    # late: a busy machine), so Optuna could not record it: the trial is lost,
+                    # this worker goes on. Any other error stops the worker.
                     t = None if self.last is None else self._trial(self.last)
-                    if t is None or t.state.name != "FAIL" or "finished" not in str(e) \
-                            and "Cannot tell" not in str(e):
+                    if t is None or t.state.name != "FAIL" or self.ended is None:
                         raise
                     self.log(f"trial {t.number} was marked failed by another worker while it "
                              f"ran (heartbeat late by over {2 * self.spec.heartbeat} s; raise "
@@ -770,8 +822,6 @@ def run_workers(spec: StudySpec, argv: list[str], n: int, poll: float = 2.0) -> 
     out: each worker gets NUMBA_NUM_THREADS = cores // n unless the variable is set."""
     optuna = import_optuna()
     study = open_study(spec)
-    if spec.kind == "sweep":
-        _Worker(spec, study).enqueue_missing()
     logs = Path(spec.folder) / "workers"
     logs.mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -782,16 +832,16 @@ def run_workers(spec: StudySpec, argv: list[str], n: int, poll: float = 2.0) -> 
         with open(log, "a", encoding="utf-8") as f:
             procs.append((subprocess.Popen(
                 [sys.executable, "-m", "mininsnn.cli", *argv, "--workers", "1",
-                 "--worker-index", str(i)], stdout=f, stderr=subprocess.STDOUT, env=env), log))
+                 "--worker-index", str(i)], stdout=f, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True), log))     # Ctrl-C reaches them once, through here
     spec.log(f"started {n} workers (NUMBA_NUM_THREADS={env['NUMBA_NUM_THREADS']}); their logs: "
              f"{logs}/worker-*.log")
     shown = set()
-    finished = lambda: [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     try:
         while True:
             done = all(p.poll() is not None for p, _ in procs)
-            for t in finished():
-                if t.number not in shown:
+            for t in study.get_trials(deepcopy=False):
+                if t.state.is_finished() and t.number not in shown:
                     shown.add(t.number)
                     spec.log(describe_trial(t))
             if done:

@@ -432,16 +432,16 @@ def _run_study(a, argv, kind: str) -> int:
           + ("" if cfg["subset"] is None else f", subset {cfg['subset']}")
           + f" -> {spec.folder}", flush=True)
     t0 = time.perf_counter()
-    if a.workers > 1:
-        code = T.run_workers(spec, argv, a.workers)
-    else:
-        try:
+    try:
+        if a.workers > 1:
+            code = T.run_workers(spec, argv, a.workers)
+        else:
             T.run_worker(spec)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted; this worker's trial is marked failed; run the same command "
-                  f"again to continue the study", file=sys.stderr)
-            return 130
-        code = 0
+            code = 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; the trials that were running are marked failed; run the same "
+              "command again to continue the study", file=sys.stderr)
+        return 130
     study = T.open_study(spec, create=False)
     counts = T.study_counts(study)
     finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)

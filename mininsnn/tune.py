@@ -56,6 +56,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -634,9 +635,10 @@ class _Worker:
     def work_left(self) -> bool:
         S = self.optuna.trial.TrialState
         trials = self.study.get_trials(deepcopy=False)
-        if self.spec.kind == "sweep":
-            return any(t.state == S.WAITING for t in trials)
-        return len([t for t in trials if t.state != S.FAIL]) < self.spec.trials
+        if any(t.state == S.WAITING for t in trials):     # enqueued: grid points, or by hand
+            return True
+        return self.spec.kind == "tune" and \
+            len([t for t in trials if t.state != S.FAIL]) < self.spec.trials
 
     def _trial(self, number: int):
         return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
@@ -696,6 +698,7 @@ class _Worker:
                 f"the study had its {self.spec.trials} trials when it started"
                 if self.spec.kind == "tune" else "its grid point was taken"))
             raise _Surplus()
+        n = self.last = trial.number
         params = self.suggest(trial)
         cfg = validate_config({**self.spec.base, **params})
         run_dir = Path(self.spec.folder) / f"trial-{trial.number:04d}"
@@ -705,8 +708,6 @@ class _Worker:
         for k, v in (("run_dir", str(run_dir.resolve())), ("worker", self.tag),
                      ("command", shlex.join(["mininsnn", *argv]))):
             trial.set_user_attr(k, v)
-        n = trial.number
-        self.last = n
         trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir, valid_set=valid_set,
                           log=lambda m: self.log(f"trial {n}: {m}"))
         self.log(f"trial {n}: {', '.join(f'{k}={v!r}' for k, v in params.items())} -> {run_dir}")
@@ -725,7 +726,7 @@ class _Worker:
                 trial.set_user_attr("valid_acc", best["valid_acc"])
             if self.spec.kind == "tune":
                 trial.report(row["valid_acc"], row["epoch"])
-                if trial.should_prune():
+                if row["epoch"] < cfg["epochs"] and trial.should_prune():
                     raise self.optuna.TrialPruned(f"pruned after epoch {row['epoch']} (valid "
                                                   f"acc {100 * row['valid_acc']:.2f}%)")
 
@@ -812,7 +813,9 @@ def run_worker(spec: StudySpec) -> int:
             optuna.samplers.RandomSampler(seed=seed)
         study.pruner = optuna.pruners.MedianPruner() if spec.pruner == "median" else \
             optuna.pruners.NopPruner()
-    return _Worker(spec, study).run()
+    worker = _Worker(spec, study)
+    worker.datasets(spec.base)                # a missing data set: one line, before any trial
+    return worker.run()
 
 
 def run_workers(spec: StudySpec, argv: list[str], n: int, poll: float = 2.0) -> int:
@@ -820,7 +823,6 @@ def run_workers(spec: StudySpec, argv: list[str], n: int, poll: float = 2.0) -> 
     with --workers 1 and its own index) on the study of ``spec``, which is created first; print
     each trial as it ends; returns 0 when all workers succeed, else 1. Numba threads are shared
     out: each worker gets NUMBA_NUM_THREADS = cores // n unless the variable is set."""
-    optuna = import_optuna()
     study = open_study(spec)
     logs = Path(spec.folder) / "workers"
     logs.mkdir(exist_ok=True)
@@ -850,7 +852,7 @@ def run_workers(spec: StudySpec, argv: list[str], n: int, poll: float = 2.0) -> 
     except KeyboardInterrupt:
         for p, _ in procs:
             if p.poll() is None:
-                p.send_signal(2)              # SIGINT: each marks its trial failed and stops
+                p.send_signal(signal.SIGINT)  # each marks its trial failed and stops
         for p, _ in procs:
             p.wait()
         raise

@@ -387,6 +387,28 @@ def test_a_finished_study_given_more_trials_goes_on(sqlite_study, tmp_path):
     assert states(load(copy)) == {"COMPLETE": 7} and "trial-0006" in r2.stdout
 
 
+@needs_optuna
+def test_a_trial_below_the_median_after_an_epoch_is_pruned(tmp_path):
+    # five identical trials (same seed) that learn, then one that cannot (lr 1e-9): after its
+    # first epoch its validation accuracy is below their median, so the median pruner stops it
+    base = make_config("mnist-4bit", subset=32, validation=32, test_subset=32, num_steps=4,
+                       batch_size=16, threshold=0.5, epochs=2)
+    space = T.check_space({"lr": {"low": 1e-9, "high": 0.1, "log": True}}, base, "test")
+    spec = T.StudySpec(kind="tune", folder=tmp_path / "p", name="p",
+                       storage=T.default_storage(tmp_path / "p"), base=base, space=space,
+                       trials=6, pruner="median", log=lambda m: None)
+    study = T.open_study(spec)
+    for lr in [0.05] * 5 + [1e-9]:
+        study.enqueue_trial({"lr": lr})
+    T.run_worker(spec)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5 + ["PRUNED"]
+    assert trials[-1].intermediate_values[1] < trials[0].intermediate_values[1]
+    assert trials[-1].user_attrs["epochs_done"] == 1
+    assert len(metrics(tmp_path / "p" / "trial-0005")) == 1     # stopped with its files written
+    check_finished_study(tmp_path / "p", study, 6)
+
+
 def _pg_bin():
     """The folder of initdb and pg_ctl: Debian's /usr/lib/postgresql/<version>/bin (the newest
     version), else wherever PATH has them."""

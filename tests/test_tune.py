@@ -336,6 +336,7 @@ def sqlite_study(tmp_path_factory):
 
 
 @needs_optuna
+@pytest.mark.slow
 def test_two_sqlite_workers_finish_n_trials_each_once(sqlite_study):
     folder, r = sqlite_study
     assert r.returncode == 0, r.stdout + r.stderr
@@ -356,6 +357,7 @@ def test_two_sqlite_workers_finish_n_trials_each_once(sqlite_study):
 
 
 @needs_optuna
+@pytest.mark.slow
 def test_a_trial_reruns_from_its_command_bit_for_bit(sqlite_study, tmp_path):
     folder, r = sqlite_study
     assert r.returncode == 0
@@ -375,6 +377,7 @@ def test_a_trial_reruns_from_its_command_bit_for_bit(sqlite_study, tmp_path):
 
 
 @needs_optuna
+@pytest.mark.slow
 def test_a_finished_study_given_more_trials_goes_on(sqlite_study, tmp_path):
     # rerunning the command continues the same study (here: in a copy, 6 -> 7 trials)
     folder, r = sqlite_study
@@ -459,6 +462,7 @@ def postgres_url():
 
 
 @needs_optuna
+@pytest.mark.slow
 def test_two_workers_on_postgresql(postgres_url, tmp_path):
     folder = tmp_path / "pg"
     r = mininsnn("tune", folder, *TINY, "--storage", postgres_url, "--trials", 4, "--workers", 2,
@@ -490,6 +494,7 @@ def _wait(pred, timeout, what):
 
 
 @needs_optuna
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tune", "sweep"])
 def test_a_killed_worker_s_trial_fails_and_the_study_goes_on(tmp_path, kind):
     import optuna

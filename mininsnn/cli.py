@@ -1,4 +1,4 @@
-"""Command line: ``mininsnn train | eval | plot | compare``.
+"""Command line: ``mininsnn train | eval | plot | compare | tune | sweep | report``.
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
@@ -8,6 +8,9 @@
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
     mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
     mininsnn compare runs/a runs/b --out ab.png                # several runs on shared axes
+    mininsnn tune studies/a --validation 10000 --epochs 3 --trials 20 --workers 2
+    mininsnn sweep studies/s --grid seed=0,1,2 --grid schedule=cosine,constant --epochs 20
+    mininsnn report studies/s                                  # mean ± sd per setting + plot
 
 ``mininsnn train``'s setting flags (--lr, --beta, --num-steps, ...) are made from
 mininsnn.config.SETTINGS, so every setting has a flag with the same name and the same check.
@@ -165,22 +168,34 @@ def _describe(cfg: dict, trainer, train_set, test_set) -> str:
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     steps = f"T={cfg['num_steps']}" + ("" if test_steps(cfg) == cfg["num_steps"]
                                        else f" (test {test_steps(cfg)})")
-    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {len(test_set)} test samples, "
+    valid = "" if trainer.valid_set is None else f"{len(trainer.valid_set)} validation / "
+    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
+            "samples, "
             f"{len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, {steps}, "
             f"schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
             + ("" if cfg["loss"] == "mse_count" else f", loss {cfg['loss']}")
             + ("" if cfg["bits"] is None else f", quantizer backward {cfg['quant_grad']}"))
 
 
-def _train(a, argv) -> int:
+def _load_train_data(cfg: dict, data_dir, download: bool):
+    """(train, valid or None, test) data sets of a run configuration."""
     from mininsnn.data import load_data
+
+    if cfg["validation"] is None:
+        train_set, test_set = load_data(cfg, data_dir, download)
+        return train_set, None, test_set
+    return load_data(cfg, data_dir, download, splits=("train", "valid", "test"))
+
+
+def _train(a, argv) -> int:
     from mininsnn.runs import command_line
     from mininsnn.train import Trainer
 
     given = vars(a)
     cfg, run_dir, tree, branch = _train_config(given)
-    train_set, test_set = load_data(cfg, given.get("data_dir"), given.get("download", False))
-    trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir,
+    train_set, valid_set, test_set = _load_train_data(cfg, given.get("data_dir"),
+                                                      given.get("download", False))
+    trainer = Trainer(cfg, train_set, test_set, run_dir=run_dir, valid_set=valid_set,
                       keep_epochs=given.get("keep_epochs", False))
     if branch is not None:
         trainer.load_branch(tree)
@@ -201,10 +216,17 @@ def _train(a, argv) -> int:
         print(f"\ninterrupted; the last finished epoch is in {run_dir / 'last.h5'}; continue "
               f"with --resume {run_dir}", file=sys.stderr)
         return 130
-    best = max(history, key=lambda r: r["test_acc"])
-    print(f"done: final test accuracy {100 * history[-1]['test_acc']:.2f}% (epoch "
-          f"{history[-1]['epoch']}); best {100 * best['test_acc']:.2f}% (epoch {best['epoch']}); "
-          f"files in {run_dir}")
+    if cfg["validation"] is None:
+        best = max(history, key=lambda r: r["test_acc"])
+        print(f"done: final test accuracy {100 * history[-1]['test_acc']:.2f}% (epoch "
+              f"{history[-1]['epoch']}); best {100 * best['test_acc']:.2f}% (epoch "
+              f"{best['epoch']}); files in {run_dir}")
+    else:
+        best = next(r for r in history if r["epoch"] == trainer.best["epoch"])
+        print(f"done: final validation accuracy {100 * history[-1]['valid_acc']:.2f}%, test "
+              f"{100 * history[-1]['test_acc']:.2f}% (epoch {history[-1]['epoch']}); best "
+              f"validation {100 * best['valid_acc']:.2f}% (epoch {best['epoch']}, test "
+              f"{100 * best['test_acc']:.2f}%); files in {run_dir}")
     return 0
 
 
@@ -290,6 +312,186 @@ def _compare(a, argv) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# tune, sweep (Optuna studies, mininsnn.tune) and report (mininsnn.report)
+
+def _study_args(p, kind: str) -> None:
+    p.add_argument("folder", metavar="STUDY_DIR",
+                   help="the study folder: trial-NNNN run folders, study.json, and the default "
+                        "storage study.db")
+    p.add_argument("--config", help="configuration of every trial (default mnist-4bit); the "
+                                    "setting flags below fix its other settings")
+    _add_setting_flags(p)
+    p.add_argument("--data-dir", dest="data_dir", help="folder holding the data set's files")
+    p.add_argument("--study", help="the study's name in the storage (default: STUDY_DIR's name)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///STUDY_DIR/study.db); "
+                                     "postgresql://USER@HOST:PORT/DB lets workers on several "
+                                     "machines share one study")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default 1); a worker on another machine joins "
+                        "with the same command and --storage")
+    p.add_argument("--worker-index", type=int, default=0, dest="worker_index",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="seconds between a worker's heartbeats (default 60); a trial silent for "
+                        "twice that is marked failed and run again")
+    p.add_argument("--sampler-seed", type=int, dest="sampler_seed",
+                   help="seed of the sampler (worker i uses SEED + i; default: random)")
+    if kind == "tune":
+        p.add_argument("--space", help="search space: a JSON file {setting: {\"low\": L, "
+                                       "\"high\": H[, \"log\": true]} or [choices]}, or "
+                                       "'paper' (default when no --param is given: beta, "
+                                       "threshold, slope, lr, dropout and the mse_count targets)")
+        p.add_argument("--param", action="append", metavar="KEY=SPEC",
+                       help="a searched setting: lr=1e-4:1e-2:log, beta=0.9:0.999, "
+                            "num_steps=10:50:10, loss=mse_count,ce_rate (repeatable)")
+        p.add_argument("--trials", type=int, default=20,
+                       help="trials the study finishes, complete or pruned (default 20)")
+        p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+        p.add_argument("--pruner", choices=["median", "none"], default="median",
+                       help="stop a trial whose validation accuracy after an epoch is below the "
+                            "median of earlier trials' at that epoch (default median)")
+    else:
+        p.add_argument("--grid", action="append", metavar="KEY=A,B,...",
+                       help="a grid axis: seed=0,1,2 (or seed=0:2), schedule=cosine,constant, "
+                            "incorrect_rate=0,0.2 (repeatable)")
+        p.add_argument("--space", help="the grid as a JSON file {setting: [values]}")
+
+
+def _study_spec(a, kind: str):
+    """The StudySpec of a tune or sweep command; every check that can fail runs here."""
+    from mininsnn import config as C
+    from mininsnn import tune as T
+
+    T.import_optuna()                                   # one line if the extra is missing
+    given = vars(a)
+    fixed = {k: v for k, v in given.items() if k in {s.key for s in C.SETTINGS}}
+    base = C.make_config(given.get("config", "mnist-4bit"), **fixed)
+    # the paper's space, less the settings fixed by a flag and the targets of another loss
+    paper = {k: v for k, v in T.PAPER_SPACE.items() if k not in fixed and (
+        base["loss"] == "mse_count" or k not in ("correct_rate", "incorrect_rate"))}
+    space, where = {}, []
+    if given.get("space") == "paper" and kind == "tune":
+        space = dict(paper)
+        where.append("--space paper")
+    elif given.get("space") is not None:
+        space = T.read_space_file(given["space"])
+        where.append(f"search space {given['space']}")
+    flag = "--param" if kind == "tune" else "--grid"
+    for text in given.get("param" if kind == "tune" else "grid") or []:
+        key, spec = T.parse_param(text, flag)
+        if key in space:
+            raise UsageError(f"{flag} {key}: {key} is already in the search space")
+        space[key] = spec
+        where.append(flag)
+    if not space:
+        if kind == "sweep":
+            raise UsageError("mininsnn sweep: declare the grid with --grid KEY=A,B,... or "
+                             "--space FILE")
+        space = paper
+        where.append("--space paper")
+    both = [k for k in space if k in fixed]
+    if both:
+        flag_of = {s.key: s.flag for s in C.SETTINGS}
+        raise UsageError(f"{flag_of[both[0]]} fixes {both[0]}, which the search space varies; "
+                         "drop one of them")
+    space = T.check_space(space, base, " and ".join(dict.fromkeys(where)), grid=kind == "sweep")
+    if kind == "tune" and base["validation"] is None:
+        raise UsageError("mininsnn tune scores trials on held-out training samples, never on "
+                         "the test set: pass --validation N (the last N training samples; e.g. "
+                         "10000 of MNIST's 60000)")
+    for name in ("workers", "heartbeat") + (("trials",) if kind == "tune" else ()):
+        if given[name] < 1:
+            raise UsageError(f"--{name} must be >= 1, got {given[name]}")
+    if given.get("data_dir") is not None and not Path(given["data_dir"]).is_dir():
+        raise C.ConfigError(f"data dir {given['data_dir']} does not exist; pass --data-dir with "
+                            "the folder holding the data set's files")
+    folder = Path(a.folder)
+    trials = given["trials"] if kind == "tune" else len(T.grid_points(space))
+    return T.StudySpec(kind=kind, folder=folder,
+                       name=given.get("study") or folder.resolve().name,
+                       storage=given.get("storage") or T.default_storage(folder),
+                       base=base, space=space, trials=trials, data_dir=given.get("data_dir"),
+                       sampler=given.get("sampler", "tpe"),
+                       sampler_seed=given.get("sampler_seed"),
+                       pruner=given.get("pruner", "none"), heartbeat=given["heartbeat"],
+                       worker_index=given["worker_index"],
+                       log=lambda m: print(m, flush=True))
+
+
+def _run_study(a, argv, kind: str) -> int:
+    from mininsnn import tune as T
+
+    spec = _study_spec(a, kind)
+    T.open_study(spec)                  # storage, study and folder checked before any output
+    cfg = spec.base
+    what = (f"{spec.trials} trials over {T.describe_space(spec.space)}" if kind == "tune" else
+            f"{spec.trials} grid points of {T.describe_space(spec.space)}")
+    print(f"mininsnn {kind}: study {spec.name!r} in {T.shown_url(spec.storage)}: {what}; "
+          f"{cfg['config']}, {cfg['epochs']} epoch(s)"
+          + ("" if cfg["validation"] is None else f", validation {cfg['validation']}")
+          + ("" if cfg["subset"] is None else f", subset {cfg['subset']}")
+          + f" -> {spec.folder}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        if a.workers > 1:
+            code = T.run_workers(spec, argv, a.workers)
+        else:
+            T.run_worker(spec)
+            code = 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; the trials that were running are marked failed; run the same "
+              "command again to continue the study", file=sys.stderr)
+        return 130
+    study = T.open_study(spec, create=False)
+    counts = T.study_counts(study)
+    finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    print(f"{kind} {spec.name!r}: {finished} of {spec.trials} trials finished ("
+          + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+          + f") in {time.perf_counter() - t0:.0f} s", flush=True)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if kind == "tune" and complete:
+        best = study.best_trial
+        u = best.user_attrs
+        print(f"best: {T.describe_trial(best)}\n  run folder {u.get('run_dir')}\n  rerun: "
+              f"{u.get('command')}")
+    elif kind == "sweep":
+        print(f"table and plot: mininsnn report {spec.folder}")
+    return code
+
+
+def _tune(a, argv) -> int:
+    return _run_study(a, argv, "tune")
+
+
+def _sweep(a, argv) -> int:
+    return _run_study(a, argv, "sweep")
+
+
+def _report_args(r) -> None:
+    r.add_argument("folder", metavar="DIR", help="a study folder, or any folder of run folders")
+    r.add_argument("--out", help="the plot (default DIR/report.png)")
+    r.add_argument("--no-plot", action="store_true", dest="no_plot", help="print the table only")
+    r.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+
+
+def _report(a, argv) -> int:
+    from mininsnn import report as R
+    from mininsnn.config import ConfigError
+
+    runs = [R.summarize_run(d) for d in R.find_runs(a.folder)]
+    groups = R.group_runs(runs)
+    if not groups:
+        raise UsageError(f"{a.folder} has no run with a finished epoch yet")
+    print(R.format_report(groups, markdown=a.markdown))
+    if not a.no_plot:
+        try:
+            print(f"wrote {R.plot_report(groups, a.out or Path(a.folder) / 'report.png')}")
+        except ConfigError as e:                 # matplotlib is optional
+            print(f"no plot: {e}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 #: name -> (help, add its arguments, run it, parser keywords)
 COMMANDS = {
@@ -301,6 +503,17 @@ COMMANDS = {
     "plot": ("training curves, LR per step and a spike raster", _plot_args, _plot, {}),
     "compare": ("test accuracy, training loss and LR of several runs in one PNG", _compare_args,
                 _compare, {}),
+    "tune": ("an Optuna study: trials over a search space, scored on a validation split",
+             lambda p: _study_args(p, "tune"), _tune,
+             dict(argument_default=argparse.SUPPRESS,
+                  description="Search hyperparameters with Optuna. Every trial is a run folder "
+                              "STUDY_DIR/trial-NNNN whose command.txt reruns it.")),
+    "sweep": ("a grid of runs (seeds x schedules x settings) as an Optuna study",
+              lambda p: _study_args(p, "sweep"), _sweep,
+              dict(argument_default=argparse.SUPPRESS,
+                   description="Train every point of a grid once, on any number of workers.")),
+    "report": ("mean ± sd per setting of a sweep's (or any folder's) runs, and a plot",
+               _report_args, _report, {}),
 }
 
 

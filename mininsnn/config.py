@@ -200,6 +200,10 @@ SETTINGS = (
     Setting("batch_size", 128, _integer(1), "samples per batch"),
     Setting("seed", 0, _integer(0), "seed of the weights, dropout masks and batch order"),
     Setting("subset", None, _integer(1, optional=True), "train on the first N training samples"),
+    Setting("validation", None, _integer(1, optional=True),
+            "hold out the last N samples of the training set (before --subset takes the first "
+            "ones) as a validation set, scored every epoch (valid_loss, valid_acc); best.h5 is "
+            "then the epoch of best validation accuracy"),
     Setting("test_subset", None, _integer(1, optional=True),
             "evaluate on the first N test samples"),
 )

@@ -27,6 +27,8 @@ __all__ = [
     "load_fashion_mnist",
     "BatchIterator",
     "load_data",
+    "SampleRange",
+    "hold_out",
     "MNIST_SHA256",
     "FASHION_MNIST_SHA256",
     "FASHION_MNIST_URL",
@@ -365,16 +367,72 @@ class BatchIterator:
         return (self.dataset.get_batch(idx) for idx in batches)
 
 
+# ----------------------------------------------------------------------------- validation split
+
+
+class SampleRange:
+    """Samples ``start .. stop - 1`` of any data set with __len__ and get_batch(indices), as a
+    view (nothing is copied or read until a batch is asked for)."""
+
+    def __init__(self, dataset, start: int, stop: int):
+        n = len(dataset)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"sample range {start}..{stop} outside 0..{n}")
+        self.dataset, self.start, self.stop = dataset, int(start), int(stop)
+        self.num_classes = dataset.num_classes
+        self.name = f"{getattr(dataset, 'name', 'data')}[{start}:{stop}]"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __repr__(self) -> str:
+        return f"SampleRange({self.dataset!r}, {self.start}, {self.stop})"
+
+    def get_batch(self, indices):
+        """The batch of the underlying data set at ``start + indices``."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} samples")
+        return self.dataset.get_batch(self.start + idx)
+
+    def subset(self, n: int) -> "SampleRange":
+        """The first n samples (all of them if n >= len)."""
+        if int(n) < 1:
+            raise ValueError(f"{self.name}: subset size must be >= 1, got {n}")
+        return SampleRange(self.dataset, self.start, min(self.stop, self.start + int(n)))
+
+
+def hold_out(dataset, n: int):
+    """(training part, validation part) of ``dataset``: the validation part is its last ``n``
+    samples, the training part the ones before them. The split depends on nothing but ``n`` (not
+    on the seed or the subset), so every run with the same ``n`` scores the same samples, and a
+    training subset (the first samples) never overlaps it. In the IDX files of MNIST and
+    Fashion-MNIST the classes are interleaved, so the last samples hold every class."""
+    N = len(dataset)
+    if not 1 <= int(n) < N:
+        raise ValueError(f"validation must hold 1..{N - 1} of the {N} training samples, got {n}")
+    if isinstance(dataset, ImageDataset):               # stays an ImageDataset (shares memory)
+        parts = [(dataset.images[:N - n], dataset.labels[:N - n], "train"),
+                 (dataset.images[N - n:], dataset.labels[N - n:], "valid")]
+        return tuple(ImageDataset(im, lb, f"{dataset.name}-{tag}", dataset.num_classes,
+                                  dataset.sources) for im, lb, tag in parts)
+    return SampleRange(dataset, 0, N - n), SampleRange(dataset, N - n, N)
+
+
 # ----------------------------------------------------------------------------- by configuration
 
 
 def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train", "test")):
-    """The data sets of run configuration ``cfg`` for ``splits`` (a tuple, same order): the
-    training set cut to ``cfg["subset"]``, the test set to ``cfg["test_subset"]``.
+    """The data sets of run configuration ``cfg`` for ``splits`` (a tuple, same order, of "train",
+    "valid" and "test"): with ``cfg["validation"] = n`` the last n samples of the training file are
+    the "valid" set and are never trained on (:func:`hold_out`); the training set is what remains,
+    cut to its first ``cfg["subset"]`` samples; the test set is cut to ``cfg["test_subset"]``.
 
     ``data_dir`` is the folder that holds the data set's files (default: the loader's own). Event
     data are binned to the configuration's time steps: ``num_steps`` for training,
-    ``test_num_steps`` (or ``num_steps``) for testing, so the number of steps has one owner.
+    ``test_num_steps`` (or ``num_steps``) for validation and testing (the validation set is scored
+    as the test set is; for DVS128 Gesture that is a second cache of the training file at those
+    steps), so the number of steps has one owner.
     A missing or incomplete folder raises ConfigError saying what to do.
     """
     from mininsnn.config import ConfigError, test_steps
@@ -382,23 +440,41 @@ def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train",
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data dir {data_dir} does not exist; pass --data-dir with the folder "
                           "holding the data set's files")
+    for split in splits:
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+    n_valid = cfg.get("validation")
+    if "valid" in splits and n_valid is None:
+        raise ConfigError("no validation set: set validation (--validation N) to hold out the "
+                          "last N training samples")
+    loaded = {}                                 # (file, steps) -> data set, each loaded once
     out = []
     for split in splits:
-        if split not in _SPLIT_FILES:
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        try:
-            if cfg["dataset"] == "mnist":
-                ds = load_mnist(split, root=data_dir)
-            elif cfg["dataset"] == "fashion-mnist":
-                ds = load_fashion_mnist(split, root=data_dir, download=download)
-            else:
-                from mininsnn.dvs import DVSGesture
-                root = data_dir if data_dir is not None else _default_dir("dvsgesture")
-                T = cfg["num_steps"] if split == "train" else test_steps(cfg)
-                ds = DVSGesture(root, split, T=T)
-        except (FileNotFoundError, ValueError, OSError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"cannot load the {cfg['dataset']} {split} data: {msg}") from None
-        n = cfg["subset"] if split == "train" else cfg["test_subset"]
+        file = "test" if split == "test" else "train"
+        # validation is scored as the test set is, so event data are binned to the test steps
+        steps = cfg["num_steps"] if split == "train" else test_steps(cfg)
+        if cfg["dataset"] != "dvsgesture":
+            steps = None                        # images: the same data at any number of steps
+        if (file, steps) not in loaded:
+            try:
+                if cfg["dataset"] == "mnist":
+                    ds = load_mnist(file, root=data_dir)
+                elif cfg["dataset"] == "fashion-mnist":
+                    ds = load_fashion_mnist(file, root=data_dir, download=download)
+                else:
+                    from mininsnn.dvs import DVSGesture
+                    root = data_dir if data_dir is not None else _default_dir("dvsgesture")
+                    ds = DVSGesture(root, file, T=steps)
+            except (FileNotFoundError, ValueError, OSError) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ConfigError(f"cannot load the {cfg['dataset']} {file} data: {msg}") from None
+            loaded[file, steps] = ds
+        ds = loaded[file, steps]
+        if file == "train" and n_valid is not None:
+            if n_valid >= len(ds):
+                raise ConfigError(f"validation {n_valid} leaves no training samples: the "
+                                  f"{cfg['dataset']} training set has {len(ds)}")
+            ds = hold_out(ds, n_valid)[1 if split == "valid" else 0]
+        n = {"train": cfg["subset"], "test": cfg["test_subset"]}.get(split)
         out.append(ds if n is None else ds.subset(n))
     return tuple(out)

@@ -10,10 +10,13 @@ One batch k (0-based over the whole run) of the reference recipe (docs/semantics
     if weight_clip: clip_weights(params, -1, 1)         # BEFORE the Adam step
     adam.step(grads, lr)
 
-After every epoch: evaluation on the test set in eval mode, one metrics row, ``last.h5`` and (when
-the test accuracy improves) ``best.h5`` in the run folder (mininsnn.runs). Everything random is
-seeded: the weights and the dropout masks from ``net.rng`` (seeded with ``seed``), the batch order
-of epoch e from (seed, e).
+After every epoch: evaluation on the validation set (with ``validation``: the last training samples,
+held out, mininsnn.data.hold_out) and on the test set in eval mode, one metrics row, ``last.h5``
+and (when the validation accuracy improves, or the test accuracy when there is no validation set)
+``best.h5`` in the run folder (mininsnn.runs), then the ``on_epoch`` callback of
+:meth:`Trainer.fit` (a tuning study reports there and may stop the run). Everything random is
+seeded: the weights and the dropout masks from ``net.rng`` (seeded with ``seed``), the batch
+order of epoch e from (seed, e).
 
 Configurations: mininsnn.config; data: mininsnn.data.load_data; progress: mininsnn.progress.
 """
@@ -127,17 +130,26 @@ def evaluate(net, dataset, cfg: dict, batch_size: int | None = None, progress_fi
 
 
 class Trainer:
-    """Trains one run. ``run_dir=None`` keeps everything in memory (no files)."""
+    """Trains one run. ``run_dir=None`` keeps everything in memory (no files). ``valid_set`` is
+    the held-out validation set, given exactly when the configuration has ``validation`` (as
+    ``load_data(cfg, splits=("train", "valid", "test"))`` returns it)."""
 
     def __init__(self, config: dict, train_set, test_set, run_dir=None, log=None,
-                 progress_file=None, keep_epochs: bool = False):
+                 progress_file=None, keep_epochs: bool = False, valid_set=None):
         self.config = cfg = validate_config(config)
+        if (valid_set is None) != (cfg["validation"] is None) or \
+                (valid_set is not None and len(valid_set) != cfg["validation"]):
+            raise ConfigError(f"the configuration holds out validation={cfg['validation']} "
+                              f"samples but the trainer got "
+                              f"{'no' if valid_set is None else len(valid_set)} validation "
+                              "samples; load them with load_data(cfg, splits=('train', 'valid', "
+                              "'test'))")
         self.net = build_net(cfg)
         self.opt = Adam(self.net.params, lr=cfg["lr"], betas=cfg["betas"],
                         weight_decay=cfg["weight_decay"])
         self.schedule = make_schedule_of(cfg)
         self.loss_fn = loss_of(cfg)
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.test_set, self.valid_set = train_set, test_set, valid_set
         self.batches = BatchIterator(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
         self.run = None if run_dir is None else RunFolder(run_dir)
         self.log = log if log is not None else (lambda msg: print(msg, flush=True))
@@ -146,7 +158,9 @@ class Trainer:
         self.epoch = 0              # finished epochs
         self.step = 0               # finished batches (the next batch index k)
         self.history: list[dict] = []
-        self.best: dict | None = None   # {"epoch", "test_acc"} of best.h5
+        # {"epoch", "test_acc"[, "valid_acc"]} of best.h5: the best epoch by validation
+        # accuracy, or by test accuracy when there is no validation set
+        self.best: dict | None = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -276,30 +290,44 @@ class Trainer:
                 save_checkpoint(self.run.path / "best.h5", best)
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fit(self, epochs: int | None = None) -> list[dict]:
-        """Train until ``epochs`` (default: config) epochs are done; returns the metric history."""
+    def fit(self, epochs: int | None = None, on_epoch=None) -> list[dict]:
+        """Train until ``epochs`` (default: config) epochs are done; returns the metric history.
+
+        ``on_epoch(row)``, if given, is called with each epoch's metrics row once its files are
+        written; an exception it raises (e.g. optuna.TrialPruned) stops the run there, which is
+        then an ordinary run folder that can be resumed."""
         epochs = self.config["epochs"] if epochs is None else int(epochs)
         while self.epoch < epochs:
             tr = self.train_epoch()
+            va = None if self.valid_set is None else \
+                evaluate(self.net, self.valid_set, self.config, None, self.progress_file, "valid")
             te = self.evaluate()
             self.epoch += 1
             self.schedule.end_epoch(tr["train_loss"])
             row = {"epoch": self.epoch, "step": self.step, "lr": tr["lr"],
-                   "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
-                   "test_loss": te["loss"], "test_acc": te["acc"],
-                   "seconds": tr["seconds"], "samples_per_s": tr["samples_per_s"]}
+                   "train_loss": tr["train_loss"], "train_acc": tr["train_acc"]}
+            if va is not None:
+                row.update(valid_loss=va["loss"], valid_acc=va["acc"])
+            row.update(test_loss=te["loss"], test_acc=te["acc"], seconds=tr["seconds"],
+                       samples_per_s=tr["samples_per_s"])
             row.update({f"rate_{k}": v for k, v in te["rates"].items()})
             row.update({f"zero_{k}": v for k, v in zero_level_shares(self.net).items()})
             self.history.append(row)
-            improved = self.best is None or te["acc"] > self.best["test_acc"]
+            score = "test_acc" if va is None else "valid_acc"    # never the test set if possible
+            improved = self.best is None or row[score] > self.best[score]
             if improved:
                 self.best = {"epoch": self.epoch, "test_acc": te["acc"]}
+                if va is not None:
+                    self.best["valid_acc"] = va["acc"]
             if self.run is not None:
                 self.run.save_epoch(self.state(), improved, self.keep_epochs)
+            valid = "" if va is None else f"valid acc {100 * va['acc']:.2f}%  "
             self.log(f"epoch {self.epoch}/{epochs}  train loss {tr['train_loss']:.4f}  "
-                     f"train acc {100 * tr['train_acc']:.2f}%  test acc {100 * te['acc']:.2f}%  "
-                     f"lr {tr['lr']:.3e}  {tr['seconds']:.1f} s ({tr['samples_per_s']:.0f} "
-                     f"samples/s)" + ("  *best*" if improved else ""))
+                     f"train acc {100 * tr['train_acc']:.2f}%  {valid}test acc "
+                     f"{100 * te['acc']:.2f}%  lr {tr['lr']:.3e}  {tr['seconds']:.1f} s "
+                     f"({tr['samples_per_s']:.0f} samples/s)" + ("  *best*" if improved else ""))
+            if on_epoch is not None:
+                on_epoch(row)
         return self.history
 
 

@@ -23,6 +23,7 @@ checkpoint at ``path`` untouched.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -195,24 +196,42 @@ def load_checkpoint(path) -> dict:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise CheckpointError(f"{path}: cannot read it: {os.strerror(e.errno)}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a readable HDF5 file (truncated or foreign?): "
-                              f"{e}") from None
+                              f"{reason}") from None
     try:
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != FORMAT:
-            raise CheckpointError(f"{path}: not a mininsnn checkpoint (no format={FORMAT!r} "
-                                  "attribute)")
-        version = int(f.attrs.get("format_version", -1))
-        if not 1 <= version <= FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format version {version} is not "
-                                  f"supported (this mininsnn reads 1..{FORMAT_VERSION})")
+        _check_header(f, path)
         try:
             return {k: _read_node(f[k], path) for k in f.keys()}
         except CheckpointError:
             raise
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: damaged checkpoint: {e}") from None
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: damaged checkpoint: {reason}") from None
     finally:
         f.close()
+
+
+def _check_header(f: h5py.File, path: str) -> None:
+    """CheckpointError naming ``path`` unless the root attributes say format FORMAT, version
+    1..FORMAT_VERSION (an integer scalar; any other type or size is refused, not converted)."""
+    try:
+        fmt = f.attrs.get("format")
+        version = f.attrs.get("format_version")
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:   # unreadable attributes
+        raise CheckpointError(f"{path}: damaged checkpoint header: {e}") from None
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode("utf-8", "replace")
+    if not isinstance(fmt, str) or fmt != FORMAT:
+        raise CheckpointError(f"{path}: not a mininsnn checkpoint (no format={FORMAT!r} "
+                              "attribute)")
+    if isinstance(version, np.ndarray) and version.shape == ():
+        version = version[()]
+    if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not an integer "
+                              "(a damaged or foreign file)")
+    if not 1 <= int(version) <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {int(version)} is not "
+                              f"supported (this mininsnn reads 1..{FORMAT_VERSION})")

@@ -230,7 +230,12 @@ def test_config_checks():
 def test_run_dir_guards(tmp_path):
     check_new_run_dir(tmp_path / "new")                 # absent: fine
     check_new_run_dir(tmp_path)                         # empty: fine
-    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "metrics.jsonl").write_text("")        # the remains of a start killed early
+    with pytest.raises(ConfigError, match="no run to resume.*delete the folder"):
+        check_new_run_dir(tmp_path)
+    with pytest.raises(ConfigError, match="no run to resume.*delete the folder"):
+        load_run(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="--resume"):
         check_new_run_dir(tmp_path)
     with pytest.raises(ConfigError, match="no last.h5"):

@@ -196,11 +196,12 @@ class Trainer:
         if bad is not None:
             raise TrainingError(self._diverged(f"{what} {bad} holds NaN or inf"))
 
-    def _diverged(self, problem: str) -> str:
-        """The one-line message of a run that diverged at the current batch."""
+    def _diverged(self, problem: str, when: str | None = None) -> str:
+        """The one-line message of a run that diverged ``when`` (default: at the current batch)."""
+        when = when or f"at batch {self.step} (epoch {self.epoch + 1})"
         kept = "" if self.run is None else f"; {self.run.kept_message()}"
-        return (f"the run diverged at batch {self.step} (epoch {self.epoch + 1}): {problem}"
-                f"{kept}; start a new run with a smaller --lr than {self.config['lr']:g}")
+        return (f"the run diverged {when}: {problem}{kept}; start a new run with a smaller --lr "
+                f"than {self.config['lr']:g}")
 
     def _write_failed(self, e: WriteError) -> TrainingError:
         """The one-line TrainingError of a failed write: what failed, what the folder keeps."""
@@ -374,9 +375,9 @@ class Trainer:
             if self.run is not None:
                 tree = self.state()
                 try:                    # never write a checkpoint that cannot be loaded
-                    check_training_tree(tree, f"the state after epoch {self.epoch}")
+                    check_training_tree(tree, "its state")
                 except ConfigError as e:
-                    raise TrainingError(self._diverged(str(e))) from None
+                    raise TrainingError(self._diverged(str(e), f"in epoch {self.epoch}")) from None
                 self.run.save_epoch(tree, improved, self.keep_epochs)
             self.log(f"epoch {self.epoch}/{epochs}  train loss {tr['train_loss']:.4f}  "
                      f"train acc {100 * tr['train_acc']:.2f}%  test acc {100 * te['acc']:.2f}%  "

@@ -214,8 +214,7 @@ def test_adam_check_finite_false_lets_nan_through():
     assert np.isnan(p["a"][0]) and np.isfinite(p["a"][1]) and opt.step_count == 1
 
 
-def test_adam_finite_check_is_exact_for_huge_finite_gradients():
-    # x.x overflows for these float32 values, so the exact test decides: finite, accepted
+def test_adam_finite_check_accepts_huge_finite_gradients():
     p = {"a": np.zeros(4, np.float32)}
     Adam(p, lr=0.1).step({"a": np.full(4, 3e38, np.float32)})
     assert np.isfinite(p["a"]).all()

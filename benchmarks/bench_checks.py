@@ -80,7 +80,8 @@ def main():
         print(f"  check {name:22s} {us:8.1f} us")
     print(f"  all per-batch checks     {total:8.1f} us")
     tree = t.state()
-    print(f"  per epoch: check_training_tree of the state {median_us(lambda: check_training_tree(tree, 'x'), 200) / 1e3:.2f} ms")
+    ms = median_us(lambda: check_training_tree(tree, "x"), 200) / 1e3
+    print(f"  per epoch: check_training_tree of the state {ms:.2f} ms")
 
     # whole steps, with and without the trainer's per-batch checks, interleaved
     real = Trainer._check_finite

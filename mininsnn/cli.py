@@ -18,8 +18,9 @@ Bad input (unknown flag, impossible value, missing data, a run folder that belon
 configuration, an --out where files cannot be created) prints one line saying what to do and
 returns exit code 2 before anything is written. A training that diverges (NaN or inf in its
 state) or a write that fails later (disk full, permissions) prints one line saying which epoch
-the run folder keeps and returns exit code 1 (mininsnn.train.TrainingError). ``main`` returns the exit code instead of calling sys.exit, so it can be called from
-Python (the examples and the tests do).
+the run folder keeps and returns exit code 1 (mininsnn.train.TrainingError). ``main`` returns
+the exit code instead of calling sys.exit, so it can be called from Python (the examples and
+the tests do).
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def _train_args(t) -> None:
 
 def _train_config(given: dict):
     """(config, run folder, checkpoint tree or None, branch source or None) of a train command;
-    every check that can fail runs here, before anything is loaded or written."""
+    every check that can fail runs here, before anything is loaded or written (except that a
+    resume answering "already trained" first repairs what a kill left: mininsnn.runs)."""
     from mininsnn import config as C
     from mininsnn import runs as R
     from mininsnn.train import check_loadable, replay_schedule

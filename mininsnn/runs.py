@@ -448,7 +448,8 @@ def check_training_tree(tree: dict, where) -> None:
         if not isinstance(v, types) or (types is int and (isinstance(v, bool) or v < 0)):
             raise ConfigError(f"{where}: the checkpoint's {key!r} entry is not "
                               f"{'a non-negative integer' if types is int else 'valid'}")
-    if not all(isinstance(r, dict) for r in tree["history"]) or len(tree["history"]) != tree["epoch"]:
+    history = tree["history"]
+    if not all(isinstance(r, dict) for r in history) or len(history) != tree["epoch"]:
         raise ConfigError(f"{where}: the checkpoint's history does not hold one row per epoch")
     best = tree["best"]
     if best is not None and not (isinstance(best.get("epoch"), int)
@@ -514,13 +515,24 @@ def load_checkpoint_source(path) -> tuple[Path, dict]:
 
 def read_metrics(run_dir) -> list[dict]:
     """The rows of ``run_dir/metrics.jsonl`` (empty list if there are none yet); last.h5's
-    history instead when a kill left metrics.jsonl behind last.h5 (module docstring)."""
+    history instead when a kill left metrics.jsonl behind last.h5 (module docstring).
+    ConfigError naming the file and line for a line that is not a JSON object."""
     run_dir = Path(run_dir)
     path, last = run_dir / "metrics.jsonl", run_dir / "last.h5"
     rows = []
     if path.exists():
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"{path}: line {lineno} is not a JSON object (a damaged or "
+                                      "hand-edited file?)")
+                rows.append(row)
     try:                          # metrics are written after last.h5: older means behind
         behind = last.exists() and (not path.exists()
                                     or last.stat().st_mtime_ns >= path.stat().st_mtime_ns)

@@ -347,7 +347,9 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> list[dict]:
-        """Train until ``epochs`` (default: config) epochs are done; returns the metric history."""
+        """Train until ``epochs`` (default: config) epochs are done; returns the metric history.
+        The run folder is locked meanwhile (mininsnn.runs.RunFolder.locked). TrainingError (one
+        line, naming the epoch last.h5 keeps) if the run diverges or a write fails."""
         epochs = self.config["epochs"] if epochs is None else int(epochs)
         with contextlib.nullcontext() if self.run is None else self.run.locked():
             try:

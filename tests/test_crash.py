@@ -207,8 +207,9 @@ def test_kill_9_at_random_points_then_resume_equals_the_uninterrupted_run(tmp_pa
 
     def chain(c):
         try:
-            records[c] = kill_chain(runs[c], random.Random(f"{seed}-{c}"), KILLS // CHAINS + (c < KILLS % CHAINS),
-                                    ref_rows, ref_best, log, replay)
+            kills = KILLS // CHAINS + (c < KILLS % CHAINS)
+            records[c] = kill_chain(runs[c], random.Random(f"{seed}-{c}"), kills, ref_rows,
+                                    ref_best, log, replay)
         except BaseException as e:             # reported by the main thread
             errors.append(e)
     threads = [threading.Thread(target=chain, args=(c,)) for c in range(CHAINS)]

@@ -392,3 +392,12 @@ def test_damaged_training_checkpoints_name_the_file(tmp_path, capsys, cached_dat
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out / 'last.h5'}: ") and problem in err and err.count("\n") == 1
+
+
+def test_a_damaged_metrics_file_is_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n\xff\xfe garbage\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl: line 2 is not a JSON object"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n[1, 2]\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl: line 2 is not a JSON object"):
+        read_metrics(tmp_path)

@@ -154,7 +154,11 @@ def _train_config(given: dict):
             # a kill after the last epoch's commit must not leave the run wrong for good
             fixed = [] if tree is None else \
                 R.RunFolder(run_dir).repair(tree, keep=(run_dir / "epochs").is_dir())
-            note = f" (repaired {', '.join(fixed)} from last.h5)" if fixed else ""
+            temps = [f for f in fixed if Path(f).name.startswith(".")]
+            parts = [f"repaired {', '.join(f for f in fixed if f not in temps)} from last.h5"] \
+                if len(temps) < len(fixed) else []
+            parts += [f"removed {len(temps)} temporary file(s) a kill left"] if temps else []
+            note = f" ({'; '.join(parts)})" if parts else ""
             raise C.ConfigError(f"{run_dir} has already trained {done} epoch(s){note}; pass "
                                 f"--epochs N with N > {done} to continue it")
     else:

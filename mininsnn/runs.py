@@ -235,7 +235,10 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         if fcntl is None:
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:                      # a folder we may not open: go on unlocked
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -177,9 +177,10 @@ def kill_chain(run: Path, rng: random.Random, kills: int, ref_rows: list, ref_be
         arg = {"tmp": lambda: rng.choice(TEMP_TARGETS), "commit": lambda: None,
                "row": lambda: rng.choice([1, 2]), "time": lambda: round(rng.uniform(0.0, 3.5), 3)}[kind]()
         why = f"{run.name}, kill {len(record) + 1} ({kind} {arg}); {replay}; child stderr in {log}"
+        before = files(run)
         what = run_and_kill(run, (kind, arg), log)
         assert not what.startswith("exited"), f"{why}: the process {what} before the kill point"
-        cut = any(CHECKPOINT_TEMP.fullmatch(n.split("/")[-1]) for n in files(run))
+        cut = any(CHECKPOINT_TEMP.fullmatch(n.split("/")[-1]) for n in files(run) - before)
         record.append((f"{kind} {arg}", what, cut))
         check_invariant(run, ref_rows, ref_best, why)
     return record

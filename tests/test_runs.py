@@ -401,3 +401,15 @@ def test_a_damaged_metrics_file_is_named(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n[1, 2]\n')
     with pytest.raises(ConfigError, match=r"metrics.jsonl: line 2 is not a JSON object"):
         read_metrics(tmp_path)
+
+
+def test_already_trained_also_removes_what_a_kill_inside_a_write_left(tmp_path, capsys, cached_data):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    (out / ".best.h5.x1y2z3w4.tmp").write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (f"error: {out} has already trained 1 epoch(s) (removed 1 "
+                                       "temporary file(s) a kill left); pass --epochs N with N > 1 "
+                                       "to continue it\n")
+    assert not (out / ".best.h5.x1y2z3w4.tmp").exists()

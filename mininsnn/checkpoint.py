@@ -17,13 +17,16 @@ both, so a foreign HDF5 file, a truncated file or a file from a newer mininsnn g
 :class:`CheckpointError` (a ValueError) naming the file.
 
 Writing is atomic: the tree goes to a temporary file in the destination folder, which is flushed,
-fsync'ed and then renamed over the destination with ``os.replace``. A crash (or any exception,
-including KeyboardInterrupt) while writing removes the temporary file and leaves any previous
-checkpoint at ``path`` untouched.
+fsync'ed and then renamed over the destination with ``os.replace``. An exception while writing
+(including KeyboardInterrupt, and OSError for a full disk or an I/O error, whatever HDF5 raised)
+removes the temporary file and leaves any previous checkpoint at ``path`` untouched; a kill -9
+leaves the temporary file ``.NAME.XXXXXXXX.tmp`` behind (mininsnn.runs removes those).
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 
 import h5py
@@ -113,6 +116,35 @@ def _umask() -> int:
     return mask
 
 
+def _write_file(tmp: str, tree: dict) -> None:
+    """The HDF5 file ``tmp`` holding ``tree``. A failed write (disk full, I/O error) raises
+    OSError with the errno HDF5 reports: HDF5 raises a RuntimeError when flushing or closing a
+    file fails (seen on a full tmpfs), also while closing after an OSError, which would hide it."""
+    f = h5py.File(tmp, "w", track_order=True)
+    try:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        _write_items(f, tree, "")
+        _h5_io(f.flush)
+    except BaseException:
+        try:
+            f.close()
+        except Exception:                                 # the first error is the one to report
+            pass
+        raise
+    _h5_io(f.close)
+
+
+def _h5_io(call) -> None:
+    """``call()``, with HDF5's RuntimeError for a failed write turned into OSError(errno)."""
+    try:
+        call()
+    except RuntimeError as e:
+        code = re.search(r"errno = (\d+)", str(e))
+        code = int(code.group(1)) if code else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (HDF5: {str(e).splitlines()[0]})") from None
+
+
 def save_checkpoint(path, tree: dict) -> None:
     """Write ``tree`` (a dict) to the HDF5 file ``path`` atomically (see the module docstring)."""
     if not isinstance(tree, dict):
@@ -124,11 +156,7 @@ def save_checkpoint(path, tree: dict) -> None:
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())                 # mkstemp makes it 0600; use the umask
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            _write_items(f, tree, "")
-            f.flush()
+        _write_file(tmp, tree)
         with open(tmp, "rb") as fh:                      # data on disk before the rename
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -195,24 +223,42 @@ def load_checkpoint(path) -> dict:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise CheckpointError(f"{path}: cannot read it: {os.strerror(e.errno)}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a readable HDF5 file (truncated or foreign?): "
-                              f"{e}") from None
+                              f"{reason}") from None
     try:
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != FORMAT:
-            raise CheckpointError(f"{path}: not a mininsnn checkpoint (no format={FORMAT!r} "
-                                  "attribute)")
-        version = int(f.attrs.get("format_version", -1))
-        if not 1 <= version <= FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format version {version} is not "
-                                  f"supported (this mininsnn reads 1..{FORMAT_VERSION})")
+        _check_header(f, path)
         try:
             return {k: _read_node(f[k], path) for k in f.keys()}
         except CheckpointError:
             raise
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: damaged checkpoint: {e}") from None
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: damaged checkpoint: {reason}") from None
     finally:
         f.close()
+
+
+def _check_header(f: h5py.File, path: str) -> None:
+    """CheckpointError naming ``path`` unless the root attributes say format FORMAT, version
+    1..FORMAT_VERSION (an integer scalar; any other type or size is refused, not converted)."""
+    try:
+        fmt = f.attrs.get("format")
+        version = f.attrs.get("format_version")
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:   # unreadable attributes
+        raise CheckpointError(f"{path}: damaged checkpoint header: {e}") from None
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode("utf-8", "replace")
+    if not isinstance(fmt, str) or fmt != FORMAT:
+        raise CheckpointError(f"{path}: not a mininsnn checkpoint (no format={FORMAT!r} "
+                              "attribute)")
+    if isinstance(version, np.ndarray) and version.shape == ():
+        version = version[()]
+    if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not an integer "
+                              "(a damaged or foreign file)")
+    if not 1 <= int(version) <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {int(version)} is not "
+                              f"supported (this mininsnn reads 1..{FORMAT_VERSION})")

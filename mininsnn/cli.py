@@ -18,9 +18,12 @@ Each command is one entry of :data:`COMMANDS`: a function adding its arguments a
 running it.
 
 Bad input (unknown flag, impossible value, missing data, a run folder that belongs to another
-configuration) prints one line saying what to do and returns exit code 2 before anything is
-written. ``main`` returns the exit code instead of calling sys.exit, so it can be called from
-Python (the examples and the tests do).
+configuration, an --out where files cannot be created) prints one line saying what to do and
+returns exit code 2 before anything is written. A training that diverges (NaN or inf in its
+state) or a write that fails later (disk full, permissions) prints one line saying which epoch
+the run folder keeps and returns exit code 1 (mininsnn.train.TrainingError). ``main`` returns
+the exit code instead of calling sys.exit, so it can be called from Python (the examples and
+the tests do).
 """
 from __future__ import annotations
 
@@ -107,10 +110,11 @@ def _train_args(t) -> None:
 
 def _train_config(given: dict):
     """(config, run folder, checkpoint tree or None, branch source or None) of a train command;
-    every check that can fail runs here, before anything is loaded or written."""
+    every check that can fail runs here, before anything is loaded or written (except that a
+    resume answering "already trained" first repairs what a kill left: mininsnn.runs)."""
     from mininsnn import config as C
     from mininsnn import runs as R
-    from mininsnn.train import replay_schedule
+    from mininsnn.train import check_loadable, replay_schedule
 
     settings = {s.key for s in C.SETTINGS}
     overrides = {k: v for k, v in given.items() if k in settings}
@@ -121,6 +125,7 @@ def _train_config(given: dict):
         if "out" not in given:
             raise UsageError("--branch starts a new run: pass its folder with --out")
         branch, tree = R.load_checkpoint_source(given["branch"])
+        check_loadable(tree, branch)
         saved = C.validate_config(tree["config"])
         if "config" in given and given["config"] != saved["config"]:
             raise C.ConfigError(f"{branch} is a {saved['config']} run, not {given['config']}; "
@@ -139,6 +144,8 @@ def _train_config(given: dict):
             raise UsageError("--resume continues the run in its own folder; drop --out")
         unstarted = R.unstarted_run_config(run_dir)     # stopped before its first epoch ended
         tree = None if unstarted is not None else R.load_run(run_dir)
+        if tree is not None:
+            check_loadable(tree, run_dir / "last.h5")
         saved = C.validate_config(unstarted if tree is None else tree["config"])
         if "config" in given and given["config"] != saved["config"]:
             raise C.ConfigError(f"{run_dir} is a {saved['config']} run, not {given['config']}; "
@@ -147,7 +154,15 @@ def _train_config(given: dict):
         C.check_same_config(saved, cfg, str(run_dir))
         done = 0 if tree is None else tree["epoch"]
         if cfg["epochs"] <= done:
-            raise C.ConfigError(f"{run_dir} has already trained {done} epoch(s); pass "
+            # a kill after the last epoch's commit must not leave the run wrong for good
+            fixed = [] if tree is None else \
+                R.RunFolder(run_dir).repair(tree, keep=(run_dir / "epochs").is_dir())
+            temps = [f for f in fixed if Path(f).name.startswith(".")]
+            parts = [f"repaired {', '.join(f for f in fixed if f not in temps)} from last.h5"] \
+                if len(temps) < len(fixed) else []
+            parts += [f"removed {len(temps)} temporary file(s) a kill left"] if temps else []
+            note = f" ({'; '.join(parts)})" if parts else ""
+            raise C.ConfigError(f"{run_dir} has already trained {done} epoch(s){note}; pass "
                                 f"--epochs N with N > {done} to continue it")
     else:
         cfg = C.make_config(given.get("config", "mnist-4bit"), **overrides)
@@ -159,6 +174,7 @@ def _train_config(given: dict):
     if rates and cfg["loss"] != "mse_count":
         raise UsageError(f"{' and '.join(rates)} set the targets of the mse_count loss; this run "
                          f"uses {cfg['loss']}")
+    R.check_writable(run_dir)                           # before minutes of loading and training
     return cfg, run_dir, tree, branch
 
 
@@ -213,8 +229,8 @@ def _train(a, argv) -> int:
     try:
         history = trainer.fit()
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished epoch is in {run_dir / 'last.h5'}; continue "
-              f"with --resume {run_dir}", file=sys.stderr)
+        print(f"\ninterrupted; {trainer.run.kept_message()}; continue with --resume {run_dir}",
+              file=sys.stderr)
         return 130
     if cfg["validation"] is None:
         best = max(history, key=lambda r: r["test_acc"])
@@ -243,9 +259,9 @@ def _eval_args(e) -> None:
 
 
 def _eval(a, argv) -> int:
-    from mininsnn.config import validate_config
+    from mininsnn.config import ConfigError, validate_config
     from mininsnn.data import load_data
-    from mininsnn.runs import read_training_checkpoint
+    from mininsnn.runs import RunFolder, read_training_checkpoint
     from mininsnn.train import build_net, evaluate
 
     path = Path(a.path)
@@ -262,18 +278,31 @@ def _eval(a, argv) -> int:
         v = getattr(a, name)
         if v is not None and v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    loaded = [(f, read_training_checkpoint(f)) for f in files]   # every file before the slow part
-    test_sets = {}
-    for f, tree in loaded:
+    # every file before the slow part: (label, file, tree, network)
+    loaded = [[str(f), f, read_training_checkpoint(f)] for f in files]
+    if path.is_dir() and (path / "last.h5").exists() and \
+            RunFolder(path).best_is_behind(loaded[-1][2]):
+        # a kill after last.h5's commit: last.h5 holds the best epoch until a resume repairs
+        loaded = [[f"{path / 'best.h5'} (behind last.h5 after an interrupted run: evaluating "
+                   "last.h5, which holds the best epoch)", *loaded[-1][1:]], loaded[-1]]
+    for item in loaded:
+        f, tree = item[1], item[2]
         cfg = validate_config({**tree["config"], "test_subset": a.test_subset})
+        net = build_net(cfg)
+        try:
+            net.load_state_dict(tree["model"])
+        except ValueError as e:
+            raise ConfigError(f"{f}: the checkpoint does not fit its configuration: {e}") \
+                from None
+        item.append((cfg, net))
+    test_sets = {}
+    for label, f, tree, (cfg, net) in loaded:
         key = (cfg["dataset"], cfg["test_subset"])
         if key not in test_sets:
             (test_sets[key],) = load_data(cfg, a.data_dir, a.download, splits=("test",))
-        net = build_net(cfg)
-        net.load_state_dict(tree["model"])
         t0 = time.perf_counter()
         r = evaluate(net, test_sets[key], cfg, a.batch_size)
-        print(f"{f}: epoch {tree['epoch']}, test accuracy {100 * r['acc']:.2f}% on {r['n']} "
+        print(f"{label}: epoch {tree['epoch']}, test accuracy {100 * r['acc']:.2f}% on {r['n']} "
               f"samples, test loss {r['loss']:.4f}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -531,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit code."""
     from mininsnn.config import ConfigError
+    from mininsnn.runs import WriteError
     from mininsnn.train import TrainingError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -545,7 +575,7 @@ def main(argv=None) -> int:
     except (UsageError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except TrainingError as e:
+    except (TrainingError, WriteError) as e:       # diverged, or a write failed: exit 1
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -2,7 +2,8 @@
 
 IDX format (LeCun): a 4-byte big-endian magic number ``00 00 <type> <ndim>``, then ``ndim``
 big-endian uint32 dimensions, then the row-major payload. Files may be gzip-compressed (detected by
-the magic bytes ``1f 8b``, not by the file name).
+the magic bytes ``1f 8b``, not by the file name). Header arithmetic is done with Python integers,
+so dimensions whose product exceeds 2**63 (e.g. 65536**4) are reported, never wrapped.
 
 Images stay uint8 in memory; ``ImageDataset.get_batch`` converts only the requested batch to
 float32 in [0, 1], so a 60000-image set costs 47 MB, not 188 MB.
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import struct
 import tempfile
 import urllib.request
 import zlib
@@ -83,42 +86,62 @@ def _read_raw_bytes(path) -> bytes:
         raise ValueError(f"{path}: corrupt gzip file ({e})") from None
 
 
-def _parse_idx(raw: bytes, path) -> np.ndarray:
-    """Parse the bytes of an uncompressed IDX file; every inconsistency raises ValueError."""
+def _parse_idx(raw: bytes, path, dtype=None, ndim=None, count=None, count_of="") -> np.ndarray:
+    """Parse the bytes of an uncompressed IDX file (see :func:`read_idx`); every inconsistency
+    raises ValueError naming ``path``. ``count_of`` ends the message of a wrong ``count``."""
     if len(raw) < 4:
         raise ValueError(f"{path}: too short for an IDX file ({len(raw)} bytes, header needs 4)")
+    magic = f"0x{raw[:4].hex()}"
     if raw[0] != 0 or raw[1] != 0:
-        raise ValueError(
-            f"{path}: wrong magic number 0x{raw[:4].hex()} (an IDX file starts with 00 00 <type> <ndim>)"
-        )
-    type_code, ndim = raw[2], raw[3]
+        raise ValueError(f"{path}: wrong magic number {magic} (an IDX file starts with 00 00 <type> <ndim>)")
+    type_code, nd = raw[2], raw[3]
     if type_code not in _IDX_TYPES:
-        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x} in magic 0x{raw[:4].hex()}")
-    if ndim == 0:
-        raise ValueError(f"{path}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
+        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x} in magic number {magic} "
+                         f"(known: {', '.join(f'0x{c:02x}' for c in _IDX_TYPES)})")
+    if nd == 0:
+        raise ValueError(f"{path}: magic number {magic} declares 0 dimensions")
+    item = _IDX_TYPES[type_code]
+    if dtype is not None and item.newbyteorder("=") != np.dtype(dtype):
+        raise ValueError(f"{path}: magic number {magic} declares {item.newbyteorder('=').name} items "
+                         f"(type code 0x{type_code:02x}), expected {np.dtype(dtype).name}")
+    if ndim is not None and nd != ndim:
+        raise ValueError(f"{path}: magic number {magic} declares {nd} dimensions, expected {ndim}")
+    header_len = 4 + 4 * nd
     if len(raw) < header_len:
-        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, {ndim} dimensions need {header_len})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, {nd} dimensions need {header_len})")
+    dims = struct.unpack_from(f">{nd}I", raw, 4)  # Python ints: the products below cannot wrap
+    if count is not None and dims[0] != count:
+        raise ValueError(f"{path}: holds {dims[0]} items, expected {count}{count_of}")
+    expected = math.prod(dims) * item.itemsize
     found = len(raw) - header_len
     if found != expected:
         raise ValueError(
-            f"{path}: payload length mismatch: dimensions {dims} of {dtype.itemsize}-byte items need "
+            f"{path}: payload length mismatch: dimensions {dims} of {item.itemsize}-byte items need "
             f"{expected} bytes after the {header_len}-byte header, found {found}"
         )
-    arr = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)  # native byte order, writable
+    if expected == 0:  # NumPy refuses shapes whose non-zero dimensions span >= 2**63 bytes
+        if math.prod(d for d in dims if d) * item.itemsize > np.iinfo(np.intp).max:
+            raise ValueError(f"{path}: dimensions {dims} are too large for an array, even an empty one")
+        return np.zeros(dims, item.newbyteorder("="))
+    arr = np.frombuffer(raw, dtype=item, offset=header_len).reshape(dims)
+    return arr.astype(item.newbyteorder("="), copy=True)  # native byte order, writable
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path, dtype=None, ndim=None, count=None) -> np.ndarray:
     """Read an IDX file (gzip or raw). Returns a writable array in native byte order.
 
-    Raises ValueError naming the file for a truncated/corrupt gzip stream, a wrong magic number, an
-    unknown type code or a payload whose length does not match the dimensions.
+    The contract: the array returned has exactly the header's dimensions and item type, and
+    every file that is not a complete IDX file of what the caller asked for raises ValueError
+    naming the file (and the magic number when the header is wrong): a truncated or corrupt
+    gzip stream, a magic number not of the form 00 00 <type> <ndim>, an unknown type code, 0
+    dimensions, a truncated header, a payload whose length differs from the dimensions'
+    product (computed without overflow), and, when given:
+
+        dtype   the item type (e.g. np.uint8: MNIST's images and labels; a float file is refused)
+        ndim    the number of dimensions (3 for images (N, H, W), 1 for labels (N,))
+        count   the first dimension, the number of items (a label file: the number of images)
     """
-    return _parse_idx(_read_raw_bytes(path), path)
+    return _parse_idx(_read_raw_bytes(path), path, dtype, ndim, count)
 
 
 # ----------------------------------------------------------------------------- data set
@@ -203,7 +226,7 @@ def _check_split(split: str):
     return _SPLIT_FILES[split]
 
 
-def _load_checked(path: Path, stem: str, sha256: dict, verify: bool) -> np.ndarray:
+def _load_checked(path: Path, stem: str, sha256: dict, verify: bool, **expect) -> np.ndarray:
     raw = _read_raw_bytes(path)
     if verify:
         got = hashlib.sha256(raw).hexdigest()
@@ -212,19 +235,15 @@ def _load_checked(path: Path, stem: str, sha256: dict, verify: bool) -> np.ndarr
                 f"{path}: sha256 of the uncompressed content is {got}, expected {sha256[stem]} "
                 "(file corrupt or not the official release; pass verify=False to load it anyway)"
             )
-    return _parse_idx(raw, path)
+    return _parse_idx(raw, path, **expect)
 
 
 def _load_pair(folder: Path, split: str, name: str, sha256: dict, verify: bool, num_classes: int):
     img_stem, lbl_stem = _SPLIT_FILES[split]
     img_path, lbl_path = _find(folder, img_stem), _find(folder, lbl_stem)
-    images = _load_checked(img_path, img_stem, sha256, verify)
-    labels = _load_checked(lbl_path, lbl_stem, sha256, verify)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise ValueError(
-            f"{name}: expected 3-D images and 1-D labels, got {images.shape} in {img_path} "
-            f"and {labels.shape} in {lbl_path}"
-        )
+    images = _load_checked(img_path, img_stem, sha256, verify, dtype=np.uint8, ndim=3)
+    labels = _load_checked(lbl_path, lbl_stem, sha256, verify, dtype=np.uint8, ndim=1, count=len(images),
+                           count_of=f" (one label per image of {img_path})")
     return ImageDataset(images, labels, f"{name}-{split}", num_classes, sources=(img_path, lbl_path))
 
 

@@ -189,6 +189,20 @@ def write_aedat31(path, x, y, p, t, packet_size: int = 4096, valid=None, source:
 # ----------------------------------------------------------------------------- labels and trials
 
 
+def _read_text_lines(path: Path) -> list:
+    """The lines of the UTF-8 text file ``path``; ValueError naming the file and the first
+    offending byte if it is not UTF-8 text (e.g. a binary file given by mistake)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte offset {e.start}: "
+                         f"{raw[e.start:e.start + 1]!r})") from None
+    if "\x00" in text:
+        raise ValueError(f"{path}: not a text file (NUL byte at offset {raw.index(0)})")
+    return text.splitlines()
+
+
 def read_labels_csv(path, recording=None, tolerance_us: int = 1_000_000) -> dict:
     """A trial's label windows: dict(label int64 = class - 1, start, end int64 us, line int64).
 
@@ -196,12 +210,14 @@ def read_labels_csv(path, recording=None, tolerance_us: int = 1_000_000) -> dict
     recording=(t_first, t_last) of the trial's events checks that every window lies within
     [t_first - tolerance_us, t_last + tolerance_us]; a row that does not raises ValueError naming
     the file and line. The tolerance only absorbs the gap between a window edge and the nearest
-    event; a CSV paired with the wrong recording still fails.
+    event; a CSV paired with the wrong recording still fails. Every other problem (not UTF-8 text,
+    a wrong header, a row that is not three integers, a class outside 1..11, a window that is not
+    0 <= start < end < 2**63, no rows) raises ValueError naming the file and, for a row, its line.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _read_text_lines(path)
     if not lines or lines[0].strip() != _LABEL_HEADER:
-        raise ValueError(f"{path}: line 1: expected header {_LABEL_HEADER!r}, got {lines[0] if lines else ''!r}")
+        raise ValueError(f"{path}: line 1: expected header {_LABEL_HEADER!r}, got {lines[0][:60] if lines else ''!r}")
     rows = []
     for lineno, text in enumerate(lines[1:], start=2):
         if not text.strip():
@@ -212,11 +228,11 @@ def read_labels_csv(path, recording=None, tolerance_us: int = 1_000_000) -> dict
                 raise ValueError
             cls, start, end = (int(f) for f in fields)
         except ValueError:
-            raise ValueError(f"{path}: line {lineno}: expected three integers class,start,end, got {text!r}") from None
+            raise ValueError(f"{path}: line {lineno}: expected three integers class,start,end, got {text[:60]!r}") from None
         if not 1 <= cls <= NUM_CLASSES:
             raise ValueError(f"{path}: line {lineno}: class {cls} outside 1..{NUM_CLASSES}")
-        if not 0 <= start < end:
-            raise ValueError(f"{path}: line {lineno}: invalid window [{start}, {end}) (need 0 <= start < end)")
+        if not 0 <= start < end < 2**63:
+            raise ValueError(f"{path}: line {lineno}: invalid window [{start}, {end}) (need 0 <= start < end < 2**63)")
         if recording is not None:
             t_first, t_last = recording
             if start < t_first - tolerance_us or end > t_last + tolerance_us:
@@ -232,15 +248,17 @@ def read_labels_csv(path, recording=None, tolerance_us: int = 1_000_000) -> dict
 
 
 def read_trial_list(path) -> list:
-    """The trial file names of trials_to_train.txt / trials_to_test.txt ('user01_fluorescent.aedat')."""
+    """The trial file names of trials_to_train.txt / trials_to_test.txt ('user01_fluorescent.aedat').
+    ValueError naming the file (and line) for a file that is not UTF-8 text, a name that is not a
+    plain '*.aedat' file name, or no name at all."""
     path = Path(path)
     trials = []
-    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, text in enumerate(_read_text_lines(path), start=1):
         name = text.strip()
         if not name:
             continue
         if not name.endswith(".aedat") or "/" in name or "\\" in name:
-            raise ValueError(f"{path}: line {lineno}: expected a file name like 'user01_natural.aedat', got {name!r}")
+            raise ValueError(f"{path}: line {lineno}: expected a file name like 'user01_natural.aedat', got {name[:60]!r}")
         trials.append(name)
     if not trials:
         raise ValueError(f"{path}: no trials listed")

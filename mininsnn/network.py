@@ -187,7 +187,9 @@ class Network:
         return h.copy()  # layers reuse their buffers at the next call; the caller's array is its own
 
     def backward(self, dout):
-        """dout: dL/d(output), (T, B, ...). Accumulates parameter gradients into ``grads``."""
+        """dout: dL/d(output), (T, B, ...). Accumulates parameter gradients into ``grads``.
+        A ``dout`` holding NaN or inf is refused (ValueError) before any gradient changes: it
+        would reach every gradient and, through the optimiser, every weight."""
         if getattr(self, "_out_shape", None) is None:
             raise RuntimeError("Network.backward: call forward first")
         d = np.asarray(dout)
@@ -196,6 +198,9 @@ class Network:
         if not np.issubdtype(d.dtype, np.floating):
             raise ValueError(f"Network.backward: expected a float gradient, got dtype {d.dtype}")
         d = d.astype(self.dtype, copy=False)
+        if not np.isfinite(d).all():                 # also a float64 value beyond float32's range
+            raise ValueError(f"Network.backward: the gradient dL/d(output) holds NaN or inf (in "
+                             f"{self.dtype.name}); no gradient was changed (check the loss)")
         for layer in reversed(self.layers):
             d = layer.backward(d)
             if d is None:

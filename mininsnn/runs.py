@@ -13,29 +13,110 @@ A run folder holds:
 A checkpoint (mininsnn.checkpoint) holds the weights and BatchNorm buffers, the Adam moments, the
 schedule state, the dropout RNG state, epoch, step, the configuration and the metric history, so
 that resuming from ``last.h5`` reproduces the uninterrupted run bit for bit.
+
+What a crash can leave, and why no crash leaves a run wrong
+-----------------------------------------------------------
+``last.h5`` is the single commit point of an epoch. Every file is written atomically (a
+temporary file in the same folder, fsync, ``os.replace``; a kill leaves the old file and a
+temporary ``.NAME.*.tmp`` / ``.NAME.tmp``), and :meth:`RunFolder.save_epoch` writes the files of
+epoch N in this order:
+
+    1. last.h5                 the state after epoch N; it names the best epoch so far
+                               (``tree["best"]``) and holds every metrics row (``tree["history"]``)
+    2. best.h5                 if epoch N is the best so far: the same tree as last.h5
+    3. epochs/epochNNN.h5      with keep_epochs: the same tree as last.h5
+    4. metrics.jsonl, .csv     the rows of last.h5's history
+
+Each file after step 1 is a function of last.h5 alone. :meth:`RunFolder.repair` re-derives them
+from last.h5: best.h5 when last.h5 names its own epoch as the best, the kept checkpoint of
+last.h5's epoch, the metrics files, and steps.csv cut to last.h5's step (batches trained after
+it are trained again). Every process that trains a folder repairs it first (on start and on
+resume, also when ``--resume`` finds the run already trained), under an exclusive lock on the
+folder, and removes the temporary files a kill left behind. By induction over the epochs, at
+every moment:
+
+    last.h5 holds some epoch N (or is absent: no epoch finished), and best.h5 either holds the
+    epoch last.h5 names as the best or is behind while last.h5 names epoch N itself;
+    epochs/ holds epochs 1..N-1 (with keep_epochs) and possibly N; the metrics files hold
+    last.h5's rows, or N-1 of them.
+
+A kill before step 1 completes leaves epoch N-1 committed: the resumed run trains epoch N again
+and, everything being seeded, gets the same bits. A kill after step 1 leaves epoch N committed
+and the rest repairable. Readers see through an unrepaired folder: :func:`read_metrics` takes
+last.h5's rows when metrics.jsonl is behind it, and ``mininsnn eval`` evaluates last.h5 as the
+best checkpoint when best.h5 is behind. (tests/test_crash.py kills a training process 20+ times,
+also inside these writes, and checks the resumed run equals an uninterrupted one bit for bit.)
+
+A write that fails (disk full, permissions, I/O error) raises :class:`WriteError` naming the file;
+the trainer turns it into a one-line error saying which epoch last.h5 still holds. Checkpoints
+that hold NaN or inf are never written (mininsnn.train stops a diverging run first) and are
+refused, naming the file, when read.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
+import re
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from mininsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mininsnn.config import ConfigError
 
-__all__ = ["RUN_FILES", "CHECKPOINT_KIND", "RunFolder", "check_new_run_dir", "load_run",
-           "read_training_checkpoint", "load_checkpoint_source", "unstarted_run_config",
-           "read_metrics", "machine", "command_line", "atomic_write_text"]
+try:                                     # advisory folder locks (POSIX); none on Windows
+    import fcntl
+except ImportError:                      # pragma: no cover
+    fcntl = None
+
+__all__ = ["RUN_FILES", "CHECKPOINT_KIND", "WriteError", "RunFolder", "check_new_run_dir",
+           "check_writable", "load_run", "read_training_checkpoint", "check_training_tree",
+           "load_checkpoint_source", "unstarted_run_config", "read_metrics", "machine",
+           "command_line", "atomic_write_text", "writing", "os_reason"]
 
 RUN_FILES = ("config.json", "command.txt", "metrics.jsonl", "metrics.csv", "steps.csv",
              "last.h5", "best.h5")
 CHECKPOINT_KIND = "mininsnn-run"
+STEPS_HEADER = "step,epoch,lr,loss,train_acc"
+
+# Temporary files that only a killed writer leaves behind: atomic_write_text's ".NAME.tmp",
+# save_checkpoint's ".NAME.XXXXXXXX.tmp" (mkstemp), check_writable's probe.
+_STALE_TEMP = re.compile(r"\.(config\.json|metrics\.jsonl|metrics\.csv|steps\.csv)\.tmp"
+                         r"|\.(last|best)\.h5\.[A-Za-z0-9_]+\.tmp"
+                         r"|\.write-test\.[A-Za-z0-9_]+\.tmp")
+_STALE_KEPT_TEMP = re.compile(r"\.epoch\d+\.h5\.[A-Za-z0-9_]+\.tmp")
+
+
+class WriteError(RuntimeError):
+    """A file of a run folder could not be written (disk full, permissions, I/O error); the
+    message names the file and the reason in one line."""
+
+
+def os_reason(e: OSError) -> str:
+    """The one-line reason of an OSError ('No space left on device'); h5py's messages run over
+    several lines, so the errno's text is preferred."""
+    if e.errno:
+        return os.strerror(e.errno)
+    lines = str(e).splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Within the block, an OSError becomes a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {os_reason(e)}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,6 +133,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         if tmp.exists():
             tmp.unlink()
         raise
+
+
+def _write_text_if_changed(path: Path, text: str) -> bool:
+    """atomic_write_text unless ``path`` already holds ``text``; True if it wrote."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
 
 
 def machine() -> str:
@@ -82,11 +174,35 @@ def command_line(argv) -> str:
             f"mininsnn {shlex.join(argv)}")
 
 
+def _metrics_text(history: list) -> tuple[str, str]:
+    """(metrics.jsonl, metrics.csv) of the rows ``history``."""
+    lines = "".join(json.dumps(r) + "\n" for r in history)
+    buf = io.StringIO()
+    if history:
+        # every key of every row, in first-seen order (rows resumed from an older version
+        # may lack columns that later rows have)
+        fields = list(dict.fromkeys(k for r in history for k in r))
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(history)
+    return lines, buf.getvalue()
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch stored in the checkpoint ``path``; None if it is absent or unreadable."""
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError, OSError):
+        return None
+
+
 class RunFolder:
     """The files of one run (see the module docstring)."""
 
     def __init__(self, path):
         self.path = Path(path)
+        self._lock_fd = None
+        self._lock_depth = 0
 
     def __repr__(self):
         return f"RunFolder({str(self.path)!r})"
@@ -95,63 +211,181 @@ class RunFolder:
         """Where ``keep_epochs`` saves the checkpoint after ``epoch``: epochs/epochNNN.h5."""
         return self.path / "epochs" / f"epoch{epoch:03d}.h5"
 
+    # -- the lock ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold an exclusive lock on the folder within the block (re-entrant), creating the
+        folder if needed: one process trains a run at a time, so none removes another's
+        temporary files or interleaves its commits. ConfigError if another process holds it.
+        (An advisory ``flock`` on the folder itself: the kernel drops it when the process
+        dies, even by kill -9; where the file system has no flock the block runs unlocked.)"""
+        if self._lock_depth == 0:
+            self._acquire()
+        self._lock_depth += 1
+        try:
+            yield self
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_fd is not None:
+                os.close(self._lock_fd)         # closing the descriptor releases the lock
+                self._lock_fd = None
+
+    def _acquire(self) -> None:
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:                      # a folder we may not open: go on unlocked
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another process is training the run in {self.path} (its folder "
+                              "is locked); wait for it to end, or stop it first") from None
+        except OSError:                      # no flock on this file system: go on unlocked
+            os.close(fd)
+            return
+        self._lock_fd = fd
+
+    # -- start, resume, repair ---------------------------------------------------------------
+    def remove_stale_temps(self) -> list[str]:
+        """Remove the temporary files a killed writer left (see _STALE_TEMP); returns their
+        names. Only a process holding the folder's lock may call it."""
+        removed = []
+        for folder, pattern in ((self.path, _STALE_TEMP), (self.path / "epochs", _STALE_KEPT_TEMP)):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                if pattern.fullmatch(p.name) and p.is_file():
+                    with writing(p):
+                        p.unlink()
+                    removed.append(str(p.relative_to(self.path)))
+        return removed
+
     def prepare(self, config: dict, history: list, step: int, command: str) -> None:
         """Create the folder (or bring a resumed one in line with the restored state):
-        config.json, command.txt appended, metrics from the history, steps cut to ``step``."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
-        with open(self.path / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command.rstrip("\n") + "\n")
-        self.write_metrics(history)
-        steps = self.path / "steps.csv"
-        if steps.exists():                 # drop batches trained after the checkpoint
-            with open(steps, encoding="utf-8") as f:
+        stale temporary files removed, config.json, ``command`` appended to command.txt (unless
+        empty), metrics from the history, steps cut to ``step``."""
+        with self.locked():
+            self.remove_stale_temps()
+            with writing(self.path / "config.json"):
+                _write_text_if_changed(self.path / "config.json",
+                                       json.dumps(config, indent=2) + "\n")
+            if command:
+                with writing(self.path / "command.txt"):
+                    with open(self.path / "command.txt", "a", encoding="utf-8") as f:
+                        f.write(command.rstrip("\n") + "\n")
+            self.write_metrics(history)
+            self.cut_steps(step)
+
+    def repair(self, tree: dict, keep: bool = False) -> list[str]:
+        """Re-derive from ``tree`` (the content of last.h5) what a kill after last.h5's commit
+        left behind (module docstring): best.h5 when ``tree`` names its own epoch as the best,
+        epochs/epochNNN.h5 of its epoch (if ``keep``), the metrics, steps.csv cut to its step;
+        stale temporary files are removed. Returns the files it rewrote or removed (empty
+        when the folder was consistent: nothing is written then)."""
+        fixed = []
+        with self.locked():
+            fixed += self.remove_stale_temps()
+            epoch, best = int(tree["epoch"]), tree.get("best")
+            if best is not None and int(best["epoch"]) == epoch \
+                    and _checkpoint_epoch(self.path / "best.h5") != epoch:
+                with writing(self.path / "best.h5"):
+                    save_checkpoint(self.path / "best.h5", tree)
+                fixed.append("best.h5")
+            kept = self.epoch_checkpoint(epoch)
+            if keep and epoch > 0 and _checkpoint_epoch(kept) != epoch:
+                with writing(kept):
+                    kept.parent.mkdir(exist_ok=True)
+                    save_checkpoint(kept, tree)
+                fixed.append(str(kept.relative_to(self.path)))
+            fixed += self.write_metrics(tree["history"])
+            if self.cut_steps(int(tree["step"])):
+                fixed.append("steps.csv")
+        return fixed
+
+    def cut_steps(self, step: int) -> bool:
+        """Keep the rows of steps.csv for batches before ``step`` (a crash may have left rows of
+        batches trained after the checkpoint, or a torn last row); True if it rewrote it."""
+        path = self.path / "steps.csv"
+        if not path.exists():
+            return False
+        with writing(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
                 rows = f.read().splitlines()
-            keep = rows[:1] + [r for r in rows[1:] if r and int(r.split(",", 1)[0]) < step]
-            atomic_write_text(steps, "".join(r + "\n" for r in keep))
+            keep = [STEPS_HEADER]
+            for r in rows[1:]:
+                fields = r.split(",")
+                if len(fields) == 5 and fields[0].isdigit() and int(fields[0]) < step:
+                    keep.append(r)
+            return _write_text_if_changed(path, "".join(r + "\n" for r in keep))
 
     def copy_steps_from(self, source_run: Path) -> None:
         """Start steps.csv as a copy of another run's (a branch continues its batches)."""
         src = Path(source_run) / "steps.csv"
-        self.path.mkdir(parents=True, exist_ok=True)
-        if src.exists():
-            atomic_write_text(self.path / "steps.csv", src.read_text(encoding="utf-8"))
+        with writing(self.path / "steps.csv"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            if src.exists():
+                atomic_write_text(self.path / "steps.csv", src.read_text(encoding="utf-8"))
 
+    # -- during training ---------------------------------------------------------------------
     def open_steps(self):
         """steps.csv opened for appending (header written if new)."""
         path = self.path / "steps.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        f = open(path, "a", encoding="utf-8")
-        if new:
-            f.write("step,epoch,lr,loss,train_acc\n")
+        with writing(path):
+            new = not path.exists() or path.stat().st_size == 0
+            f = open(path, "a", encoding="utf-8")
+            if new:
+                f.write(STEPS_HEADER + "\n")
         return f
 
-    def write_metrics(self, history: list) -> None:
+    def write_metrics(self, history: list) -> list[str]:
         """Rewrite metrics.jsonl / metrics.csv from the history (atomically; the same rows an
-        append would give, and consistent with last.h5 after a crash)."""
-        lines = "".join(json.dumps(r) + "\n" for r in history)
-        atomic_write_text(self.path / "metrics.jsonl", lines)
-        buf = io.StringIO()
-        if history:
-            # every key of every row, in first-seen order (rows resumed from an older version
-            # may lack columns that later rows have)
-            fields = list(dict.fromkeys(k for r in history for k in r))
-            w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-            w.writeheader()
-            w.writerows(history)
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        append would give, and consistent with last.h5 after a crash). Returns the names of
+        the files it changed."""
+        changed = []
+        for name, text in zip(("metrics.jsonl", "metrics.csv"), _metrics_text(history)):
+            with writing(self.path / name):
+                if _write_text_if_changed(self.path / name, text):
+                    changed.append(name)
+        return changed
 
     def save_epoch(self, tree: dict, improved: bool, keep: bool) -> None:
-        """The files of a finished epoch: last.h5, best.h5 (if ``improved``), the kept epoch
-        checkpoint (if ``keep``) and the metrics."""
-        save_checkpoint(self.path / "last.h5", tree)
-        if improved:
-            save_checkpoint(self.path / "best.h5", tree)
-        if keep:
-            kept = self.epoch_checkpoint(tree["epoch"])
-            kept.parent.mkdir(exist_ok=True)
-            save_checkpoint(kept, tree)
-        self.write_metrics(tree["history"])
+        """The files of a finished epoch, last.h5 first (the commit point; module docstring):
+        last.h5, best.h5 (if ``improved``), the kept epoch checkpoint (if ``keep``), the
+        metrics."""
+        with self.locked():
+            with writing(self.path / "last.h5"):
+                save_checkpoint(self.path / "last.h5", tree)
+            if improved:
+                with writing(self.path / "best.h5"):
+                    save_checkpoint(self.path / "best.h5", tree)
+            if keep:
+                kept = self.epoch_checkpoint(tree["epoch"])
+                with writing(kept):
+                    kept.parent.mkdir(exist_ok=True)
+                    save_checkpoint(kept, tree)
+            self.write_metrics(tree["history"])
+
+    def kept_message(self) -> str:
+        """What a failed or interrupted run keeps: 'epoch N is in RUN/last.h5' (read from
+        disk), or that it holds no checkpoint."""
+        epoch = _checkpoint_epoch(self.path / "last.h5")
+        if epoch is None:
+            return f"{self.path} holds no checkpoint (no epoch had finished)"
+        return f"epoch {epoch} is in {self.path / 'last.h5'}"
+
+    # -- reading -----------------------------------------------------------------------------
+    def best_is_behind(self, last: dict) -> bool:
+        """True if a kill after last.h5's commit left best.h5 behind: ``last`` (last.h5's tree)
+        names its own epoch as the best and best.h5 does not hold it. :meth:`repair` fixes
+        that; until then last.h5 is the best checkpoint."""
+        best = last.get("best")
+        return (best is not None and int(best["epoch"]) == int(last["epoch"])
+                and _checkpoint_epoch(self.path / "best.h5") != int(last["epoch"]))
 
 
 def check_new_run_dir(run_dir) -> None:
@@ -160,20 +394,85 @@ def check_new_run_dir(run_dir) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a folder; choose another --out")
     found = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if found and not (run_dir / "config.json").exists() and not (run_dir / "last.h5").exists():
+        raise ConfigError(f"{run_dir} holds {found[0]} but no run to resume (no config.json or "
+                          "last.h5: a start or --branch stopped before its first checkpoint?); "
+                          "delete the folder and run the command again, or choose another --out")
     if found:
         raise ConfigError(f"{run_dir} already holds a run ({found[0]}); continue it with "
                           f"--resume {run_dir} or choose another --out")
 
 
+def check_writable(run_dir) -> None:
+    """ConfigError unless files can be created in ``run_dir`` (or, if it does not exist yet, in
+    the nearest folder above it that does): checked by creating and removing a temporary file,
+    so it also catches read-only mounts, ACLs and a path below a regular file, for root too."""
+    run_dir = Path(run_dir)
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == run_dir else f"lies below {probe}, which is"
+        raise ConfigError(f"run folder {run_dir} {where} a file, not a folder; choose another "
+                          "--out")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        what = "" if probe == run_dir else f" (to create run folder {run_dir})"
+        raise ConfigError(f"cannot write to {probe}{what}: {os_reason(e)}; choose another --out "
+                          "or fix its permissions") from None
+
+
+def _finite_arrays(arrays, where: str) -> None:
+    from mininsnn.optim import find_nonfinite
+    if not isinstance(arrays, dict) or not all(isinstance(a, np.ndarray)
+                                                for a in arrays.values()):
+        raise ConfigError(f"{where} is not a dict of arrays")
+    bad = find_nonfinite(arrays)
+    if bad is not None:
+        raise ConfigError(f"{where} {bad} holds NaN or inf (a diverged run?)")
+
+
+def check_training_tree(tree: dict, where) -> None:
+    """ConfigError naming ``where`` unless ``tree`` has the entries of a training checkpoint
+    (mininsnn.train.Trainer.state) with the right types, and finite weights, BatchNorm
+    statistics and Adam moments. (Whether the arrays fit the configuration's network is
+    checked by mininsnn.train.check_loadable.)"""
+    if tree.get("kind") != CHECKPOINT_KIND or not isinstance(tree.get("config"), dict):
+        raise ConfigError(f"{where} is not a mininsnn training checkpoint")
+    for key, types in (("epoch", int), ("step", int), ("model", dict), ("optimizer", dict),
+                       ("schedule", dict), ("rng", dict), ("history", list),
+                       ("best", (dict, type(None)))):
+        v = tree.get(key, KeyError)
+        if v is KeyError:
+            raise ConfigError(f"{where}: the checkpoint has no {key!r} entry (damaged?)")
+        if not isinstance(v, types) or (types is int and (isinstance(v, bool) or v < 0)):
+            raise ConfigError(f"{where}: the checkpoint's {key!r} entry is not "
+                              f"{'a non-negative integer' if types is int else 'valid'}")
+    history = tree["history"]
+    if not all(isinstance(r, dict) for r in history) or len(history) != tree["epoch"]:
+        raise ConfigError(f"{where}: the checkpoint's history does not hold one row per epoch")
+    best = tree["best"]
+    if best is not None and not (isinstance(best.get("epoch"), int)
+                                 and 1 <= best["epoch"] <= tree["epoch"]
+                                 and isinstance(best.get("test_acc"), float)
+                                 and math.isfinite(best["test_acc"])):
+        raise ConfigError(f"{where}: the checkpoint's 'best' entry is not valid")
+    _finite_arrays(tree["model"], f"{where}: model entry")
+    for key in ("exp_avg", "exp_avg_sq"):
+        _finite_arrays(tree["optimizer"].get(key, {}), f"{where}: Adam {key}")
+
+
 def read_training_checkpoint(path) -> dict:
-    """The tree of the training checkpoint file ``path``; ConfigError if it is damaged or is not
-    a mininsnn training checkpoint."""
+    """The tree of the training checkpoint file ``path``; ConfigError naming the file if it is
+    damaged, is not a mininsnn training checkpoint or holds NaN or inf."""
     try:
         tree = load_checkpoint(path)
     except CheckpointError as e:
         raise ConfigError(f"{e}; restore it or start a new run") from None
-    if tree.get("kind") != CHECKPOINT_KIND or "config" not in tree:
-        raise ConfigError(f"{path} is not a mininsnn training checkpoint")
+    check_training_tree(tree, path)
     return tree
 
 
@@ -184,6 +483,10 @@ def load_run(run_dir) -> dict:
         raise ConfigError(f"run dir {run_dir} does not exist; pass the folder of an earlier run")
     path = run_dir / "last.h5"
     if not path.exists():
+        if not (run_dir / "config.json").exists():
+            raise ConfigError(f"{run_dir} holds no run to resume (no last.h5 or config.json: a "
+                              "start or --branch stopped before its first checkpoint?); delete "
+                              "the folder and run the command again without --resume")
         raise ConfigError(f"{run_dir} has no last.h5 checkpoint to resume from; start it afresh "
                           "without --resume")
     return read_training_checkpoint(path)
@@ -197,9 +500,10 @@ def unstarted_run_config(run_dir) -> dict | None:
         return None
     try:
         return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except ValueError:
-        raise ConfigError(f"{run_dir / 'config.json'} is not valid JSON and the run has no "
-                          "finished epoch; delete the folder and start it again") from None
+    except (ValueError, OSError) as e:
+        reason = os_reason(e) if isinstance(e, OSError) else "not valid JSON"
+        raise ConfigError(f"{run_dir / 'config.json'}: {reason}, and the run has no finished "
+                          "epoch; delete the folder and start it again") from None
 
 
 def load_checkpoint_source(path) -> tuple[Path, dict]:
@@ -213,9 +517,35 @@ def load_checkpoint_source(path) -> tuple[Path, dict]:
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """The rows of ``run_dir/metrics.jsonl`` (empty list if there are none yet)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of ``run_dir/metrics.jsonl`` (empty list if there are none yet); last.h5's
+    history instead when a kill left metrics.jsonl behind last.h5 (module docstring).
+    ConfigError naming the file and line for a line that is not a JSON object."""
+    run_dir = Path(run_dir)
+    path, last = run_dir / "metrics.jsonl", run_dir / "last.h5"
+    rows = []
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"{path}: line {lineno} is not a JSON object (a damaged or "
+                                      "hand-edited file?)")
+                rows.append(row)
+    try:                          # metrics are written after last.h5: older means behind
+        behind = last.exists() and (not path.exists()
+                                    or last.stat().st_mtime_ns >= path.stat().st_mtime_ns)
+    except OSError:
+        behind = False
+    if behind:
+        try:
+            history = load_checkpoint(last)["history"]
+        except (CheckpointError, KeyError):
+            return rows
+        if isinstance(history, list) and len(history) > len(rows):
+            return [dict(r) for r in history]
+    return rows

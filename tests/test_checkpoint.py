@@ -149,3 +149,55 @@ def test_newer_format_version_is_refused(tmp_path):
         f.attrs["format_version"] = checkpoint.FORMAT_VERSION + 1
     with pytest.raises(CheckpointError, match="v.h5.*version"):
         load_checkpoint(path)
+
+
+# header fields: the root attributes and the entries' "kind" attributes, fuzzed
+
+attr_values = st.one_of(
+    st.sampled_from([checkpoint.FORMAT, checkpoint.FORMAT.encode(), "mininsnn", ""]),
+    st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
+    st.binary(max_size=12).filter(lambda b: b"\x00" not in b),      # HDF5 strings end at NUL
+    st.sampled_from([0, 1, 2, -1, 2**31 - 1, 2**31, 2**32, 2**63 - 1, -(2**63)]).map(np.int64),
+    st.sampled_from([1, 2**32 - 1, 2**64 - 1]).map(np.uint64),
+    st.floats(allow_nan=True), st.booleans().map(np.bool_),
+    st.lists(st.integers(-5, 5), min_size=1, max_size=3).map(lambda v: np.array(v, np.int64)),
+)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.one_of(st.none(), attr_values), version=st.one_of(st.none(), attr_values),
+       kind=st.one_of(st.none(), attr_values), which=st.sampled_from(["w", "n", "s", "d"]))
+def test_fuzzed_header_attributes_load_or_name_the_file(tmp_path, fmt, version, kind, which):
+    path = tmp_path / "fz.h5"
+    save_checkpoint(path, {"w": np.arange(3.0), "n": 7, "s": "x", "d": {"a": [1, None]}})
+    with h5py.File(path, "a") as f:
+        for key, value in (("format", fmt), ("format_version", version)):
+            if value is None:
+                del f.attrs[key]
+            else:
+                f.attrs[key] = value
+        if kind is None:
+            del f[which].attrs["kind"]
+        else:
+            f[which].attrs["kind"] = kind
+    try:
+        tree = load_checkpoint(path)
+    except CheckpointError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+        return
+    # accepted: the header said exactly this format and a supported integer version
+    assert fmt in (checkpoint.FORMAT, checkpoint.FORMAT.encode())
+    assert isinstance(version, np.integer) and not isinstance(version, np.bool_)
+    assert 1 <= int(version) <= checkpoint.FORMAT_VERSION
+    assert set(tree) == {"w", "n", "s", "d"}
+
+
+def test_unreadable_checkpoint_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "p.h5"
+    save_checkpoint(path, {"x": 1})
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(checkpoint.h5py, "File", denied)
+    with pytest.raises(CheckpointError, match=r"p\.h5: cannot read it: Permission denied"):
+        load_checkpoint(path)

@@ -308,3 +308,66 @@ def test_every_setting_has_a_flag_that_reaches_the_run_config(tmp_path):
         cfg, *_ = cli._train_config(vars(a))
         assert cfg[s.key] == want, (s.key, argv)
         assert {k for k in cfg if cfg[k] != base[k]} == {s.key}, s.key
+
+
+# -- --out must be writable: checked before any data is loaded ------------------------------------
+
+@pytest.fixture
+def no_data(monkeypatch):
+    def load_data(*a, **k):
+        raise AssertionError("the data were loaded before the --out check")
+    monkeypatch.setattr("mininsnn.data.load_data", load_data)
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_out_below_a_file_or_in_a_kernel_folder_exits_2(tmp_path, capsys, no_data):
+    (tmp_path / "file").write_text("x")
+    for out, msg in [(tmp_path / "file" / "sub" / "run", f"run folder {tmp_path}/file/sub/run lies below "
+                                                          f"{tmp_path}/file, which is a file, not a folder"),
+                     (tmp_path / "file", "exists and is not a folder"),
+                     (Path("/proc/mininsnn-test/run"), "cannot write to /proc (to create run folder "
+                                                       "/proc/mininsnn-test/run): ")]:
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+        assert msg in one_line_error(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_out_in_a_folder_that_refuses_writes_exits_2(tmp_path, capsys, monkeypatch, no_data):
+    # as root chmod does not stop writes: the folder's refusal is simulated at file creation
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("mininsnn.runs.tempfile.mkstemp", refused)
+    assert main(["train", *TINY, "--out", str(tmp_path / "a" / "run")]) == 2
+    assert one_line_error(capsys) == (f"error: cannot write to {tmp_path} (to create run folder "
+                                      f"{tmp_path}/a/run): Permission denied; choose another --out or "
+                                      "fix its permissions\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_read_only_file_system(tmp_path, capsys):
+    from tests.runcheck import mount_tmpfs, remount, unmount
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if not mount_tmpfs(mnt, "4m"):
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        run = mnt / "run"
+        assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+        remount(mnt, "ro")
+        before = snapshot(run)
+        capsys.readouterr()
+        assert main(["train", *TINY, "--epochs", "1", "--out", str(mnt / "new")]) == 2
+        assert "Read-only file system" in one_line_error(capsys)
+        assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+        assert f"cannot write to {run}: Read-only file system" in one_line_error(capsys)
+        assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2    # nothing to repair
+        assert "already trained 1 epoch(s); pass" in one_line_error(capsys)
+        assert main(["eval", str(run), "--test-subset", "16"]) == 0          # reading still works
+        assert snapshot(run) == before
+    finally:
+        unmount(mnt)

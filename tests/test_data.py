@@ -141,6 +141,129 @@ def test_truncated_header_raises(tmp_path, n):
         read_idx(tmp_path / "h")
 
 
+# IDX headers: every field fuzzed, sizes near 2^31, 2^32 and 2^63, checked against an oracle
+
+_ITEM_SIZES = {code: dt.itemsize for dt, code in _TYPE_CODES.items()}
+_NATIVE = {code: dt.newbyteorder("=") for dt, code in _TYPE_CODES.items()}
+_NEAR = [0, 1, 2, 3, 255, 256, 65535, 65536, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1]
+
+
+def idx_oracle(raw: bytes, dtype=None, ndim=None, count=None):
+    """(shape, native dtype) that an IDX reader must return for ``raw``, or None if it must
+    refuse it; written from the format's definition with Python integers, independently of
+    mininsnn.data."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _ITEM_SIZES or raw[3] == 0:
+        return None
+    code, nd = raw[2], raw[3]
+    if len(raw) < 4 + 4 * nd:
+        return None
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd))
+    size = _ITEM_SIZES[code]
+    for d in dims:
+        size *= d
+    if len(raw) - 4 - 4 * nd != size:
+        return None
+    nominal = _ITEM_SIZES[code]                 # an empty array's shape must still fit in intp
+    for d in dims:
+        nominal *= d or 1
+    if size == 0 and nominal >= 2**63:
+        return None
+    if (dtype is not None and _NATIVE[code] != np.dtype(dtype)) or (ndim is not None and nd != ndim) \
+            or (count is not None and dims[0] != count):
+        return None
+    return dims, _NATIVE[code]
+
+
+@st.composite
+def idx_headers(draw):
+    """Bytes of an IDX file whose header fields are drawn: type code (known or any byte), declared
+    ndim (matching the dims or any byte), dims (small or near 2^16, 2^31, 2^32), a payload that
+    fits the dims when it is small or a short one, and sometimes a cut."""
+    code = draw(st.one_of(st.sampled_from(sorted(_ITEM_SIZES)), st.integers(0, 255)))
+    dims = draw(st.lists(st.one_of(st.integers(0, 4), st.sampled_from(_NEAR)), max_size=5))
+    nd = draw(st.one_of(st.just(len(dims)), st.integers(0, 255)))
+    magic = draw(st.one_of(st.just(b"\x00\x00"), st.binary(min_size=2, max_size=2)))
+    size = _ITEM_SIZES.get(code, 1)
+    for d in dims:
+        size *= d
+    payload = draw(st.one_of(st.just(size), st.integers(0, 40))) if size <= 4096 else draw(st.integers(0, 40))
+    raw = magic + bytes([code, nd]) + b"".join(struct.pack(">I", d) for d in dims) + draw(st.binary(min_size=payload, max_size=payload))
+    cut = draw(st.one_of(st.none(), st.integers(0, len(raw))))
+    return raw if cut is None else raw[:cut]
+
+
+expectations = st.fixed_dictionaries({}, optional={"dtype": st.sampled_from([np.uint8, np.int8, np.float32]),
+                                                    "ndim": st.integers(1, 4), "count": st.sampled_from([0, 1, 2, 3, 2**31])})
+
+
+@settings(deadline=None, max_examples=400)
+@given(raw=idx_headers(), expect=expectations)
+def test_idx_header_fields_fuzzed_against_an_oracle(raw, expect):
+    want = idx_oracle(raw, **expect)
+    try:
+        arr = data._parse_idx(raw, "fuzz-idx", **expect)
+    except ValueError as e:       # never OverflowError, MemoryError or a nameless numpy error
+        assert want is None, (raw[:24], expect, str(e))
+        msg = str(e)
+        assert msg.startswith("fuzz-idx: ") and "\n" not in msg
+        if len(raw) >= 4 and (raw[0] or raw[1] or raw[2] not in _ITEM_SIZES or raw[3] == 0
+                              or "dtype" in expect or "ndim" in expect) and "magic" not in msg:
+            assert any(k in msg for k in ("payload", "items, expected", "truncated header", "too large")), msg
+        return
+    assert want is not None, (raw[:24], expect)
+    assert (arr.shape, arr.dtype) == want
+
+
+@settings(deadline=None, max_examples=30)
+@given(raw=idx_headers(), compress=st.booleans())
+def test_idx_files_fuzzed_name_the_file(tmp_path_factory, raw, compress):
+    path = tmp_path_factory.mktemp("idx") / "fuzzed.idx"
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    if idx_oracle(raw) is None:
+        with pytest.raises(ValueError, match=r"^" + str(path).replace(".", r"\.") + ": "):
+            read_idx(path)
+    else:
+        assert read_idx(path).shape == idx_oracle(raw)[0]
+
+
+@pytest.mark.parametrize("code, dims, need", [
+    (0x08, (65536, 65536, 65536, 65536), 2**64),                 # wrapped to 0 in int64
+    (0x0E, (2**32 - 1, 2**32 - 1), 8 * (2**32 - 1) ** 2),         # past 2^63 bytes
+    (0x08, (2**31,), 2**31), (0x0C, (2**31 - 1,), 4 * (2**31 - 1)), (0x08, (2**32 - 1,), 2**32 - 1),
+    (0x08, (2**31, 2**32 - 1), 2**31 * (2**32 - 1)),
+])
+def test_huge_header_sizes_are_reported_not_wrapped(tmp_path, code, dims, need):
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims))
+    with pytest.raises(ValueError, match=rf"huge: payload length mismatch: .* need {need} bytes .* found 0$"):
+        read_idx(path)
+
+
+def test_read_idx_refuses_what_its_callers_would(tmp_path):
+    floats = write_idx(tmp_path / "floats", np.zeros((2, 3, 3), ">f4"), compress=True)
+    with pytest.raises(ValueError, match=r"floats: magic number 0x00000d03 declares float32 items \(type code 0x0d\), expected uint8"):
+        read_idx(floats, dtype=np.uint8)
+    images = write_idx(tmp_path / "images", np.zeros((2, 3, 3), np.uint8), compress=False)
+    with pytest.raises(ValueError, match=r"images: magic number 0x00000803 declares 3 dimensions, expected 1"):
+        read_idx(images, ndim=1)       # an image file where a label file belongs
+    labels = write_idx(tmp_path / "labels", np.zeros(4, np.uint8), compress=False)
+    with pytest.raises(ValueError, match=r"labels: holds 4 items, expected 5$"):
+        read_idx(labels, count=5)
+    assert read_idx(labels, dtype=np.uint8, ndim=1, count=4).shape == (4,)
+    assert read_idx(floats).dtype == np.float32          # without expectations: any valid IDX file
+
+
+def test_loaders_refuse_float_images_and_image_files_as_labels(tmp_path):
+    tiny_split(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((5, 4, 3), ">f4"), compress=True)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz: magic number 0x00000d03 declares float32"):
+        load_mnist("train", root=tmp_path, verify=False)
+    tiny_split(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros((5, 4, 3), np.uint8), compress=True)
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: magic number 0x00000803 declares 3 dimensions, expected 1"):
+        load_mnist("train", root=tmp_path, verify=False)
+
+
 # ----------------------------------------------------------------------------- ImageDataset
 
 
@@ -182,7 +305,8 @@ def test_subset_first_n(tmp_path):
 
 def test_count_mismatch_names_both_files(tmp_path):
     tiny_split(tmp_path, n_img=5, n_lbl=4)
-    with pytest.raises(ValueError, match=r"5 images but 4 labels.*train-images-idx3-ubyte\.gz.*train-labels-idx1-ubyte\.gz"):
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: holds 4 items, expected 5 "
+                                         r"\(one label per image of .*train-images-idx3-ubyte\.gz\)"):
         load_mnist("train", root=tmp_path, verify=False)
 
 

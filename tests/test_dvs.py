@@ -291,6 +291,31 @@ def test_fuzz_byte_flips(tmp_path_factory, valid_file, data):
     check_against_twin(path)
 
 
+# Every field of the 28-byte packet header drawn from values near the int16/int32 limits and
+# the sizes that matter (8, 28, 36, 48), with a payload that may or may not fit.
+_I32 = [-2**31, -2**31 + 1, -1, 0, 1, 2, 4, 8, 28, 36, 48, 2**16, 2**30, 2**31 - 2, 2**31 - 1]
+field_packet_st = st.builds(
+    lambda etype, source, size, tsoff, ovf, cap, num, nvalid, payload:
+        PKT.pack(etype, source, size, tsoff, ovf, cap, num, nvalid) + payload,
+    etype=st.one_of(st.sampled_from([-2**15, -1, 0, 1, 2, 3, 4, 5, 2**15 - 1]), st.integers(-2**15, 2**15 - 1)),
+    source=st.sampled_from([-2**15, 0, 1, 2**15 - 1]),
+    size=st.one_of(st.sampled_from(_I32), st.integers(-2**31, 2**31 - 1)),
+    tsoff=st.one_of(st.sampled_from(_I32), st.integers(-2**31, 2**31 - 1)),
+    ovf=st.sampled_from(_I32), cap=st.sampled_from(_I32),
+    num=st.one_of(st.sampled_from(_I32), st.integers(0, 4)),
+    nvalid=st.one_of(st.sampled_from(_I32), st.integers(0, 4)),
+    payload=st.binary(max_size=40),
+)
+
+
+@settings(deadline=None, max_examples=250)
+@given(packets=st.lists(st.one_of(field_packet_st, polarity_packet_st), min_size=1, max_size=4))
+def test_fuzz_packet_header_fields_near_the_limits(tmp_path_factory, packets):
+    path = tmp_path_factory.mktemp("hf") / "h.aedat"
+    path.write_bytes(HEADER + b"".join(packets))
+    check_against_twin(path)          # ValueError naming the file exactly when the twin refuses
+
+
 # ----------------------------------------------------------------------------- events_to_frames
 
 
@@ -388,6 +413,49 @@ def test_bad_label_files(tmp_path, text, problem):
     path.write_text(text)
     with pytest.raises(ValueError, match=f"u_labels.csv: {problem}"):
         read_labels_csv(path)
+
+
+_NEAR = [-(2**63), -1, 0, 1, 11, 12, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64, 10**30]
+
+
+@settings(deadline=None, max_examples=150)
+@given(rows=st.lists(st.tuples(*[st.one_of(st.sampled_from(_NEAR), st.integers(0, 20))] * 3), max_size=4))
+def test_label_file_fields_near_the_limits(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("lf") / "n_labels.csv"
+    path.write_text("\n".join(["class,startTime_usec,endTime_usec", *(f"{c},{a},{b}" for c, a, b in rows)]) + "\n")
+    ok = rows and all(1 <= c <= 11 and 0 <= a < b < 2**63 for c, a, b in rows)
+    if not ok:
+        with pytest.raises(ValueError, match=r"n_labels\.csv: (line \d+: |no label rows)"):
+            read_labels_csv(path)
+        return
+    lab = read_labels_csv(path)
+    assert lab["label"].tolist() == [c - 1 for c, _, _ in rows]
+    assert lab["start"].tolist() == [a for _, a, _ in rows] and lab["end"].tolist() == [b for _, _, b in rows]
+
+
+@settings(deadline=None, max_examples=100)
+@given(raw=st.binary(max_size=200), header=st.booleans())
+def test_label_and_trial_files_of_random_bytes_name_the_file(tmp_path_factory, raw, header):
+    folder = tmp_path_factory.mktemp("rb")
+    head = b"class,startTime_usec,endTime_usec\n" if header else b""
+    (folder / "r_labels.csv").write_bytes(head + raw)
+    (folder / "trials.txt").write_bytes(raw)
+    for reader, name in ((read_labels_csv, "r_labels.csv"), (read_trial_list, "trials.txt")):
+        try:
+            reader(folder / name)
+        except ValueError as e:               # never UnicodeDecodeError, OverflowError, ...
+            assert type(e) is ValueError and str(e).startswith(f"{folder / name}: "), e
+            assert "\n" not in str(e) and len(str(e)) < 400 + len(str(folder))
+
+
+def test_non_utf8_label_file_names_the_byte(tmp_path):
+    path = tmp_path / "b_labels.csv"
+    path.write_bytes(b"class,startTime_usec,endTime_usec\n1,2,\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"b_labels\.csv: not a UTF-8 text file \(byte offset 38: b'\\xff'\)"):
+        read_labels_csv(path)
+    path.write_bytes(b"user01_lab.aedat\x00\n")
+    with pytest.raises(ValueError, match=r"b_labels\.csv: not a text file \(NUL byte at offset 16\)"):
+        read_trial_list(path)
 
 
 def test_label_file_crlf_and_trailing_blank(tmp_path):

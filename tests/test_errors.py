@@ -58,6 +58,19 @@ def test_network_backward_checks(net):
         net.backward(np.zeros((3, 2, 11), np.float32))
 
 
+@pytest.mark.parametrize("bad, dtype", [(np.nan, np.float32), (np.inf, np.float32), (-np.inf, np.float64),
+                                        (1e300, np.float64)])   # finite in float64, inf in float32
+def test_network_backward_refuses_non_finite_gradients_and_changes_nothing(bad, dtype):
+    net = build_model("mnist-4bit", seed=0)
+    net.forward(np.zeros((2, 1, 28, 28), np.float32), num_steps=3)
+    net.zero_grad()
+    d = np.zeros((3, 2, 10), dtype)
+    d[2, 1, 7] = bad
+    with pytest.raises(ValueError, match=r"Network.backward: the gradient dL/d\(output\) holds NaN or inf \(in float32\)"):
+        net.backward(d)
+    assert all(not g.any() for g in net.grads.values())
+
+
 def test_layer_errors_name_the_layer():
     with pytest.raises(ValueError, match=r"Conv2d: expected input of shape \(T, B, 3, 8, 8\), got \(2, 1, 2, 8, 8\)"):
         Conv2d(3, 4, 3).forward(np.zeros((2, 1, 2, 8, 8), np.float32), ctx())

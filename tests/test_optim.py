@@ -188,3 +188,55 @@ def test_clip_weights_in_place():
     clip_weights(params)
     assert params["w"] is p
     np.testing.assert_array_equal(p, np.array([-1.0, -0.5, 0.0, 0.999, 1.0], np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_adam_refuses_a_non_finite_gradient_and_changes_nothing(bad):
+    p = {"a": np.ones(3, np.float32), "b": np.ones((2, 2), np.float32)}
+    opt = Adam(p, lr=0.1)
+    opt.step({"a": np.full(3, 0.5, np.float32), "b": np.full((2, 2), 0.5, np.float32)})
+    before = ({k: v.copy() for k, v in p.items()}, {k: v.copy() for k, v in opt.exp_avg.items()},
+              {k: v.copy() for k, v in opt.exp_avg_sq.items()}, opt.step_count)
+    g = {"a": np.zeros(3, np.float32), "b": np.zeros((2, 2), np.float32)}
+    g["b"][1, 0] = bad
+    with pytest.raises(ValueError, match=r"Adam.step: the gradient of parameter 'b' holds NaN or inf; nothing was updated"):
+        opt.step(g)
+    for got, want in zip(({**p}, opt.exp_avg, opt.exp_avg_sq), before[:3]):
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    assert opt.step_count == before[3]
+
+
+def test_adam_check_finite_false_lets_nan_through():
+    p = {"a": np.ones(2)}
+    opt = Adam(p, lr=0.1, check_finite=False)
+    opt.step({"a": np.array([np.nan, 1.0])})
+    assert np.isnan(p["a"][0]) and np.isfinite(p["a"][1]) and opt.step_count == 1
+
+
+def test_adam_finite_check_accepts_huge_finite_gradients():
+    p = {"a": np.zeros(4, np.float32)}
+    Adam(p, lr=0.1).step({"a": np.full(4, 3e38, np.float32)})
+    assert np.isfinite(p["a"]).all()
+
+
+def test_adam_state_with_nan_is_refused():
+    p = {"a": np.ones(2)}
+    state = Adam(p, lr=0.1).state_dict()
+    state["exp_avg_sq"]["a"][1] = np.inf
+    with pytest.raises(ValueError, match="exp_avg_sq of parameter 'a' holds NaN or inf"):
+        Adam(p, lr=0.1).load_state_dict(state)
+
+
+@settings(deadline=None)
+@given(n=st.integers(1, 50), where=st.integers(0, 49), bad=st.sampled_from([np.nan, np.inf, -np.inf, None]),
+       dtype=st.sampled_from([np.float32, np.float64]), scale=st.sampled_from([1.0, 1e20, 1e200]))
+def test_find_nonfinite_names_exactly_the_arrays_with_nan_or_inf(n, where, bad, dtype, scale):
+    from mininsnn.optim import find_nonfinite
+    with np.errstate(over="ignore"):
+        a = (np.linspace(-1, 1, n) * scale).astype(dtype)   # float32 * 1e200 -> inf: counted
+    if bad is not None:
+        a[where % n] = bad
+    arrays = {"ok": np.ones(3, dtype), "int": np.arange(3), "a": a}
+    expect = None if np.isfinite(a).all() else "a"
+    assert find_nonfinite(arrays) == expect

@@ -230,7 +230,12 @@ def test_config_checks():
 def test_run_dir_guards(tmp_path):
     check_new_run_dir(tmp_path / "new")                 # absent: fine
     check_new_run_dir(tmp_path)                         # empty: fine
-    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "metrics.jsonl").write_text("")        # the remains of a start killed early
+    with pytest.raises(ConfigError, match="no run to resume.*delete the folder"):
+        check_new_run_dir(tmp_path)
+    with pytest.raises(ConfigError, match="no run to resume.*delete the folder"):
+        load_run(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="--resume"):
         check_new_run_dir(tmp_path)
     with pytest.raises(ConfigError, match="no last.h5"):
@@ -425,3 +430,86 @@ def test_metrics_csv_takes_columns_that_older_rows_lack(tmp_path, data):
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["zero_fc1"] == "" and 0.0 <= float(rows[1]["zero_fc1"]) <= 1.0
+
+
+# -- divergence: NaN or inf anywhere in the state stops the run; no bad checkpoint is written ----
+
+def _poison(where: str, step: int, t: Trainer):
+    """Wrap the part of the trainer that produces ``where`` so that batch ``step`` puts an inf
+    into it, as a diverging run would."""
+    net, opt = t.net, t.opt
+    if where == "bn":
+        real = net.forward
+
+        def forward(*a, **k):
+            out = real(*a, **k)
+            if t.step == step:
+                net.buffers["bn2.running_var"][5] = np.inf
+            return out
+        net.forward = forward
+    elif where == "grad":
+        real = net.backward
+
+        def backward(d):
+            out = real(d)
+            if t.step == step:
+                net.grads["conv1.weight"][0, 0, 1, 2] = np.nan
+            return out
+        net.backward = backward
+    else:
+        real = opt.step
+
+        def step_(grads, lr=None):
+            real(grads, lr)
+            if t.step == step:
+                (net.params if where == "weight" else opt.exp_avg_sq)["fc1.weight"][3, 7] = -np.inf
+        opt.step = step_
+
+
+@pytest.mark.parametrize("where, problem", [
+    ("bn", "BatchNorm statistic bn2.running_var holds NaN or inf"),
+    ("grad", "the gradient of conv1.weight holds NaN or inf"),
+    ("weight", "weight fc1.weight holds NaN or inf"),
+    ("adam", "Adam's second moment of fc1.weight holds NaN or inf"),
+])
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data, where, problem):
+    from mininsnn.train import TrainingError
+    train, test = data
+    cfg = tiny_config(epochs=3)                       # 3 batches per epoch
+    t = Trainer(cfg, train, test, run_dir=tmp_path, log=lambda m: None)
+    t.prepare_run_dir("test")
+    _poison(where, 4, t)                              # batch 4: the second of epoch 2
+    with pytest.raises(TrainingError) as e:
+        t.fit()
+    assert str(e.value) == (f"the run diverged at batch 4 (epoch 2): {problem}; epoch 1 is in "
+                            f"{tmp_path / 'last.h5'}; start a new run with a smaller --lr than 0.0054")
+    tree = load_run(tmp_path)                          # loads: finite, complete
+    assert tree["epoch"] == 1 and load_checkpoint(tmp_path / "best.h5")["epoch"] == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_state_with_nan_is_never_saved(tmp_path, data, monkeypatch):
+    # with the per-batch checks off, the check before saving still refuses the state
+    from mininsnn.train import TrainingError
+    train, test = data
+    t = Trainer(tiny_config(epochs=2), train, test, run_dir=tmp_path, log=lambda m: None)
+    t.prepare_run_dir("test")
+    t.fit(1)
+    before = (tmp_path / "last.h5").read_bytes()
+    monkeypatch.setattr(Trainer, "_check_finite", lambda self, what, arrays: None)
+    _poison("adam", 5, t)                             # the last batch of epoch 2
+    with pytest.raises(TrainingError, match=r"^the run diverged in epoch 2: its state: Adam exp_avg_sq "
+                                            r"fc1.weight holds NaN or inf \(a diverged run\?\); epoch 1 is in "):
+        t.fit()
+    assert (tmp_path / "last.h5").read_bytes() == before
+
+
+def test_lr_1e30_exits_1_with_one_line_and_writes_no_checkpoint(tmp_path, capsys):
+    from mininsnn.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--subset", "48", "--test-subset", "32", "--num-steps", "4",
+                 "--batch-size", "16", "--lr", "1e30", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run diverged at batch ") and err.count("\n") == 1
+    assert "holds no checkpoint (no epoch had finished); start a new run with a smaller --lr than 1e+30" in err
+    assert not (out / "last.h5").exists() and not (out / "best.h5").exists()

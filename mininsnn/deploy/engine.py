@@ -1,0 +1,268 @@
+"""The integer forward in pure NumPy: no Numba, no float in the time loop.
+
+Imports only NumPy and ``mininsnn.deploy.convert`` (itself NumPy only), so it runs where Numba is
+absent. Semantics (convert.py, docs/deploy.md), per LIF layer with channel c:
+
+    A[t]  = integer conv / linear of the layer's input at step t  (layer 1: pixels; later: spikes)
+    I[t]  = sgn_c * (A[t] << F) + Bias_c                (F < 0: sgn_c * ((A + 2^(-F-1)) >> -F))
+    V[t]  = leak(V[t-1]) + I[t] - Theta_c R[t]          ("zero": (leak(V[t-1]) + I[t]) (1 - R[t]))
+    R[t]  = [V[t-1] > Theta_c],  S[t] = [V[t] > Theta_c],  V[-1] = 0
+
+How the work is laid out, since NumPy's integer matmul does not use BLAS:
+- layer 1 with a static image: its accumulator is computed once per batch (im2col, tiny);
+- each layer runs all T steps before the next one starts (no layer feeds back);
+- a conv on 0/1 spikes is a sum of table rows: for one input channel c and kernel row kh, the KW
+  spikes under the kernel form a KW-bit pattern m, and Tab[c, kh, m, :] = sum_{kw in m} W[:, c, kh, kw]
+  (``pattern_table``); only non-empty patterns are gathered, summed per output by ``np.add.reduceat``
+  (``conv_spikes``). A linear layer on spikes does the same with bytes of 8 inputs
+  (``linear_spikes``). Their plain twins (``conv_int_plain``, dense) are kept for the tests.
+The membrane is held in int64 arrays here (the leak product needs 64 bits); the proof keeps its
+values within int32, as in the C export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mininsnn.deploy.convert import IntegerModel
+
+__all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
+           "pattern_table", "conv_spikes", "linear_spikes", "lif_run", "input_current"]
+
+CHUNK = 1 << 22     # pattern indices per conv-on-spikes chunk (int64): bounds the memory used
+
+
+class InputError(ValueError):
+    """An input of the wrong shape, dtype or range."""
+
+
+def check_input(model: IntegerModel, x, num_steps=None):
+    """Validate ``x``: (B, C, H, W) static images or (T, B, C, H, W) frames, integers in
+    0..input_max. Returns (x, static, T)."""
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"expected a numpy array input, got {type(x).__name__}")
+    per = tuple(model.input_shape)
+    dims = ", ".join(str(d) for d in per)
+    if model.static:
+        if x.ndim != 4 or x.shape[1:] != per:
+            raise InputError(f"expected input of shape (B, {dims}) (an image fed at every step), "
+                             f"got {x.shape}")
+        if num_steps is None:
+            num_steps = model.num_steps
+        T = num_steps
+    else:
+        if x.ndim != 5 or x.shape[2:] != per:
+            raise InputError(f"expected input of shape (T, B, {dims}) (one frame per step), got "
+                             f"{x.shape}")
+        T = x.shape[0]
+        if num_steps is not None and num_steps != T:
+            raise InputError(f"num_steps={num_steps} but the input has {T} time steps")
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise InputError(f"expected num_steps to be an integer >= 1, got {T!r}")
+    if model.max_steps is not None and T > model.max_steps:
+        raise InputError(f"the overflow proof of this model covers T <= {model.max_steps}, got {T}")
+    if x.dtype.kind not in "ui":
+        raise InputError(f"expected integer input (uint8 pixels or event counts 0.."
+                         f"{model.input_max}), got dtype {x.dtype}")
+    if x.size == 0:
+        raise InputError(f"empty input of shape {x.shape}")
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi > model.input_max:
+        raise InputError(f"input values must lie in 0..{model.input_max}, got {lo}..{hi}")
+    return x, model.static, int(T)
+
+
+# ---------------------------------------------------------------------------------------------
+# accumulators
+
+def conv_int_plain(x, w, stride):
+    """Dense integer conv, no padding: A[n, o, i, j] = sum_{c,kh,kw} w[o,c,kh,kw] x[n,c,i*s+kh,j*s+kw].
+    x: (N, C, H, W) ints;  w: (O, C, KH, KW) ints.  Returns (N, O, OH, OW) int64."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    OH, OW = (H - KH) // stride + 1, (W - KW) // stride + 1
+    A = np.zeros((N, O, OH, OW), np.int64)
+    for kh in range(KH):
+        for kw in range(KW):
+            win = x[:, :, kh:kh + stride * (OH - 1) + 1:stride, kw:kw + stride * (OW - 1) + 1:stride]
+            A += np.einsum("nchw,oc->nohw", win.astype(np.int64), w[:, :, kh, kw].astype(np.int64))
+    return A
+
+
+def conv_int(x, w, stride):
+    """The same as :func:`conv_int_plain` by im2col and one integer matmul (int64).
+    x: (N, C, H, W);  w: (O, C, KH, KW).  Returns (N, O, OH, OW) int64."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    win = np.lib.stride_tricks.sliding_window_view(x, (KH, KW), axis=(2, 3))[:, :, ::stride, ::stride]
+    OH, OW = win.shape[2], win.shape[3]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(N * OH * OW, C * KH * KW).astype(np.int64)
+    A = cols @ w.reshape(O, C * KH * KW).T.astype(np.int64)   # (N*OH*OW, O)
+    return A.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
+
+
+def pattern_table(w, dtype):
+    """Tab[c, kh, m, o] = sum_{kw: bit kw of m set} w[o, c, kh, kw].  w: (O, C, KH, KW);
+    returns (C * KH * 2^KW, O) of ``dtype`` (row (c * KH + kh) * 2^KW + m)."""
+    O, C, KH, KW = w.shape
+    Tab = np.zeros((C, KH, 1 << KW, O), np.int64)
+    wt = w.transpose(1, 2, 3, 0).astype(np.int64)           # (C, KH, KW, O)
+    for m in range(1, 1 << KW):
+        for kw in range(KW):
+            if m >> kw & 1:
+                Tab[:, :, m] += wt[:, :, kw]
+    return Tab.reshape(C * KH * (1 << KW), O).astype(dtype)
+
+
+def _row_masks(S):
+    """Bit x of M[n, c, y] = S[n, c, y, x].  S: (N, C, H, W) 0/1 uint8, W <= 64 -> (N, C, H) int64."""
+    packed = np.packbits(S, axis=-1, bitorder="little")     # (N, C, H, ceil(W/8)) uint8
+    M = np.zeros(S.shape[:3], np.int64)
+    for i in range(packed.shape[-1]):
+        M |= packed[..., i].astype(np.int64) << (8 * i)
+    return M
+
+
+def _table_sum(idx, Tab):
+    """out[r] = sum over the non-zero patterns of row r of Tab[idx[r, k]] (idx < 0: skipped).
+    idx: (R, K) int64 table rows, -1 where the pattern is empty;  Tab: (P, O).  Returns (R, O)."""
+    R = idx.shape[0]
+    nz = idx >= 0
+    counts = nz.sum(axis=1)
+    out = np.zeros((R, Tab.shape[1]), Tab.dtype)
+    has = counts > 0
+    if has.any():
+        rows = Tab[idx[nz]]                                 # (nnz, O), grouped by r
+        starts = (np.cumsum(counts) - counts)[has]
+        out[has] = np.add.reduceat(rows, starts, axis=0)
+    return out
+
+
+def conv_spikes(S, Tab, KH, KW, stride, out_hw):
+    """Conv of 0/1 spikes by window patterns (== conv_int_plain on S).
+    S: (N, C, H, W) uint8;  Tab from pattern_table;  returns (N, O, OH, OW) of Tab's dtype."""
+    N, C, H, W = S.shape
+    OH, OW = out_hw
+    O = Tab.shape[1]
+    out = np.empty((N, O, OH, OW), Tab.dtype)
+    full = (1 << KW) - 1
+    ys = np.arange(KH)[:, None] + stride * np.arange(OH)[None, :]      # (KH, OH) input rows
+    shifts = stride * np.arange(OW)                                    # (OW,) window starts
+    base = (np.arange(C)[:, None] * KH + np.arange(KH)[None, :]) << KW  # (C, KH) table row base
+    step = max(1, CHUNK // (C * KH * OH * OW))                         # samples per chunk
+    for lo in range(0, N, step):
+        hi = min(N, lo + step)
+        M = _row_masks(S[lo:hi])                                       # (n, C, H)
+        pat = (M[:, :, ys][..., None] >> shifts) & full                # (n, C, KH, OH, OW)
+        idx = np.where(pat != 0, pat + base[None, :, :, None, None], -1)
+        idx = idx.transpose(0, 3, 4, 1, 2).reshape((hi - lo) * OH * OW, C * KH)
+        out[lo:hi] = _table_sum(idx, Tab).reshape(hi - lo, OH, OW, O).transpose(0, 3, 1, 2)
+    return out
+
+
+def byte_table(w, dtype):
+    """Tab[g, m, o] = sum_{bit i of m} w[o, 8 g + i].  w: (O, F) -> (ceil(F/8) * 256, O)."""
+    O, F = w.shape
+    G = (F + 7) // 8
+    wp = np.zeros((G * 8, O), np.int64)
+    wp[:F] = w.T
+    wp = wp.reshape(G, 8, O)
+    Tab = np.zeros((G, 256, O), np.int64)
+    for m in range(1, 256):
+        for i in range(8):
+            if m >> i & 1:
+                Tab[:, m] += wp[:, i]
+    return Tab.reshape(G * 256, O).astype(dtype)
+
+
+def linear_spikes(S, Tab):
+    """A[n, o] = sum_f w[o, f] S[n, f] by bytes of 8 spikes.  S: (N, F) uint8;  Tab from
+    byte_table.  Returns (N, O)."""
+    bytes_ = np.packbits(S, axis=-1, bitorder="little").astype(np.int64)   # (N, G)
+    G = bytes_.shape[1]
+    idx = np.where(bytes_ != 0, bytes_ + (np.arange(G) << 8), -1)
+    return _table_sum(idx, Tab)
+
+
+# ---------------------------------------------------------------------------------------------
+# neurons
+
+def input_current(A, sign, F, bias):
+    """I = sgn_c * (A << F) + Bias_c (F >= 0) or sgn_c * ((A + 2^(-F-1)) >> -F) + Bias_c.
+    A: (..., O, M) ints; sign, bias: (O,).  Returns int64 of A's shape."""
+    A = A.astype(np.int64)
+    a = A << F if F >= 0 else (A + (1 << (-F - 1))) >> -F
+    return a * sign.astype(np.int64)[:, None] + bias.astype(np.int64)[:, None]
+
+
+def lif_run(I, T, theta, leak, reset):
+    """Run integer LIF neurons over T steps.
+    I: (TI, N, O, M) int64 input current, TI in {1, T};  theta: (O,).  Returns S (T, N, O, M) uint8.
+
+        R[t] = [V[t-1] > Theta]                 (the previous step's spike)
+        V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
+        S[t] = [V[t] > Theta]
+    """
+    TI = I.shape[0]
+    shape = I.shape[1:]
+    Th = np.broadcast_to(theta.astype(np.int64)[:, None], shape)
+    V = np.zeros(shape, np.int64)                     # V[-1] = 0
+    tmp = np.empty(shape, np.int64)
+    S = np.empty((T,) + shape, np.uint8)
+    R = np.zeros(shape, bool)                         # R[0] = 0
+    mode, a, bq = leak
+    half = np.int64(1 << (a - 1)) if mode == "multiply" else None
+    for t in range(T):
+        if mode == "multiply":                        # leak(v) = (v * beta_q + 2^(Q-1)) >> Q
+            np.multiply(V, bq, out=tmp)
+            tmp += half
+            np.right_shift(tmp, a, out=V)
+        else:                                         # leak(v) = v - (v >> k)
+            np.right_shift(V, a, out=tmp)
+            V -= tmp
+        V += I[t if TI > 1 else 0]
+        if reset == "subtract":
+            np.subtract(V, Th, out=V, where=R)        # - Theta R[t]
+        else:
+            V[R] = 0                                  # (1 - R[t])
+        np.greater(V, Th, out=R)                      # S[t] = [V[t] > Theta] = R[t+1]
+        S[t] = R
+    return S
+
+
+# ---------------------------------------------------------------------------------------------
+# the network
+
+def forward(model: IntegerModel, x, num_steps=None, record=False):
+    """Output spikes (T, B, classes) uint8 of the integer model; with ``record``, also a dict
+    layer name -> spikes (T, B, *out_shape) of every LIF layer.  x: see :func:`check_input`."""
+    x, static, T = check_input(model, x, num_steps)
+    B = x.shape[0] if static else x.shape[1]
+    recorded = {}
+    h = None
+    for li, L in enumerate(model.layers):
+        O = L.out_shape[0]
+        acc_dtype = np.int16 if L.acc_bits == 16 else np.int32
+        if li == 0:       # integer input: im2col (static: once)
+            xs = x if static else x.reshape((T * B,) + x.shape[2:])
+            A = conv_int(xs, L.weight, L.stride)                # (TI * B, O, OH, OW)
+        elif L.kind == "conv":
+            Tab = pattern_table(L.weight, acc_dtype)
+            S = h.reshape((T * B,) + tuple(L.in_shape))
+            A = conv_spikes(S, Tab, L.weight.shape[2], L.weight.shape[3], L.stride, L.out_shape[1:])
+        else:
+            Tab = byte_table(L.weight, acc_dtype)
+            A = linear_spikes(h.reshape(T * B, -1), Tab)
+        TI = 1 if (li == 0 and static) else T
+        A = A.reshape(TI, B, O, -1)
+        I = input_current(A, L.sign, L.frac_bits, L.bias)
+        h = lif_run(I.reshape(TI, B, O, -1), T, L.theta, model.leak, model.reset)
+        h = h.reshape((T, B) + tuple(L.out_shape))
+        if record:
+            recorded[L.name] = h
+    return (h, recorded) if record else h
+
+
+def predict(model: IntegerModel, x, num_steps=None):
+    """Output spike counts (B, classes) int32 (the class is argmax, ties to the lowest index)."""
+    return forward(model, x, num_steps).sum(axis=0, dtype=np.int32)

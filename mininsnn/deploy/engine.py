@@ -13,9 +13,9 @@ How the work is laid out, since NumPy's integer matmul does not use BLAS:
 - each layer runs all T steps before the next one starts (no layer feeds back);
 - a conv on 0/1 spikes is a sum of table rows: for one input channel c and kernel row kh, the KW
   spikes under the kernel form a KW-bit pattern m, and Tab[c, kh, m, :] = sum_{kw in m} W[:, c, kh, kw]
-  (``pattern_table``); only non-empty patterns are gathered, summed per output by ``np.add.reduceat``
-  (``conv_spikes``). A linear layer on spikes does the same with bytes of 8 inputs
-  (``linear_spikes``). Their plain twins (``conv_int_plain``, dense) are kept for the tests.
+  (``pattern_table``): C*KH gathers of whole rows and adds per output instead of C*KH*KW
+  multiply-adds (``conv_spikes``). A linear layer on spikes does the same with bytes of 8 inputs
+  (``linear_spikes``). The plain twin (``conv_int_plain``, dense) is kept for the tests.
 The membrane is held in int64 arrays here (the leak product needs 64 bits); the proof keeps its
 values within int32, as in the C export.
 """
@@ -29,7 +29,8 @@ from mininsnn.deploy.convert import IntegerModel
 __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
            "pattern_table", "conv_spikes", "linear_spikes", "lif_run", "input_current"]
 
-CHUNK = 1 << 22     # pattern indices per conv-on-spikes chunk (int64): bounds the memory used
+BATCH = 64          # samples per pass through the layers
+CHUNK = 1 << 17     # accumulator values per conv-on-spikes chunk: the chunk stays in cache
 
 
 class InputError(ValueError):
@@ -123,41 +124,39 @@ def _row_masks(S):
     return M
 
 
-def _table_sum(idx, Tab):
-    """out[r] = sum over the non-zero patterns of row r of Tab[idx[r, k]] (idx < 0: skipped).
-    idx: (R, K) int64 table rows, -1 where the pattern is empty;  Tab: (P, O).  Returns (R, O)."""
-    R = idx.shape[0]
-    nz = idx >= 0
-    counts = nz.sum(axis=1)
-    out = np.zeros((R, Tab.shape[1]), Tab.dtype)
-    has = counts > 0
-    if has.any():
-        rows = Tab[idx[nz]]                                 # (nnz, O), grouped by r
-        starts = (np.cumsum(counts) - counts)[has]
-        out[has] = np.add.reduceat(rows, starts, axis=0)
-    return out
-
-
 def conv_spikes(S, Tab, KH, KW, stride, out_hw):
     """Conv of 0/1 spikes by window patterns (== conv_int_plain on S).
-    S: (N, C, H, W) uint8;  Tab from pattern_table;  returns (N, O, OH, OW) of Tab's dtype."""
+    S: (N, C, H, W) uint8;  Tab from pattern_table;  returns (N, O, OH, OW) of Tab's dtype.
+
+        A[n, :, i, j] = sum_{c, kh} Tab[c, kh, m(n, c, kh, i, j), :]
+        m = bits kw of S[n, c, i*s + kh, j*s + kw] (kw < KW), from one bit mask per input row
+
+    A dense sum over the C*KH pattern slots (an empty pattern reads the zero row m = 0): each slot
+    is one gather of whole table rows and one add, over a chunk of samples that stays in cache.
+    """
     N, C, H, W = S.shape
     OH, OW = out_hw
     O = Tab.shape[1]
-    out = np.empty((N, O, OH, OW), Tab.dtype)
+    out = np.empty((N, OH, OW, O), Tab.dtype)                          # channels last
     full = (1 << KW) - 1
     ys = np.arange(KH)[:, None] + stride * np.arange(OH)[None, :]      # (KH, OH) input rows
     shifts = stride * np.arange(OW)                                    # (OW,) window starts
     base = (np.arange(C)[:, None] * KH + np.arange(KH)[None, :]) << KW  # (C, KH) table row base
-    step = max(1, CHUNK // (C * KH * OH * OW))                         # samples per chunk
+    step = max(1, CHUNK // (OH * OW * O))                              # samples per chunk
+    buf = np.empty((min(step, N), OH, OW, O), Tab.dtype)
     for lo in range(0, N, step):
         hi = min(N, lo + step)
         M = _row_masks(S[lo:hi])                                       # (n, C, H)
         pat = (M[:, :, ys][..., None] >> shifts) & full                # (n, C, KH, OH, OW)
-        idx = np.where(pat != 0, pat + base[None, :, :, None, None], -1)
-        idx = idx.transpose(0, 3, 4, 1, 2).reshape((hi - lo) * OH * OW, C * KH)
-        out[lo:hi] = _table_sum(idx, Tab).reshape(hi - lo, OH, OW, O).transpose(0, 3, 1, 2)
-    return out
+        pat += base[None, :, :, None, None]                            # table rows
+        acc = out[lo:hi]
+        acc[...] = 0
+        b = buf[:hi - lo]
+        for c in range(C):
+            for kh in range(KH):
+                np.take(Tab, pat[:, c, kh], axis=0, out=b)             # (n, OH, OW, O)
+                acc += b
+    return out.transpose(0, 3, 1, 2)
 
 
 def byte_table(w, dtype):
@@ -176,12 +175,14 @@ def byte_table(w, dtype):
 
 
 def linear_spikes(S, Tab):
-    """A[n, o] = sum_f w[o, f] S[n, f] by bytes of 8 spikes.  S: (N, F) uint8;  Tab from
-    byte_table.  Returns (N, O)."""
-    bytes_ = np.packbits(S, axis=-1, bitorder="little").astype(np.int64)   # (N, G)
+    """A[n, o] = sum_f w[o, f] S[n, f] by bytes of 8 spikes:  A[n] = sum_g Tab[g, byte_g(S[n]), :].
+    S: (N, F) uint8;  Tab from byte_table.  Returns (N, O) of Tab's dtype."""
+    bytes_ = np.packbits(S, axis=-1, bitorder="little").astype(np.intp)   # (N, G)
     G = bytes_.shape[1]
-    idx = np.where(bytes_ != 0, bytes_ + (np.arange(G) << 8), -1)
-    return _table_sum(idx, Tab)
+    out = np.zeros((S.shape[0], Tab.shape[1]), Tab.dtype)
+    for g in range(G):
+        out += Tab[bytes_[:, g] + (g << 8)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,10 +190,15 @@ def linear_spikes(S, Tab):
 
 def input_current(A, sign, F, bias):
     """I = sgn_c * (A << F) + Bias_c (F >= 0) or sgn_c * ((A + 2^(-F-1)) >> -F) + Bias_c.
-    A: (..., O, M) ints; sign, bias: (O,).  Returns int64 of A's shape."""
-    A = A.astype(np.int64)
-    a = A << F if F >= 0 else (A + (1 << (-F - 1))) >> -F
-    return a * sign.astype(np.int64)[:, None] + bias.astype(np.int64)[:, None]
+    A: (..., O, M) ints; sign, bias: (O,).  Returns int64 of A's shape.
+    For F >= 0 this is one multiply by the per-channel constant sgn_c 2^F (a shift and a sign)."""
+    if F < 0:
+        A = (A.astype(np.int64) + (1 << (-F - 1))) >> -F
+        F = 0
+    coef = sign.astype(np.int64)[:, None] << F                  # sgn_c 2^F
+    I = np.multiply(A, coef, dtype=np.int64)
+    I += bias.astype(np.int64)[:, None]
+    return I
 
 
 def lif_run(I, T, theta, leak, reset):
@@ -202,6 +208,9 @@ def lif_run(I, T, theta, leak, reset):
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
         S[t] = [V[t] > Theta]
+
+    Multiply leak: leak(v) + I = (v beta_q + 2^(Q-1) + I 2^Q) >> Q exactly (I is an integer), so
+    J = I 2^Q + 2^(Q-1) is formed once and a step is one multiply, one add and one shift.
     """
     TI = I.shape[0]
     shape = I.shape[1:]
@@ -211,16 +220,17 @@ def lif_run(I, T, theta, leak, reset):
     S = np.empty((T,) + shape, np.uint8)
     R = np.zeros(shape, bool)                         # R[0] = 0
     mode, a, bq = leak
-    half = np.int64(1 << (a - 1)) if mode == "multiply" else None
+    if mode == "multiply":
+        J = (I.astype(np.int64) << a) + (1 << (a - 1))   # I 2^Q + 2^(Q-1)
     for t in range(T):
-        if mode == "multiply":                        # leak(v) = (v * beta_q + 2^(Q-1)) >> Q
+        if mode == "multiply":                        # V = (V beta_q + 2^(Q-1) + I 2^Q) >> Q
             np.multiply(V, bq, out=tmp)
-            tmp += half
+            tmp += J[t if TI > 1 else 0]
             np.right_shift(tmp, a, out=V)
-        else:                                         # leak(v) = v - (v >> k)
+        else:                                         # V = V - (V >> k) + I
             np.right_shift(V, a, out=tmp)
             V -= tmp
-        V += I[t if TI > 1 else 0]
+            V += I[t if TI > 1 else 0]
         if reset == "subtract":
             np.subtract(V, Th, out=V, where=R)        # - Theta R[t]
         else:
@@ -235,8 +245,22 @@ def lif_run(I, T, theta, leak, reset):
 
 def forward(model: IntegerModel, x, num_steps=None, record=False):
     """Output spikes (T, B, classes) uint8 of the integer model; with ``record``, also a dict
-    layer name -> spikes (T, B, *out_shape) of every LIF layer.  x: see :func:`check_input`."""
+    layer name -> spikes (T, B, *out_shape) of every LIF layer.  x: see :func:`check_input`.
+    Runs BATCH samples at a time (their work arrays stay in cache)."""
     x, static, T = check_input(model, x, num_steps)
+    B = x.shape[0] if static else x.shape[1]
+    parts = []
+    for lo in range(0, B, BATCH):
+        xb = x[lo:lo + BATCH] if static else x[:, lo:lo + BATCH]
+        parts.append(_forward(model, xb, static, T, record))
+    out = np.concatenate([p[0] for p in parts], axis=1)
+    if not record:
+        return out
+    return out, {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
+
+
+def _forward(model, x, static, T, record):
+    """forward() of one batch of checked input; returns (spikes, records)."""
     B = x.shape[0] if static else x.shape[1]
     recorded = {}
     h = None
@@ -260,7 +284,7 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h
-    return (h, recorded) if record else h
+    return h, recorded
 
 
 def predict(model: IntegerModel, x, num_steps=None):

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mininsnn.checkpoint import load_checkpoint  # noqa: E402
 from mininsnn.deploy import engine as npe  # noqa: E402
 from mininsnn.deploy import numba_engine as nbe  # noqa: E402
-from mininsnn.deploy.convert import convert  # noqa: E402
+from mininsnn.deploy.conversion import convert  # noqa: E402
 from mininsnn.train import build_net, load_data, validate_config  # noqa: E402
 
 CKPTS = {"MNIST": "/work/ckpt/mnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5",

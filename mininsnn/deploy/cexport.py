@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from mininsnn.deploy.convert import IntegerModel
+from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["export_c", "c_sizes", "CExportError"]
 

@@ -1,7 +1,7 @@
 """The integer forward in pure NumPy: no Numba, no float in the time loop.
 
-Imports only NumPy and ``mininsnn.deploy.convert`` (itself NumPy only), so it runs where Numba is
-absent. Semantics (convert.py, docs/deploy.md), per LIF layer with channel c:
+Imports only NumPy and ``mininsnn.deploy.conversion`` (itself NumPy only), so it runs where Numba is
+absent. Semantics (conversion.py, docs/deploy.md), per LIF layer with channel c:
 
     A[t]  = integer conv / linear of the layer's input at step t  (layer 1: pixels; later: spikes)
     I[t]  = sgn_c * (A[t] << F) + Bias_c                (F < 0: sgn_c * ((A + 2^(-F-1)) >> -F))
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mininsnn.deploy.convert import IntegerModel
+from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
            "pattern_table", "conv_spikes", "linear_spikes", "lif_run", "input_current"]

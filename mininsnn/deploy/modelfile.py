@@ -22,7 +22,7 @@ import zipfile
 
 import numpy as np
 
-from mininsnn.deploy import convert as cv
+from mininsnn.deploy import conversion as cv
 
 __all__ = ["ModelFileError", "save_integer_model", "load_integer_model", "atomic_write_bytes",
            "read_npz", "FORMAT", "VERSION"]

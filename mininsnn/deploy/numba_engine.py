@@ -7,7 +7,7 @@ every output (i, j) its window reaches,
 
     A[i, j, :] += Wt[c, y - i*s, x - j*s, :]         (Wt[c, kh, kw, o] = W[o, c, kh, kw])
 
-and silent inputs cost nothing. Equations of each step: engine.py and convert.py.
+and silent inputs cost nothing. Equations of each step: engine.py and conversion.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from mininsnn._jit import jit, prange
-from mininsnn.deploy.convert import IntegerModel
+from mininsnn.deploy.conversion import IntegerModel
 from mininsnn.deploy.engine import check_input
 
 __all__ = ["forward", "predict", "prepare"]

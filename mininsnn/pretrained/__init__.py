@@ -58,7 +58,7 @@ def latent_weights(q, scale, maxabs):
 
 def save_pretrained(path, state, config, provenance):
     """Write a pretrained file from a training state dict (float32 latent weights) and its config."""
-    from mininsnn.deploy.convert import quant_codes
+    from mininsnn.deploy.conversion import quant_codes
 
     bits = config["bits"]
     if bits is None:
@@ -124,8 +124,8 @@ def load(name):
 
 def load_integer(name, **convert_kwargs):
     """The IntegerModel of pretrained model ``name`` (NumPy only); keyword arguments go to
-    mininsnn.deploy.convert (default: F = "max", multiply leak with Q = 30)."""
-    from mininsnn.deploy.convert import convert
+    mininsnn.deploy.conversion (default: F = "max", multiply leak with Q = 30)."""
+    from mininsnn.deploy.conversion import convert
 
     state, config, _ = read(name)
     return convert(state, config, **convert_kwargs)

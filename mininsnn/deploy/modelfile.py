@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def read_npz(path, fmt):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelFileError(f"{path}: not a readable .npz file (truncated or corrupted?): "
                              f"{msg}") from None

@@ -27,7 +27,8 @@ import numpy as np
 from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
-           "pattern_table", "conv_spikes", "linear_spikes", "lif_run", "input_current"]
+           "pattern_table", "conv_spikes", "linear_spikes", "lif_run", "input_current",
+           "current_terms"]
 
 BATCH = 64          # samples per pass through the layers
 CHUNK = 1 << 17     # accumulator values per conv-on-spikes chunk: the chunk stays in cache
@@ -190,47 +191,62 @@ def linear_spikes(S, Tab):
 
 def input_current(A, sign, F, bias):
     """I = sgn_c * (A << F) + Bias_c (F >= 0) or sgn_c * ((A + 2^(-F-1)) >> -F) + Bias_c.
-    A: (..., O, M) ints; sign, bias: (O,).  Returns int64 of A's shape.
-    For F >= 0 this is one multiply by the per-channel constant sgn_c 2^F (a shift and a sign)."""
+    A: (..., O, M) ints; sign, bias: (O,).  Returns int64 of A's shape (the plain form;
+    lif_run folds the same sum into its step)."""
+    A, coef, const = current_terms(A, sign, F, bias)
+    return A * coef + const
+
+
+def current_terms(A, sign, F, bias):
+    """(A', coef, const) with I = A' * coef + const: coef = sgn_c 2^F (a shift and a sign) and
+    const = Bias_c, per channel (shape (O, 1)); for F < 0, A' = (A + 2^(-F-1)) >> -F, coef = sgn_c."""
     if F < 0:
         A = (A.astype(np.int64) + (1 << (-F - 1))) >> -F
         F = 0
     coef = sign.astype(np.int64)[:, None] << F                  # sgn_c 2^F
-    I = np.multiply(A, coef, dtype=np.int64)
-    I += bias.astype(np.int64)[:, None]
-    return I
+    return A, coef, bias.astype(np.int64)[:, None]
 
 
-def lif_run(I, T, theta, leak, reset):
-    """Run integer LIF neurons over T steps.
-    I: (TI, N, O, M) int64 input current, TI in {1, T};  theta: (O,).  Returns S (T, N, O, M) uint8.
+def lif_run(A, coef, const, T, theta, leak, reset):
+    """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
+    A: (TI, N, O, M) ints, TI in {1, T};  coef, const: (O, 1) int64;  theta: (O,).
+    Returns S (T, N, O, M) uint8.
 
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
         S[t] = [V[t] > Theta]
 
-    Multiply leak: leak(v) + I = (v beta_q + 2^(Q-1) + I 2^Q) >> Q exactly (I is an integer), so
-    J = I 2^Q + 2^(Q-1) is formed once and a step is one multiply, one add and one shift.
+    Multiply leak: leak(v) + I = (v beta_q + 2^(Q-1) + I 2^Q) >> Q exactly (I is an integer), so a
+    step is V beta_q + A coef 2^Q + (const 2^Q + 2^(Q-1)), one shift; with a static input
+    (TI = 1) the last two terms are one array formed once.
     """
-    TI = I.shape[0]
-    shape = I.shape[1:]
+    TI = A.shape[0]
+    shape = A.shape[1:]
     Th = np.broadcast_to(theta.astype(np.int64)[:, None], shape)
     V = np.zeros(shape, np.int64)                     # V[-1] = 0
     tmp = np.empty(shape, np.int64)
+    drive = np.empty(shape, np.int64)
     S = np.empty((T,) + shape, np.uint8)
     R = np.zeros(shape, bool)                         # R[0] = 0
     mode, a, bq = leak
-    if mode == "multiply":
-        J = (I.astype(np.int64) << a) + (1 << (a - 1))   # I 2^Q + 2^(Q-1)
+    q = a if mode == "multiply" else 0                # the drive is I 2^q (+ 2^(q-1))
+    coef_q = coef << q
+    const_q = (const << q) + ((1 << (q - 1)) if q else 0)
+    if TI == 1:
+        np.multiply(A[0], coef_q, out=drive)
+        drive += const_q
     for t in range(T):
+        if TI > 1:                                    # I[t] 2^q (+ 2^(q-1)), formed per step
+            np.multiply(A[t], coef_q, out=drive)
+            drive += const_q
         if mode == "multiply":                        # V = (V beta_q + 2^(Q-1) + I 2^Q) >> Q
             np.multiply(V, bq, out=tmp)
-            tmp += J[t if TI > 1 else 0]
+            tmp += drive
             np.right_shift(tmp, a, out=V)
         else:                                         # V = V - (V >> k) + I
             np.right_shift(V, a, out=tmp)
             V -= tmp
-            V += I[t if TI > 1 else 0]
+            V += drive
         if reset == "subtract":
             np.subtract(V, Th, out=V, where=R)        # - Theta R[t]
         else:
@@ -278,9 +294,8 @@ def _forward(model, x, static, T, record):
             Tab = byte_table(L.weight, acc_dtype)
             A = linear_spikes(h.reshape(T * B, -1), Tab)
         TI = 1 if (li == 0 and static) else T
-        A = A.reshape(TI, B, O, -1)
-        I = input_current(A, L.sign, L.frac_bits, L.bias)
-        h = lif_run(I.reshape(TI, B, O, -1), T, L.theta, model.leak, model.reset)
+        A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
+        h = lif_run(A, coef, const, T, L.theta, model.leak, model.reset)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

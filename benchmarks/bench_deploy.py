@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Inference speed of the integer engines against the float engine, in the same run.
+
+    python benchmarks/bench_deploy.py                    # shipped mnist-4bit, batch 256, T = 100
+    python benchmarks/bench_deploy.py --repeats 7 --numpy-images 256
+
+Prints images/s (median and range over repeats) of: the float engine in eval mode (the training
+engine, float32), the integer Numba engine, the integer NumPy engine; their ratios; and the
+working set of each at the batch size (NumPy arrays from tracemalloc's peak; the Numba engine's
+per-sample arrays counted from their shapes). The machine is shared: compare ratios from one run.
+"""
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from contextlib import redirect_stdout  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numba  # noqa: E402
+
+from mininsnn import pretrained  # noqa: E402
+from mininsnn.data import load_mnist  # noqa: E402
+from mininsnn.deploy import engine as npe  # noqa: E402
+from mininsnn.deploy import numba_engine as nbe  # noqa: E402
+
+
+def timed(fn, n_images, repeats):
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n_images / (time.perf_counter() - t0))
+    return float(np.median(rates)), min(rates), max(rates)
+
+
+def peak_bytes(fn):
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def blas_info():
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        np.show_runtime()
+    text = buf.getvalue()
+    keys = [ln.strip() for ln in text.splitlines() if "internal_api" in ln or "'architecture'" in ln
+            or "num_threads" in ln]
+    return " ".join(keys) or "(np.show_runtime gave no BLAS info)"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mnist-4bit")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--num-steps", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--numpy-images", type=int, default=256, help="images per NumPy-engine repeat")
+    a = p.parse_args()
+    T, B = a.num_steps, a.batch
+    net = pretrained.load(a.model)
+    model = pretrained.load_integer(a.model)
+    x = load_mnist("test").images[:B][:, None]
+    xf = (x / np.float32(255)).astype(np.float32)
+    xn = load_mnist("test").images[:a.numpy_images][:, None]
+    # warm-up (JIT compilation)
+    net.forward(xf[:8], num_steps=T)
+    nbe.predict(model, x[:8], T)
+    print(f"{a.model}, batch {B}, T = {T}, {numba.get_num_threads()} Numba threads, "
+          f"{os.cpu_count()} CPUs; BLAS: {blas_info()}")
+    results = {}
+    for _ in range(1):
+        results["float"] = timed(lambda: net.forward(xf, num_steps=T), B, a.repeats)
+        results["int (Numba)"] = timed(lambda: nbe.predict(model, x, T), B, a.repeats)
+        results["int (NumPy)"] = timed(lambda: npe.predict(model, xn, T), len(xn),
+                                       max(1, a.repeats // 2))
+    for k, (med, lo, hi) in results.items():
+        print(f"  {k:12s} {med:8.1f} images/s (median; range {lo:.1f}..{hi:.1f})")
+    f = results["float"][0]
+    print(f"  ratio int (Numba) / float = {results['int (Numba)'][0] / f:.2f}; "
+          f"int (NumPy) / float = {results['int (NumPy)'][0] / f:.2f}")
+    # working sets at batch B
+    float_peak = peak_bytes(lambda: net.forward(xf, num_steps=T))
+    numpy_peak = peak_bytes(lambda: npe.predict(model, x, T))
+    N1 = int(np.prod(model.layers[0].out_shape))
+    N2 = int(np.prod(model.layers[1].out_shape))
+    K = model.num_classes
+    per_sample = 8 * N1 + 4 * N1 + 4 * N1 + N1 + 4 * N1 + 2 * N2 + 4 * N2 * 2 + N2 + 4 * N2 + 16 * K
+    weights = sum(arr.nbytes for arr in nbe.prepare(model)[:5])
+    print(f"  working set at batch {B}: float {float_peak / 2**20:.1f} MiB (NumPy arrays, "
+          f"tracemalloc peak); int (NumPy) {numpy_peak / 2**20:.1f} MiB (peak, it runs "
+          f"{npe.BATCH} samples at a time); int (Numba) {per_sample / 1024:.1f} KiB per sample "
+          f"in flight ({numba.get_num_threads()} at a time) + {weights / 1024:.1f} KiB of tables "
+          f"+ input {x.nbytes / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()

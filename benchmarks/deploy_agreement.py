@@ -124,6 +124,35 @@ def run(label, ckpt, T, limit, batch, data_dir):
             "epoch": tree["epoch"]}
 
 
+def float64_check(ckpt, n, T, batch, data_dir):
+    """Spikes differing per layer between the float64 model (same weights) and, each, the float32
+    model and the integer model (F = max): which of the two is nearer the exact model."""
+    from mininsnn.models import build_from_config
+    tree = load_checkpoint(ckpt)
+    cfg = validate_config({**tree["config"], "test_subset": n})
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    nets = {}
+    for dt in (np.float32, np.float64):
+        net = build_from_config(cfg, seed=cfg["seed"], dtype=dt)
+        net.load_state_dict({k: v.astype(dt) if v.dtype.kind == "f" else v
+                             for k, v in tree["model"].items()})
+        nets[dt] = net.eval()
+    m = convert(tree["model"], cfg)
+    diff = {"float32": np.zeros(3), "int": np.zeros(3)}
+    for lo in range(0, len(test), batch):
+        x = test.images[lo:lo + batch][:, None]
+        rec = {}
+        for dt, net in nets.items():
+            net.forward((x / dt(255)).astype(dt), num_steps=T, record=True)
+            rec[dt] = [net.recorded[lif].reshape(T, len(x), -1) for _, lif in LAYERS]
+        _, ri = nbe.forward(m, x, T, record=True)
+        ri = [ri[conv].reshape(T, len(x), -1) for conv, _ in LAYERS]
+        for i in range(3):
+            diff["float32"][i] += int((rec[np.float32][i] != rec[np.float64][i]).sum())
+            diff["int"][i] += int((ri[i] != rec[np.float64][i]).sum())
+    return len(test), diff
+
+
 def table(results, command, T):
     out = [f"Integer engine vs float model (eval mode, float32), T = {T}. Command: `{command}`",
            f"(host: {platform.processor() or platform.machine()}, numpy {np.__version__}).", ""]
@@ -161,7 +190,17 @@ def main():
     p.add_argument("--fmnist", default=CKPTS["Fashion-MNIST"])
     p.add_argument("--fmnist-dir", default="/work/shared/data/fashion-mnist")
     p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--float64", type=int, default=0, metavar="N",
+                   help="only compare float32 and integer spikes with a float64 model on N "
+                        "images of each test set")
     a = p.parse_args()
+    if a.float64:
+        for label, ck, dd in (("MNIST", a.mnist, None), ("Fashion-MNIST", a.fmnist, a.fmnist_dir)):
+            n, d = float64_check(ck, a.float64, a.num_steps, a.batch, dd)
+            print(f"{label}, {n} images, spikes differing from the float64 model (lif1 / lif2 / "
+                  f"lif3): float32 model " + " / ".join(str(int(v)) for v in d["float32"])
+                  + "; integer model (F = max) " + " / ".join(str(int(v)) for v in d["int"]))
+        return
     command = "python benchmarks/deploy_agreement.py " + shlex.join(sys.argv[1:])
     results = [run("MNIST", a.mnist, a.num_steps, a.limit, a.batch, None),
                run("Fashion-MNIST", a.fmnist, a.num_steps, a.limit, a.batch, a.fmnist_dir)]

@@ -31,6 +31,7 @@ __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", 
            "current_terms"]
 
 BATCH = 64          # samples per pass through the layers
+TABLE_BYTES = 32 << 20  # largest pattern table of two kernel rows per slot (else one row)
 CHUNK = 1 << 17     # accumulator values per conv-on-spikes chunk: the chunk stays in cache
 
 
@@ -103,17 +104,23 @@ def conv_int(x, w, stride):
     return A.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
 
 
-def pattern_table(w, dtype):
-    """Tab[c, kh, m, o] = sum_{kw: bit kw of m set} w[o, c, kh, kw].  w: (O, C, KH, KW);
-    returns (C * KH * 2^KW, O) of ``dtype`` (row (c * KH + kh) * 2^KW + m)."""
+def pattern_table(w, dtype, rows=1):
+    """Tab[c, g, m, o] = sum of w[o, c, kh, kw] over the bits of m, for slot g of ``rows`` kernel
+    rows: bit r*KW + kw of m stands for (kh = g*rows + r, kw).  w: (O, C, KH, KW); returns
+    (C * G * 2^(rows*KW), O) of ``dtype``, G = ceil(KH / rows) (row (c * G + g) * 2^(rows*KW) + m)."""
     O, C, KH, KW = w.shape
-    Tab = np.zeros((C, KH, 1 << KW, O), np.int64)
-    wt = w.transpose(1, 2, 3, 0).astype(np.int64)           # (C, KH, KW, O)
+    G = -(-KH // rows)
+    wt = np.zeros((C, G * rows, KW, O), np.int64)
+    wt[:, :KH] = w.transpose(1, 2, 3, 0)                    # (C, KH, KW, O), zero rows appended
+    one = np.zeros((C, G * rows, 1 << KW, O), np.int64)     # one kernel row: 2^KW patterns
     for m in range(1, 1 << KW):
-        for kw in range(KW):
-            if m >> kw & 1:
-                Tab[:, :, m] += wt[:, :, kw]
-    return Tab.reshape(C * KH * (1 << KW), O).astype(dtype)
+        low = m & -m                                         # pattern = (m without its low bit) + that tap
+        one[:, :, m] = one[:, :, m ^ low] + wt[:, :, low.bit_length() - 1]
+    one = one.reshape(C, G, rows, 1 << KW, O)
+    Tab = one[:, :, 0]
+    for r in range(1, rows):                                 # m = m_0 | m_1 << KW | ...
+        Tab = (one[:, :, r][:, :, :, None] + Tab[:, :, None]).reshape(C, G, -1, O)
+    return Tab.reshape(-1, O).astype(dtype)
 
 
 def _row_masks(S):
@@ -125,37 +132,42 @@ def _row_masks(S):
     return M
 
 
-def conv_spikes(S, Tab, KH, KW, stride, out_hw):
+def conv_spikes(S, Tab, KH, KW, stride, out_hw, rows=1):
     """Conv of 0/1 spikes by window patterns (== conv_int_plain on S).
-    S: (N, C, H, W) uint8;  Tab from pattern_table;  returns (N, O, OH, OW) of Tab's dtype.
+    S: (N, C, H, W) uint8;  Tab from pattern_table(w, dtype, rows);  returns (N, O, OH, OW).
 
-        A[n, :, i, j] = sum_{c, kh} Tab[c, kh, m(n, c, kh, i, j), :]
-        m = bits kw of S[n, c, i*s + kh, j*s + kw] (kw < KW), from one bit mask per input row
+        A[n, :, i, j] = sum_{c, g} Tab[c, g, m(n, c, g, i, j), :]
+        m = the spikes S[n, c, i*s + kh, j*s + kw] under kernel rows kh of slot g, kw < KW
 
-    A dense sum over the C*KH pattern slots (an empty pattern reads the zero row m = 0): each slot
-    is one gather of whole table rows and one add, over a chunk of samples that stays in cache.
+    A dense sum over the C*G pattern slots (an empty pattern reads a zero row): each slot is one
+    gather of whole table rows and one add, over a chunk of samples that stays in cache. The row
+    patterns come from one bit mask per input row (``_row_masks``).
     """
     N, C, H, W = S.shape
     OH, OW = out_hw
     O = Tab.shape[1]
+    G = -(-KH // rows)
     out = np.empty((N, OH, OW, O), Tab.dtype)                          # channels last
     full = (1 << KW) - 1
     ys = np.arange(KH)[:, None] + stride * np.arange(OH)[None, :]      # (KH, OH) input rows
     shifts = stride * np.arange(OW)                                    # (OW,) window starts
-    base = (np.arange(C)[:, None] * KH + np.arange(KH)[None, :]) << KW  # (C, KH) table row base
+    base = (np.arange(C * G).reshape(C, G) << (rows * KW))[None, :, :, None, None]
     step = max(1, CHUNK // (OH * OW * O))                              # samples per chunk
     buf = np.empty((min(step, N), OH, OW, O), Tab.dtype)
     for lo in range(0, N, step):
         hi = min(N, lo + step)
         M = _row_masks(S[lo:hi])                                       # (n, C, H)
-        pat = (M[:, :, ys][..., None] >> shifts) & full                # (n, C, KH, OH, OW)
-        pat += base[None, :, :, None, None]                            # table rows
+        one = (M[:, :, ys][..., None] >> shifts) & full                # (n, C, KH, OH, OW)
+        pat = np.zeros((hi - lo, C, G, OH, OW), np.int64)
+        for r in range(rows):                                          # m = m_0 | m_1 << KW ...
+            pat[:, :, :len(range(r, KH, rows))] |= one[:, :, r::rows] << (r * KW)
+        pat += base                                                    # table rows
         acc = out[lo:hi]
         acc[...] = 0
         b = buf[:hi - lo]
         for c in range(C):
-            for kh in range(KH):
-                np.take(Tab, pat[:, c, kh], axis=0, out=b)             # (n, OH, OW, O)
+            for g in range(G):
+                np.take(Tab, pat[:, c, g], axis=0, out=b)              # (n, OH, OW, O)
                 acc += b
     return out.transpose(0, 3, 1, 2)
 
@@ -275,6 +287,21 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     return out, {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
 
 
+def _tables(model, L, dtype):
+    """The pattern (or byte) table of layer L, built once per model: two kernel rows per slot
+    (2^12 patterns of KW = 6) while the table stays under TABLE_BYTES, else one."""
+    cache = model.__dict__.setdefault("_numpy_tables", {})
+    if L.name not in cache:
+        if L.kind == "linear":
+            cache[L.name] = byte_table(L.weight, dtype), 1
+        else:
+            O, C, KH, KW = L.weight.shape
+            rows = 2 if C * -(-KH // 2) * (1 << 2 * KW) * O * np.dtype(dtype).itemsize <= \
+                TABLE_BYTES else 1
+            cache[L.name] = pattern_table(L.weight, dtype, rows), rows
+    return cache[L.name]
+
+
 def _forward(model, x, static, T, record):
     """forward() of one batch of checked input; returns (spikes, records)."""
     B = x.shape[0] if static else x.shape[1]
@@ -287,11 +314,12 @@ def _forward(model, x, static, T, record):
             xs = x if static else x.reshape((T * B,) + x.shape[2:])
             A = conv_int(xs, L.weight, L.stride)                # (TI * B, O, OH, OW)
         elif L.kind == "conv":
-            Tab = pattern_table(L.weight, acc_dtype)
+            Tab, rows = _tables(model, L, acc_dtype)
             S = h.reshape((T * B,) + tuple(L.in_shape))
-            A = conv_spikes(S, Tab, L.weight.shape[2], L.weight.shape[3], L.stride, L.out_shape[1:])
+            A = conv_spikes(S, Tab, L.weight.shape[2], L.weight.shape[3], L.stride, L.out_shape[1:],
+                            rows)
         else:
-            Tab = byte_table(L.weight, acc_dtype)
+            Tab, _ = _tables(model, L, acc_dtype)
             A = linear_spikes(h.reshape(T * B, -1), Tab)
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)

@@ -33,13 +33,11 @@ from mininsnn.deploy import engine as npe  # noqa: E402
 from mininsnn.deploy import numba_engine as nbe  # noqa: E402
 
 
-def timed(fn, n_images, repeats):
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(n_images / (time.perf_counter() - t0))
-    return float(np.median(rates)), min(rates), max(rates)
+def timed(fn, n_images):
+    """Images per second of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return n_images / (time.perf_counter() - t0)
 
 
 def peak_bytes(fn):
@@ -51,13 +49,34 @@ def peak_bytes(fn):
 
 
 def blas_info():
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        np.show_runtime()
-    text = buf.getvalue()
-    keys = [ln.strip() for ln in text.splitlines() if "internal_api" in ln or "'architecture'" in ln
-            or "num_threads" in ln]
-    return " ".join(keys) or "(np.show_runtime gave no BLAS info)"
+    """The BLAS NumPy was built with and, if threadpoolctl is installed, the kernel set it runs
+    (only the float engine's conv1 and input gradient use BLAS; the integer engines never do)."""
+    try:
+        from threadpoolctl import threadpool_info
+        return "; ".join(f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')}"
+                         for d in threadpool_info() if d.get("user_api") == "blas")
+    except ImportError:
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            np.show_config()
+        names = [ln.split(":", 1)[1].strip() for ln in buf.getvalue().splitlines()
+                 if ln.strip().startswith("name:")]
+        return f"{names[0] if names else 'unknown'} (install threadpoolctl for its kernel set)"
+
+
+def float_buffers(net):
+    """Bytes of the float network's work arrays (layer buffers and caches) after a forward."""
+    seen, total = set(), 0
+    for layer in net.layers:
+        arrays = list(layer._buffers.values())
+        if isinstance(layer.cache, tuple):
+            arrays += [c for c in layer.cache if isinstance(c, np.ndarray)]
+        for arr in arrays:
+            key = arr.__array_interface__["data"][0]
+            if key not in seen:
+                seen.add(key)
+                total += arr.nbytes
+    return total
 
 
 def main():
@@ -79,27 +98,29 @@ def main():
     nbe.predict(model, x[:8], T)
     print(f"{a.model}, batch {B}, T = {T}, {numba.get_num_threads()} Numba threads, "
           f"{os.cpu_count()} CPUs; BLAS: {blas_info()}")
-    results = {}
-    for _ in range(1):
-        results["float"] = timed(lambda: net.forward(xf, num_steps=T), B, a.repeats)
-        results["int (Numba)"] = timed(lambda: nbe.predict(model, x, T), B, a.repeats)
-        results["int (NumPy)"] = timed(lambda: npe.predict(model, xn, T), len(xn),
-                                       max(1, a.repeats // 2))
+    npe.predict(model, xn[:2], T)       # builds the NumPy engine's tables once
+    results = {"float": [], "int (Numba)": [], "int (NumPy)": []}
+    for _ in range(a.repeats):          # interleaved, so that load changes hit all three alike
+        results["float"].append(timed(lambda: net.forward(xf, num_steps=T), B))
+        results["int (Numba)"].append(timed(lambda: nbe.predict(model, x, T), B))
+        results["int (NumPy)"].append(timed(lambda: npe.predict(model, xn, T), len(xn)))
+    results = {k: (float(np.median(v)), min(v), max(v)) for k, v in results.items()}
     for k, (med, lo, hi) in results.items():
         print(f"  {k:12s} {med:8.1f} images/s (median; range {lo:.1f}..{hi:.1f})")
     f = results["float"][0]
     print(f"  ratio int (Numba) / float = {results['int (Numba)'][0] / f:.2f}; "
           f"int (NumPy) / float = {results['int (NumPy)'][0] / f:.2f}")
     # working sets at batch B
-    float_peak = peak_bytes(lambda: net.forward(xf, num_steps=T))
+    net.forward(xf, num_steps=T)
+    float_peak = float_buffers(net)
     numpy_peak = peak_bytes(lambda: npe.predict(model, x, T))
     N1 = int(np.prod(model.layers[0].out_shape))
     N2 = int(np.prod(model.layers[1].out_shape))
     K = model.num_classes
     per_sample = 8 * N1 + 4 * N1 + 4 * N1 + N1 + 4 * N1 + 2 * N2 + 4 * N2 * 2 + N2 + 4 * N2 + 16 * K
     weights = sum(arr.nbytes for arr in nbe.prepare(model)[:5])
-    print(f"  working set at batch {B}: float {float_peak / 2**20:.1f} MiB (NumPy arrays, "
-          f"tracemalloc peak); int (NumPy) {numpy_peak / 2**20:.1f} MiB (peak, it runs "
+    print(f"  working set at batch {B}: float {float_peak / 2**20:.1f} MiB (its layers' work "
+          f"arrays); int (NumPy) {numpy_peak / 2**20:.1f} MiB (peak, it runs "
           f"{npe.BATCH} samples at a time); int (Numba) {per_sample / 1024:.1f} KiB per sample "
           f"in flight ({numba.get_num_threads()} at a time) + {weights / 1024:.1f} KiB of tables "
           f"+ input {x.nbytes / 1024:.0f} KiB")

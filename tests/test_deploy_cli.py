@@ -102,3 +102,27 @@ def test_export_full_precision_with_bits(tmp_path, capsys):
     assert main(["export", str(fp), "--bits", "8", "--out", str(tmp_path / "o"), "--name", "fp"]) == 0
     assert (tmp_path / "o" / "fp.c").is_file()
     shutil.rmtree(tmp_path / "o")
+
+
+def test_infer_event_frames_with_each_engine(tmp_path, capsys):
+    """A DVS-shaped model (no BatchNorm, counts as input): samples (N, T, 2, 32, 32)."""
+    net = build_model("dvs-4bit", seed=0)
+    cfg = {"config": "dvs-4bit", "epochs": 1, "seed": 0, "schedule": "cosine", "T_mult": 1,
+           "eta_min": 0.0, "subset": None, "test_subset": None, **net.config}
+    cfg.pop("name", None)
+    save_checkpoint(tmp_path / "dvs.h5", {"kind": "mininsnn-run", "config": cfg, "epoch": 1,
+                                          "model": net.state_dict()})
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (3, 12, 2, 32, 32)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2]))
+    counts = {}
+    for engine in ("float", "int", "int-numpy"):
+        assert main(["infer", str(tmp_path / "dvs.h5"), "--input", str(tmp_path / "x.npy"),
+                     "--labels", str(tmp_path / "y.npy"), "--engine", engine]) == 0
+        out = capsys.readouterr().out
+        assert f"3 samples, T=12, engine {engine}: " in out and "accuracy" in out
+        counts[engine] = out
+    np.save(tmp_path / "x.npy", x[:, :, :1])
+    bad(["infer", str(tmp_path / "dvs.h5"), "--input", str(tmp_path / "x.npy")], capsys,
+        "expected event counts (N, T, 2, 32, 32), got (3, 12, 1, 32, 32)")

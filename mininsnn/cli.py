@@ -458,6 +458,17 @@ def _read_array(path_text: str, what: str):
                          f" ({msg})") from None
 
 
+def _float_io(state, config):
+    """What the input checks need to know of a float model: input shape and range, classes, T."""
+    from types import SimpleNamespace
+
+    from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS
+    return SimpleNamespace(input_shape=INPUT_SHAPES[config["dataset"]], input_max=255,
+                           static=config["dataset"] in STATIC_DATASETS,
+                           num_classes=int(state["fc1.weight"].shape[0]),
+                           num_steps=int(config["num_steps"]))
+
+
 def _infer(a) -> int:
     import numpy as np
 
@@ -475,8 +486,7 @@ def _infer(a) -> int:
             if a.bits is not None or a.frac_bits != "max" or a.leak != "multiply":
                 raise UsageError("--bits, --frac-bits and --leak choose an integer "
                                  "representation; the float engine takes none")
-            from mininsnn.deploy.conversion import convert
-            shape_model = convert(obj, config, bits=config["bits"] or 8, num_steps=a.num_steps)
+            shape_model = _float_io(obj, config)
         else:
             shape_model = _integer_model(kind, obj, config, a)
     except ValueError as e:

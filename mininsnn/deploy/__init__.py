@@ -8,11 +8,11 @@
 ``mininsnn.deploy.cexport`` writes them as C99. Nothing imported here imports Numba.
 """
 
-from mininsnn.deploy.conversion import (ConversionError, IntegerModel, IntLayer, OverflowError_,
+from mininsnn.deploy.conversion import (ConversionError, IntegerModel, IntLayer, OverflowProofError,
                                      convert, convert_network)
 from mininsnn.deploy.engine import InputError, check_input, forward, predict
 from mininsnn.deploy.modelfile import ModelFileError, load_integer_model, save_integer_model
 
-__all__ = ["ConversionError", "OverflowError_", "IntegerModel", "IntLayer", "InputError",
+__all__ = ["ConversionError", "OverflowProofError", "IntegerModel", "IntLayer", "InputError",
            "ModelFileError", "convert", "convert_network", "check_input", "forward", "predict",
            "load_integer_model", "save_integer_model"]

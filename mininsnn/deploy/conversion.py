@@ -44,7 +44,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["IntegerModel", "IntLayer", "OverflowError_", "ConversionError", "convert",
+__all__ = ["IntegerModel", "IntLayer", "OverflowProofError", "ConversionError", "convert",
            "convert_network", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
            "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE"]
 
@@ -63,7 +63,7 @@ class ConversionError(ValueError):
     """A model that cannot be converted (full precision without bits, unknown layout, ...)."""
 
 
-class OverflowError_(ConversionError):
+class OverflowProofError(ConversionError):
     """The overflow proof fails: some accumulator or membrane could exceed its integer width."""
 
 
@@ -270,20 +270,20 @@ def _prove_layer(qf, in_max, sign, bias, theta, F, beta, e, reset, num_steps):
 
 
 def _check_bounds(name, bounds, leak, F):
-    """Raise OverflowError_ naming the first bound above its width."""
+    """Raise OverflowProofError naming the first bound above its width."""
     if bounds is None:
-        raise OverflowError_(f"{name}: with beta_eff = 1 the membrane grows without bound over "
+        raise OverflowProofError(f"{name}: with beta_eff = 1 the membrane grows without bound over "
                              "time; pass num_steps to prove it for a fixed T")
     for key, what, width in (("acc", "accumulator", ACC_BITS), ("shifted", "shifted accumulator",
                              MEM_BITS), ("input", "input current", MEM_BITS),
                              ("membrane", "membrane", MEM_BITS)):
         if bounds[key] > 2 ** (width - 1) - 1:
-            raise OverflowError_(
+            raise OverflowProofError(
                 f"{name}: the {what} can reach {bounds[key]} > {2 ** (width - 1) - 1} "
                 f"(int{width}) with F={F}; lower the fractional bits (--frac-bits) or the "
                 f"weight bits")
     if leak[0] == "multiply" and bounds["membrane"] * leak[2] + 2 ** (leak[1] - 1) > 2 ** 63 - 1:
-        raise OverflowError_(f"{name}: the leak product can reach "
+        raise OverflowProofError(f"{name}: the leak product can reach "
                              f"{bounds['membrane'] * leak[2]} > 2^63-1; lower Q")
 
 
@@ -366,7 +366,7 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
     num_steps: only needed when beta_eff = 1 (the proof then covers T <= num_steps).
     input_shape (C, H, W) and static (pixels/255 fed at every step, else integer frames) default
     to the data set's (INPUT_SHAPES); give them for networks of other sizes.
-    Raises ConversionError / OverflowError_ (ValueErrors) with one-line messages.
+    Raises ConversionError / OverflowProofError (ValueErrors) with one-line messages.
     """
     _check_config(config)
     cfg_bits = config["bits"]
@@ -410,7 +410,7 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
     beta_eff = (Fraction(leak_p[2], 2 ** leak_p[1]) if leak_p[0] == "multiply"
                 else 1 - Fraction(1, 2 ** leak_p[1]))
     if beta_eff == 1 and num_steps is None:
-        raise OverflowError_("with beta_eff = 1 the membrane grows without bound over time; pass "
+        raise OverflowProofError("with beta_eff = 1 the membrane grows without bound over time; pass "
                              "num_steps to prove it for a fixed T")
 
     layers = []
@@ -446,7 +446,7 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
                 try:
                     res = attempt(f)
                     _check_bounds(name, res[4], leak_p, f)
-                except OverflowError_:
+                except OverflowProofError:
                     continue
                 F = f
                 break

@@ -197,7 +197,7 @@ def model_from_arrays(arrays, meta, path="model"):
                                  meta["reset"], max_steps)
         try:
             cv._check_bounds(name, bounds, tuple(leak), F)
-        except cv.OverflowError_ as err:
+        except cv.OverflowProofError as err:
             raise ModelFileError(f"{path}: {err}") from None
         layers.append(cv.IntLayer(name=name, kind=s["kind"], weight=W, stride=stride,
                                   in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias,

@@ -31,7 +31,7 @@ The leak is ``("multiply", Q)``: leak(v) = (v * beta_q + 2^(Q-1)) >> Q, beta_q =
 (round half up of the product, int64 intermediate), or ``("shift", k)``: leak(v) = v - (v >> k),
 beta_eff = 1 - 2^-k. ``>>`` is an arithmetic shift (floor).
 
-The overflow proof (``prove``) bounds every accumulator, input current and membrane over all
+The overflow proof (``_prove_layer``, ``membrane_bound``) bounds every accumulator, input current and membrane over all
 inputs in range (pixels 0..input_max, spikes 0/1) and all time steps, and the converter refuses
 with the numbers when one exceeds its width.
 """

@@ -13,7 +13,8 @@ How the work is laid out, since NumPy's integer matmul does not use BLAS:
 - each layer runs all T steps before the next one starts (no layer feeds back);
 - a conv on 0/1 spikes is a sum of table rows: for one input channel c and kernel row kh, the KW
   spikes under the kernel form a KW-bit pattern m, and Tab[c, kh, m, :] = sum_{kw in m} W[:, c, kh, kw]
-  (``pattern_table``): C*KH gathers of whole rows and adds per output instead of C*KH*KW
+  (``pattern_table``); two kernel rows per slot (12-bit patterns, a 24 MiB int16 table for the MNIST
+  conv2) make it C*KH/2 gathers of whole rows and adds per output instead of C*KH*KW
   multiply-adds (``conv_spikes``). A linear layer on spikes does the same with bytes of 8 inputs
   (``linear_spikes``). The plain twin (``conv_int_plain``, dense) is kept for the tests.
 The membrane is held in int64 arrays here (the leak product needs 64 bits); the proof keeps its

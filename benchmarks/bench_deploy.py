@@ -4,7 +4,8 @@
     python benchmarks/bench_deploy.py                    # shipped mnist-4bit, batch 256, T = 100
     python benchmarks/bench_deploy.py --repeats 7 --numpy-images 256
 
-Prints images/s (median and range over repeats) of: the float engine in eval mode (the training
+Prints images/s (median and range over repeats; also images per CPU second, which is less
+sensitive to other processes on a shared machine) of: the float engine in eval mode (the training
 engine, float32), the integer Numba engine, the integer NumPy engine; their ratios; and the
 working set of each at the batch size (NumPy arrays from tracemalloc's peak; the Numba engine's
 per-sample arrays counted from their shapes). The machine is shared: compare ratios from one run.
@@ -34,10 +35,10 @@ from mininsnn.deploy import numba_engine as nbe  # noqa: E402
 
 
 def timed(fn, n_images):
-    """Images per second of one call."""
-    t0 = time.perf_counter()
+    """(images per wall-clock second, images per CPU second summed over threads) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return n_images / (time.perf_counter() - t0)
+    return n_images / (time.perf_counter() - t0), n_images / (time.process_time() - c0)
 
 
 def peak_bytes(fn):
@@ -104,12 +105,16 @@ def main():
         results["float"].append(timed(lambda: net.forward(xf, num_steps=T), B))
         results["int (Numba)"].append(timed(lambda: nbe.predict(model, x, T), B))
         results["int (NumPy)"].append(timed(lambda: npe.predict(model, xn, T), len(xn)))
-    results = {k: (float(np.median(v)), min(v), max(v)) for k, v in results.items()}
+    cpu = {k: float(np.median([r[1] for r in v])) for k, v in results.items()}
+    results = {k: (float(np.median([r[0] for r in v])), min(r[0] for r in v),
+                   max(r[0] for r in v)) for k, v in results.items()}
     for k, (med, lo, hi) in results.items():
-        print(f"  {k:12s} {med:8.1f} images/s (median; range {lo:.1f}..{hi:.1f})")
-    f = results["float"][0]
-    print(f"  ratio int (Numba) / float = {results['int (Numba)'][0] / f:.2f}; "
-          f"int (NumPy) / float = {results['int (NumPy)'][0] / f:.2f}")
+        print(f"  {k:12s} {med:8.1f} images/s (median; range {lo:.1f}..{hi:.1f}); "
+              f"{cpu[k]:.1f} images per CPU second")
+    f, fc = results["float"][0], cpu["float"]
+    print(f"  ratio int (Numba) / float = {results['int (Numba)'][0] / f:.2f} "
+          f"(CPU time: {cpu['int (Numba)'] / fc:.2f}); int (NumPy) / float = "
+          f"{results['int (NumPy)'][0] / f:.2f} (CPU time: {cpu['int (NumPy)'] / fc:.2f})")
     # working sets at batch B
     net.forward(xf, num_steps=T)
     float_peak = float_buffers(net)

@@ -241,6 +241,23 @@ def test_beta_one_needs_num_steps_and_the_engine_enforces_it():
         npe.forward(model, np.zeros((1,) + SHAPE, np.uint8), 51)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_post_training_quantization_folds_the_fc_bias(seed):
+    """A full-precision model (fc1 has a bias) converted with bits=4 follows the float model whose
+    weights are those 4-bit weights."""
+    net = small_model(seed, None, 0.9, 1.0, "subtract")
+    for k in ("conv1.weight", "conv2.weight", "fc1.weight"):
+        net.params[k][...] = quantize_forward(net.params[k], 4)[0]
+    net.params["fc1.bias"][...] = np.random.default_rng(seed).normal(0, 2.0, 3)
+    model = cv.convert(net.state_dict(), net.config, bits=4, input_shape=SHAPE, static=True)
+    assert model.layers[2].bias.any()
+    x = np.random.default_rng(seed).integers(0, 256, (4,) + SHAPE).astype(np.uint8)
+    spikes_f, U = float_run(net, x, 20, True)
+    _, rec = npe.forward(model, x, 20, record=True)
+    first_difference_is_near_threshold(model, spikes_f, U, rec, 1.0)
+    assert rec["fc1"].any()
+
+
 def test_full_precision_needs_bits():
     cfg = {"beta": 0.9, "threshold": 1.0, "reset": "subtract", "bits": None, "batchnorm": True,
            "dataset": "mnist"}

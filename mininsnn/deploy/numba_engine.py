@@ -68,6 +68,25 @@ def _lif_step(V, I, thN, leak, zero_reset, S):
 
 
 @jit
+def _may_fire(I, th, leak):
+    """Whether a neuron with the constant input I can ever fire (static input).
+
+    Without a spike there is no reset, and leak(v) <= beta v + e (e = 1/2 multiply, 1 shift), so
+    from V[-1] = 0 by induction V[t] <= (I + e) / (1 - beta) for I >= 0, and V[t] <= 0 for I <= 0.
+    If that bound is <= Theta, S[t] = [V[t] > Theta] is 0 at every step. In integers:
+      multiply (beta = bq / 2^Q):  (2 I + 1) 2^Q <= 2 Theta (2^Q - bq)
+      shift    (beta = 1 - 2^-k):  (I + 1) 2^k <= Theta
+    """
+    i, t = np.int64(I), np.int64(th)
+    if i <= 0:
+        return False
+    if leak[0] == MULTIPLY:
+        one = np.int64(1) << leak[1]
+        return (2 * i + 1) * one > 2 * t * (one - leak[2])
+    return (i + 1) << leak[1] > t
+
+
+@jit
 def _active(S, active):
     """Writes the indices n with S[n] != 0 to the start of ``active``; returns their number.
     Reads 8 spikes at a time (most words are all zero)."""
@@ -200,17 +219,39 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
         sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
         sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
         sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
+        nc = N1      # static input: only the neurons that can ever fire are simulated
+        cand = np.arange(N1).astype(np.int32)
         if static:   # layer 1's current is the same at every step: computed once
             _conv_input(x[0, b], W1t, s1, A1)
             _current(A1.reshape(N1), sg1, geo[2], bi1, I1)
+            nc = 0
+            for n in range(N1):
+                if _may_fire(I1[n], th1[n], leak):
+                    cand[nc] = n
+                    nc += 1
+        Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta, S
+        Ic = np.empty(nc, np.int32)
+        thc = np.empty(nc, np.int32)
+        Sc = np.zeros(nc, np.uint8)
+        for e in range(nc):
+            Ic[e], thc[e] = I1[cand[e]], th1[cand[e]]
         for o in range(O3):
             counts[b, o] = 0
         for t in range(T):
-            if not static:
+            if static:
+                _lif_step(Vc, Ic, thc, leak, zero_reset, Sc)
+                k1 = _active(Sc, act1)
+                for e in range(k1):
+                    act1[e] = cand[act1[e]]
+                if record:
+                    S1[:] = 0
+                    for e in range(k1):
+                        S1[act1[e]] = 1
+            else:
                 _conv_input(x[t, b], W1t, s1, A1)
                 _current(A1.reshape(N1), sg1, geo[2], bi1, I1)
-            _lif_step(V1, I1, th1, leak, zero_reset, S1)
-            k1 = _active(S1, act1)
+                _lif_step(V1, I1, th1, leak, zero_reset, S1)
+                k1 = _active(S1, act1)
             _conv_spikes(act1, k1, where2, W2t, s2, A2)
             _current(A2.reshape(N2), sg2, geo[3], bi2, I2)
             _lif_step(V2, I2, th2, leak, zero_reset, S2)

@@ -204,7 +204,7 @@ def test_membrane_bound_holds_for_adversarial_inputs(M, theta, Q, beta, reset, l
     else:
         k = max(1, min(30, Q // 3))
         lk, b_eff, e = (lambda v: v - (v >> k)), 1 - Fraction(1, 2 ** k), 1.0
-    B = cv.membrane_bound(M, theta, float(b_eff), e, reset)
+    B = cv.membrane_bound(M, theta, float(b_eff), e, reset, num_steps=300)   # (beta_eff may be 1)
     rng = np.random.default_rng(seed)
     for inputs in (np.full(300, M), np.full(300, -M), np.resize([M, -M], 300),
                    np.resize([M] * 5 + [-M] * 5, 300), rng.integers(-M, M + 1, 300)):

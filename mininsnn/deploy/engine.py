@@ -222,8 +222,8 @@ def current_terms(A, sign, F, bias):
 
 def lif_run(A, coef, const, T, theta, leak, reset):
     """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
-    A: (TI, N, O, M) ints, TI in {1, T};  coef, const: (O, 1) int64;  theta: (O,).
-    Returns S (T, N, O, M) uint8.
+    A: (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays broadcastable to A[0]
+    (per channel: (O, 1) for A of shape (TI, N, O, M)).  Returns S (T, ...) uint8.
 
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
@@ -235,7 +235,7 @@ def lif_run(A, coef, const, T, theta, leak, reset):
     """
     TI = A.shape[0]
     shape = A.shape[1:]
-    Th = np.broadcast_to(theta.astype(np.int64)[:, None], shape)
+    Th = np.broadcast_to(theta.astype(np.int64), shape)
     V = np.zeros(shape, np.int64)                     # V[-1] = 0
     tmp = np.empty(shape, np.int64)
     drive = np.empty(shape, np.int64)
@@ -267,6 +267,16 @@ def lif_run(A, coef, const, T, theta, leak, reset):
         np.greater(V, Th, out=R)                      # S[t] = [V[t] > Theta] = R[t+1]
         S[t] = R
     return S
+
+
+def may_fire(I, theta, leak):
+    """Whether a neuron with the constant input I can ever fire (as numba_engine._may_fire):
+    without a spike V[t] <= (I + e) / (1 - beta) (e = 1/2 multiply, 1 shift) and V[t] <= 0 for
+    I <= 0, so it fires only if (2 I + 1) 2^Q > 2 Theta (2^Q - beta_q)  (shift: (I + 1) 2^k > Theta)."""
+    mode, a, bq = leak
+    if mode == "multiply":
+        return (I > 0) & ((2 * I + 1) << a > 2 * theta * ((1 << a) - bq))
+    return (I > 0) & ((I + 1) << a > theta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +334,18 @@ def _forward(model, x, static, T, record):
             A = linear_spikes(h.reshape(T * B, -1), Tab)
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
-        h = lif_run(A, coef, const, T, L.theta, model.leak, model.reset)
+        theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
+        if TI == 1:       # static: only the neurons that can ever fire are simulated
+            I = A[0] * coef + const                                # (B, O, M) constant current
+            Th = np.broadcast_to(theta, I.shape)
+            cand = np.flatnonzero(may_fire(I, Th, model.leak))
+            one = np.ones(1, np.int64)
+            Sc = lif_run(I.reshape(1, -1)[:, cand], one, 0 * one, T, Th.reshape(-1)[cand],
+                         model.leak, model.reset)                   # (T, n candidates)
+            h = np.zeros((T, I.size), np.uint8)
+            h[:, cand] = Sc
+        else:
+            h = lif_run(A, coef, const, T, theta, model.leak, model.reset)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

@@ -1,4 +1,4 @@
-"""Command line: ``mininsnn train | eval | plot``.
+"""Command line: ``mininsnn train | eval | plot | compare | export | infer``.
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
@@ -8,6 +8,8 @@
     mininsnn eval runs/mnist-4bit-seed0                        # best.h5 and last.h5 on the test set
     mininsnn plot runs/mnist-4bit-seed0                        # curves, LR per step, spike raster
     mininsnn compare runs/a runs/b --out ab.png                # several runs on shared axes
+    mininsnn export mnist-4bit --format c --out build/         # integer-only C99 (docs/deploy.md)
+    mininsnn infer mnist-4bit --input t10k-images-idx3-ubyte.gz --engine int   # classify
 
 Bad input (unknown flag, impossible value, missing data, a run folder that belongs to another
 configuration) prints one line saying what to do and returns exit code 2 before anything is
@@ -339,7 +341,8 @@ def _add_deploy_parsers(sub) -> None:
                        help="leak as a fixed-point multiply (default) or v - (v >> k)")
 
     x = sub.add_parser("export", allow_abbrev=False, help="write an integer-only model (C99 or .npz)",
-                       description="Convert a trained model to integers and write it. " + src)
+                       description="Convert a trained model to integers (docs/deploy.md) and write it. "
+                                   "SRC is " + src + ".")
     x.add_argument("src", metavar="SRC", help=src)
     x.add_argument("--format", choices=("c", "npz"), default="c",
                    help="c: <name>.h + <name>.c (C99); npz: an integer model file")
@@ -348,7 +351,9 @@ def _add_deploy_parsers(sub) -> None:
     representation(x)
 
     i = sub.add_parser("infer", allow_abbrev=False, help="classify an IDX file or .npy array",
-                       description="Classify images with the float or an integer engine. " + src)
+                       description="Classify images or event frames with the float or an integer "
+                                   "engine; print accuracy (with --labels) and samples/s. SRC is "
+                                   + src + ".")
     i.add_argument("src", metavar="SRC", help=src)
     i.add_argument("--input", required=True, metavar="FILE",
                    help="IDX file (.gz or raw) or .npy: uint8 images (N, H, W) or (N, C, H, W), "

@@ -32,10 +32,10 @@ def _leak(v, mode, a, bq):
 
 
 @jit
-def _lif_step(V, I, thN, leak, zero_reset, S):
-    """One step of N neurons.  V: (N,) int32 membrane (updated);  I: (N,) int32 input current;
-    thN: (N,) int32 threshold of each neuron's channel;  S: (N,) uint8, in: S[t-1] (= R[t]),
-    out: S[t].
+def _lif_step(V, A, cf, bs, thN, leak, zero_reset, S):
+    """One step of N neurons with input current I = A * cf + bs.
+    V: (N,) int32 membrane (updated);  A: (N,) ints;  cf, bs, thN: (N,) int32, per neuron:
+    sgn_c 2^F (or 1), Bias_c (or 0), Theta_c;  S: (N,) uint8, in: S[t-1] (= R[t]), out: S[t].
 
         V = leak(V) + I - Theta R   (zero reset: V = (leak(V) + I) (1 - R));   S = [V > Theta]
 
@@ -48,22 +48,23 @@ def _lif_step(V, I, thN, leak, zero_reset, S):
         half = np.int64(1) << (a - 1)
         if zero_reset:
             for n in range(V.shape[0]):
-                v = ((np.int64(V[n]) * bq + half) >> a) + I[n]     # leak(v) + I
+                v = ((np.int64(V[n]) * bq + half) >> a) + np.int64(A[n]) * cf[n] + bs[n]
                 v = v * (1 - np.int64(S[n]))                       # (1 - R[t])
                 V[n] = np.int32(v)
                 S[n] = np.uint8(v > thN[n])
         else:
             for n in range(V.shape[0]):
-                v = ((np.int64(V[n]) * bq + half) >> a) + I[n]     # leak(v) + I
+                v = ((np.int64(V[n]) * bq + half) >> a) + np.int64(A[n]) * cf[n] + bs[n]
                 v = v - np.int64(S[n]) * thN[n]                    # - Theta R[t]
                 V[n] = np.int32(v)
                 S[n] = np.uint8(v > thN[n])
     else:
         for n in range(V.shape[0]):
-            v = V[n] - (V[n] >> a) + I[n]                          # v - (v >> k) + I
-            r = np.int32(S[n])
+            v = np.int64(V[n])
+            v = v - (v >> a) + np.int64(A[n]) * cf[n] + bs[n]     # v - (v >> k) + I
+            r = np.int64(S[n])
             v = v * (1 - r) if zero_reset else v - r * thN[n]
-            V[n] = v
+            V[n] = np.int32(v)
             S[n] = np.uint8(v > thN[n])
 
 
@@ -178,6 +179,28 @@ def _linear_spikes(active, k, Wt, A):
             A[o] += Wt[f, o]
 
 
+@jit
+def _per_neuron(chan_row, O, N):
+    """(N,) int32: the value of each neuron's channel (channels last: channel n % O)."""
+    out = np.empty(N, np.int32)
+    for n in range(N):
+        out[n] = chan_row[n % O]
+    return out
+
+
+@jit
+def _drive_coefs(sign, F, bias, O, N):
+    """Per neuron (cf, bs) with I = A * cf + bs: (sgn_c 2^F, Bias_c) for F >= 0; for F < 0 the
+    caller rounds A with ``_current`` first and uses (1, 0)."""
+    cf = np.ones(N, np.int32)
+    bs = np.zeros(N, np.int32)
+    if F >= 0:
+        for n in range(N):
+            cf[n] = sign[n % O] << F
+            bs[n] = bias[n % O]
+    return cf, bs
+
+
 @jit(parallel=True)
 def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
     """The three-layer integer network over T steps for every sample.
@@ -191,16 +214,16 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
     """
     B = x.shape[1]
     s1, s2 = geo[0], geo[1]
+    F1, F2, F3 = geo[2], geo[3], geo[4]
     OH1, OW1, O1, OH2, OW2, O2, O3 = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     N1, N2 = OH1 * OW1 * O1, OH2 * OW2 * O2
     record = rec1.shape[0] > 0
-    th1 = np.empty(N1, np.int32)     # the threshold of every neuron (channels last)
-    th2 = np.empty(N2, np.int32)
-    for n in range(N1):
-        th1[n] = chan[0, 2, n % O1]
-    for n in range(N2):
-        th2[n] = chan[1, 2, n % O2]
-    th3 = chan[2, 2, :O3].copy()
+    th1 = _per_neuron(chan[0, 2], O1, N1)         # threshold of every neuron (channels last)
+    th2 = _per_neuron(chan[1, 2], O2, N2)
+    th3 = _per_neuron(chan[2, 2], O3, O3)
+    one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
+    cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
+    cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
     for b in prange(B):
         A1 = np.zeros((OH1, OW1, O1), np.int64)
         A2 = np.zeros((OH2, OW2, O2), W2t.dtype)
@@ -223,7 +246,7 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
         cand = np.arange(N1).astype(np.int32)
         if static:   # layer 1's current is the same at every step: computed once
             _conv_input(x[0, b], W1t, s1, A1)
-            _current(A1.reshape(N1), sg1, geo[2], bi1, I1)
+            _current(A1.reshape(N1), sg1, F1, bi1, I1)
             nc = 0
             for n in range(N1):
                 if _may_fire(I1[n], th1[n], leak):
@@ -239,7 +262,7 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
             counts[b, o] = 0
         for t in range(T):
             if static:
-                _lif_step(Vc, Ic, thc, leak, zero_reset, Sc)
+                _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, Sc)
                 k1 = _active(Sc, act1)
                 for e in range(k1):
                     act1[e] = cand[act1[e]]
@@ -249,16 +272,22 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
                         S1[act1[e]] = 1
             else:
                 _conv_input(x[t, b], W1t, s1, A1)
-                _current(A1.reshape(N1), sg1, geo[2], bi1, I1)
-                _lif_step(V1, I1, th1, leak, zero_reset, S1)
+                _current(A1.reshape(N1), sg1, F1, bi1, I1)
+                _lif_step(V1, I1, one1, zero1, th1, leak, zero_reset, S1)
                 k1 = _active(S1, act1)
             _conv_spikes(act1, k1, where2, W2t, s2, A2)
-            _current(A2.reshape(N2), sg2, geo[3], bi2, I2)
-            _lif_step(V2, I2, th2, leak, zero_reset, S2)
+            if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
+                _lif_step(V2, A2.reshape(N2), cf2, bs2, th2, leak, zero_reset, S2)
+            else:
+                _current(A2.reshape(N2), sg2, F2, bi2, I2)
+                _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
             k2 = _active(S2, act2)
             _linear_spikes(act2, k2, W3t, A3)
-            _current(A3, sg3, geo[4], bi3, I3)
-            _lif_step(V3, I3, th3, leak, zero_reset, S3)
+            if F3 >= 0:
+                _lif_step(V3, A3, cf3, bs3, th3, leak, zero_reset, S3)
+            else:
+                _current(A3, sg3, F3, bi3, I3)
+                _lif_step(V3, I3, cf3, bs3, th3, leak, zero_reset, S3)
             for o in range(O3):
                 counts[b, o] += S3[o]
             if record:

@@ -74,3 +74,34 @@ def test_shipped_mnist_model_reproduces_its_recorded_accuracies():
         correct_i += int((nbe.predict(model, x, 100).argmax(axis=1) == y).sum())
     assert correct_f / len(test) == info["test_acc_float"]
     assert correct_i / len(test) == info["test_acc_int"]
+
+
+SOURCES = {"mnist-4bit": "/work/ckpt/mnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5",
+           "fmnist-4bit": "/work/ckpt/fmnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5"}
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_shipped_model_equals_its_source_checkpoint(name):
+    """Where the training checkpoint is at hand (it is not in git): same scales, codes, BatchNorm
+    and forward, bit for bit."""
+    from pathlib import Path
+
+    from mininsnn.checkpoint import load_checkpoint
+    from mininsnn.train import build_net, validate_config
+    if not Path(SOURCES[name]).is_file():
+        pytest.skip(f"source checkpoint {SOURCES[name]} not on this machine")
+    tree = load_checkpoint(SOURCES[name])
+    state, config, info = pretrained.read(name)
+    assert info["epoch"] == tree["epoch"] and config == {**tree["config"], "betas": list(
+        tree["config"]["betas"])}
+    for k, v in tree["model"].items():
+        if k in pretrained.QUANTIZED:
+            assert [np.array_equal(a, b) for a, b in zip(quantize_forward(v, 4),
+                                                         quantize_forward(state[k], 4))] == [True] * 2
+        else:
+            assert np.array_equal(v, state[k]), k
+    ref = build_net(validate_config(tree["config"]))
+    ref.load_state_dict(tree["model"])
+    x = (load_mnist("test").images[:32][:, None] / np.float32(255)).astype(np.float32)
+    assert np.array_equal(ref.eval().forward(x, num_steps=30),
+                          pretrained.load(name).forward(x, num_steps=30))

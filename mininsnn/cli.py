@@ -1,4 +1,4 @@
-"""Command line: ``mininsnn train | eval | plot | compare | tune | sweep | report``.
+"""Command line: ``mininsnn train | eval | plot | compare | tune | sweep | report | export | infer``.
 
     mininsnn train --config mnist-4bit --epochs 1              # -> runs/mnist-4bit-seed0/
     mininsnn train --resume runs/mnist-4bit-seed0 --epochs 3   # continue the same run
@@ -11,6 +11,8 @@
     mininsnn tune studies/a --validation 10000 --epochs 3 --trials 20 --workers 2
     mininsnn sweep studies/s --grid seed=0,1,2 --grid schedule=cosine,constant --epochs 20
     mininsnn report studies/s                                  # mean ± sd per setting + plot
+    mininsnn export mnist-4bit --format c --out build/         # integer-only C99 (docs/deploy.md)
+    mininsnn infer mnist-4bit --input t10k-images-idx3-ubyte.gz --engine int   # classify
 
 ``mininsnn train``'s setting flags (--lr, --beta, --num-steps, ...) are made from
 mininsnn.config.SETTINGS, so every setting has a flag with the same name and the same check.
@@ -543,7 +545,22 @@ COMMANDS = {
                    description="Train every point of a grid once, on any number of workers.")),
     "report": ("mean ± sd per setting of a sweep's (or any folder's) runs, and a plot",
                _report_args, _report, {}),
+    "export": ("write a trained model as integers: C99 source or an integer .npz",
+               lambda p: _deploy_commands().export_args(p),
+               lambda a, argv: _deploy_commands().export(a, argv),
+               dict(description="Convert a trained model to integers (docs/deploy.md) and write "
+                                "it.")),
+    "infer": ("classify an IDX file or .npy array with the float or an integer engine",
+              lambda p: _deploy_commands().infer_args(p),
+              lambda a, argv: _deploy_commands().infer(a, argv),
+              dict(description="Classify images or event frames; print accuracy (with --labels) "
+                               "and samples/s.")),
 }
+
+
+def _deploy_commands():
+    from mininsnn.deploy import commands
+    return commands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""How closely the integer engine reproduces the float model, on whole test sets.
+
+    python benchmarks/deploy_agreement.py                       # both models, full test sets, T = 100
+    python benchmarks/deploy_agreement.py --limit 512           # a quick look
+    python benchmarks/deploy_agreement.py --out benchmarks/deploy_agreement.md
+
+For each trained 4-bit model (a checkpoint, /work/ckpt/... by default) and each number
+representation (fractional bits F, leak), on the test set at T = 100:
+- the share of images whose predicted class equals the float model's, both accuracies;
+- per LIF layer, the share of neurons (image, neuron) whose spike count over T equals the float
+  model's, and the share of (step, image, neuron) spikes that differ;
+- where the differences come from: for layer 1 (its input is exact in both engines, so every
+  difference there is rounding), the float membrane's distance to the threshold |U - theta| / theta
+  at the first step where a neuron's spikes differ.
+The float model is mininsnn's training engine in eval mode (float32), the integer one the Numba
+engine; the NumPy engine is checked against it on the first batch (identical spikes).
+"""
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mininsnn.checkpoint import load_checkpoint  # noqa: E402
+from mininsnn.deploy import engine as npe  # noqa: E402
+from mininsnn.deploy import numba_engine as nbe  # noqa: E402
+from mininsnn.deploy.conversion import convert  # noqa: E402
+from mininsnn.config import validate_config  # noqa: E402
+from mininsnn.data import load_data  # noqa: E402
+from mininsnn.train import build_net  # noqa: E402
+
+CKPTS = {"MNIST": "/work/ckpt/mnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5",
+         "Fashion-MNIST": "/work/ckpt/fmnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5"}
+LAYERS = (("conv1", "lif1"), ("conv2", "lif2"), ("fc1", "lif3"))
+# (label, convert() keyword arguments)
+SETTINGS = [("F = 0", dict(frac_bits=0)),
+            ("F = 4", dict(frac_bits=4)),
+            ("F = 7", dict(frac_bits=7)),
+            ("F = max", dict(frac_bits="max")),
+            ("F = max, leak Q = 16", dict(frac_bits="max", leak_bits=16)),
+            ("F = max, shift leak", dict(frac_bits="max", leak="shift"))]
+
+
+def float_run(net, x, T):
+    """Float spikes of every LIF layer and the layer-1 membranes (float32), eval mode."""
+    net.forward((x / np.float32(255)).astype(np.float32), num_steps=T, record=True)
+    U1 = net.layers[[l.name for l in net.layers].index("lif1")].cache[1].copy()   # (T, N)
+    return {k: v.reshape(v.shape[0], v.shape[1], -1) for k, v in net.recorded.items()}, U1
+
+
+def run(label, ckpt, T, limit, batch, data_dir):
+    tree = load_checkpoint(ckpt)
+    cfg = validate_config({**tree["config"], "test_subset": limit})
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    net = build_net(cfg)
+    net.load_state_dict(tree["model"])
+    net.eval()
+    theta = cfg["threshold"]
+    models = []
+    for name, kw in SETTINGS:
+        try:
+            models.append((name, convert(tree["model"], cfg, **kw)))
+        except ValueError as e:
+            models.append((name, str(e)))
+    n = len(test)
+    stats = {name: {"same": 0, "correct": 0, "count_eq": np.zeros(3), "spike_diff": np.zeros(3),
+                    "margins": []} for name, _ in models}
+    float_correct = 0
+    totals = np.zeros(3)
+    t0 = time.perf_counter()
+    for lo in range(0, n, batch):
+        x = test.images[lo:lo + batch][:, None]
+        y = test.labels[lo:lo + batch]
+        fspk, U1 = float_run(net, x, T)
+        fcount = fspk["lif3"].sum(axis=0)
+        fpred = fcount.argmax(axis=1)
+        float_correct += int((fpred == y).sum())
+        for i, (_, lif) in enumerate(LAYERS):
+            totals[i] += fspk[lif].shape[1] * fspk[lif].shape[2]
+        for name, m in models:
+            if isinstance(m, str):
+                continue
+            counts, rec = nbe.forward(m, x, T, record=True)
+            if lo == 0:   # the NumPy engine gives the same spikes
+                _, rec_np = npe.forward(m, x[:32], T, record=True)
+                for k in rec_np:
+                    assert np.array_equal(rec_np[k], rec[k][:, :32]), (name, k)
+            pred = counts.argmax(axis=1)
+            st = stats[name]
+            st["same"] += int((pred == fpred).sum())
+            st["correct"] += int((pred == y).sum())
+            for i, (conv, lif) in enumerate(LAYERS):
+                a = rec[conv].reshape(T, len(y), -1)
+                b = fspk[lif]
+                st["count_eq"][i] += int((a.sum(axis=0) == b.sum(axis=0)).sum())
+                st["spike_diff"][i] += int((a != b).sum())
+            d = rec["conv1"].reshape(T, -1) != fspk["lif1"].reshape(T, -1)
+            first = d.argmax(axis=0)
+            cols = np.flatnonzero(d.any(axis=0))
+            st["margins"].extend((np.abs(U1[first[cols], cols] - theta) / theta).tolist())
+        print(f"  {label}: {min(n, lo + batch)}/{n} images, {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
+    rows = []
+    for name, m in models:
+        if isinstance(m, str):
+            rows.append((name, None, m))
+            continue
+        st = stats[name]
+        tols = [float((L.tol / theta).max()) for L in m.layers]
+        rows.append((name, m, {"same": st["same"] / n, "int_acc": st["correct"] / n,
+                               "count_eq": st["count_eq"] / totals,
+                               "spike_diff": st["spike_diff"] / (totals * T),
+                               "margins": np.array(st["margins"]), "tol": tols,
+                               "F": [L.frac_bits for L in m.layers]}))
+    return {"label": label, "n": n, "float_acc": float_correct / n, "rows": rows, "ckpt": ckpt,
+            "epoch": tree["epoch"]}
+
+
+def float64_check(ckpt, n, T, batch, data_dir):
+    """Spikes differing per layer between the float64 model (same weights) and, each, the float32
+    model and the integer model (F = max): which of the two is nearer the exact model."""
+    from mininsnn.models import build_from_config
+    tree = load_checkpoint(ckpt)
+    cfg = validate_config({**tree["config"], "test_subset": n})
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    nets = {}
+    for dt in (np.float32, np.float64):
+        net = build_from_config(cfg, seed=cfg["seed"], dtype=dt)
+        net.load_state_dict({k: v.astype(dt) if v.dtype.kind == "f" else v
+                             for k, v in tree["model"].items()})
+        nets[dt] = net.eval()
+    m = convert(tree["model"], cfg)
+    diff = {"float32": np.zeros(3), "int": np.zeros(3)}
+    for lo in range(0, len(test), batch):
+        x = test.images[lo:lo + batch][:, None]
+        rec = {}
+        for dt, net in nets.items():
+            net.forward((x / dt(255)).astype(dt), num_steps=T, record=True)
+            rec[dt] = [net.recorded["spikes"][lif].reshape(T, len(x), -1) for _, lif in LAYERS]
+        _, ri = nbe.forward(m, x, T, record=True)
+        ri = [ri[conv].reshape(T, len(x), -1) for conv, _ in LAYERS]
+        for i in range(3):
+            diff["float32"][i] += int((rec[np.float32][i] != rec[np.float64][i]).sum())
+            diff["int"][i] += int((ri[i] != rec[np.float64][i]).sum())
+    return len(test), diff
+
+
+def table(results, command, T):
+    out = [f"Integer engine vs float model (eval mode, float32), T = {T}. Command: `{command}`",
+           f"(host: {platform.processor() or platform.machine()}, numpy {np.__version__}).", ""]
+    for r in results:
+        out += [f"**{r['label']}** ({r['n']} test images; `{r['ckpt']}`, epoch {r['epoch']}): "
+                f"float accuracy {100 * r['float_acc']:.2f} %", "",
+                "| representation | F per layer | same class as float | int accuracy | "
+                "spike counts equal (lif1 / lif2 / lif3) | spikes differing (lif1 / lif2 / lif3) | "
+                "worst-case tolerance / theta (lif1 / lif2 / lif3) | lif1 first-difference "
+                "margin / theta (median, max) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, m, st in r["rows"]:
+            if m is None:
+                out.append(f"| {name} | refused: {st} | | | | | | |")
+                continue
+            mg = st["margins"]
+            marg = f"{np.median(mg):.1e}, {mg.max():.1e} ({len(mg)} neurons)" if len(mg) else \
+                "no difference"
+            out.append(
+                f"| {name} | {'/'.join(map(str, st['F']))} | {100 * st['same']:.2f} % | "
+                f"{100 * st['int_acc']:.2f} % | "
+                + " / ".join(f"{100 * v:.4f} %" for v in st["count_eq"]) + " | "
+                + " / ".join(f"{v:.1e}" for v in st["spike_diff"]) + " | "
+                + " / ".join(f"{v:.1e}" for v in st["tol"]) + f" | {marg} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--limit", type=int, default=None, help="first N test images (default all)")
+    p.add_argument("--num-steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--mnist", default=CKPTS["MNIST"])
+    p.add_argument("--fmnist", default=CKPTS["Fashion-MNIST"])
+    p.add_argument("--fmnist-dir", default="/work/shared/data/fashion-mnist")
+    p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--float64", type=int, default=0, metavar="N",
+                   help="only compare float32 and integer spikes with a float64 model on N "
+                        "images of each test set")
+    a = p.parse_args()
+    if a.float64:
+        for label, ck, dd in (("MNIST", a.mnist, None), ("Fashion-MNIST", a.fmnist, a.fmnist_dir)):
+            n, d = float64_check(ck, a.float64, a.num_steps, a.batch, dd)
+            print(f"{label}, {n} images, spikes differing from the float64 model (lif1 / lif2 / "
+                  f"lif3): float32 model " + " / ".join(str(int(v)) for v in d["float32"])
+                  + "; integer model (F = max) " + " / ".join(str(int(v)) for v in d["int"]))
+        return
+    command = "python benchmarks/deploy_agreement.py " + shlex.join(sys.argv[1:])
+    results = [run("MNIST", a.mnist, a.num_steps, a.limit, a.batch, None),
+               run("Fashion-MNIST", a.fmnist, a.num_steps, a.limit, a.batch, a.fmnist_dir)]
+    text = table(results, command.strip(), a.num_steps)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

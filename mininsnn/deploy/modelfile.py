@@ -1,0 +1,220 @@
+"""Integer model files: one .npz of integer arrays plus JSON metadata, read with NumPy only.
+
+    save_integer_model(model, "mnist4.npz")
+    model = load_integer_model("mnist4.npz")
+
+Entries: ``meta`` (UTF-8 JSON as uint8: format, version, leak, reset, input range, layers with their
+shapes and F, the sha256 of every array) and per layer ``<name>.weight`` (int8/16 codes),
+``<name>.sign`` (int8), ``<name>.bias`` and ``<name>.theta`` (int32). Loading checks the format,
+every shape, dtype and range, the checksums, and proves the model again (the bounds depend only on
+the integers), so a truncated, corrupted or edited file is a one-line :class:`ModelFileError`.
+Writing is atomic (temporary file in the same folder, fsync, os.replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from mininsnn.deploy import conversion as cv
+
+__all__ = ["ModelFileError", "save_integer_model", "load_integer_model", "atomic_write_bytes",
+           "read_npz", "FORMAT", "VERSION"]
+
+FORMAT = "mininsnn-integer-model"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used: missing, truncated, corrupted, foreign or inconsistent."""
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder (fsync, os.replace)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _npz_bytes(arrays: dict, meta: dict, compressed=False) -> bytes:
+    meta = dict(meta, sha256={k: _sha(v) for k, v in arrays.items()})
+    buf = io.BytesIO()
+    save = np.savez_compressed if compressed else np.savez
+    save(buf, meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8),
+         **arrays)
+    return buf.getvalue()
+
+
+def read_npz(path, fmt):
+    """(arrays, meta) of a file written by ``_npz_bytes`` with meta["format"] == fmt; checks the
+    checksums. ModelFileError naming the file for anything unreadable."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"{path}: not a readable .npz file (truncated or corrupted?): "
+                             f"{msg}") from None
+    if "meta" not in arrays or arrays["meta"].dtype != np.uint8 or arrays["meta"].ndim != 1:
+        raise ModelFileError(f"{path}: no metadata; not a {fmt} file")
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFileError(f"{path}: damaged metadata (not JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ModelFileError(f"{path}: not a {fmt} file")
+    if meta.get("version") != VERSION:
+        raise ModelFileError(f"{path}: format version {meta.get('version')!r} is not supported "
+                             f"(this mininsnn reads {VERSION})")
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict) or set(sums) != set(arrays):
+        raise ModelFileError(f"{path}: the array list does not match the metadata (damaged file)")
+    for k, v in arrays.items():
+        if _sha(v) != sums[k]:
+            raise ModelFileError(f"{path}: array {k!r} fails its checksum (damaged file)")
+    return arrays, meta
+
+
+def model_arrays_meta(model: cv.IntegerModel):
+    """The arrays and JSON metadata that describe ``model``."""
+    arrays, layers = {}, []
+    for L in model.layers:
+        arrays[f"{L.name}.weight"] = L.weight
+        arrays[f"{L.name}.sign"] = L.sign.astype(np.int8)
+        arrays[f"{L.name}.bias"] = L.bias.astype(np.int32)
+        arrays[f"{L.name}.theta"] = L.theta.astype(np.int32)
+        layers.append({"name": L.name, "kind": L.kind, "stride": L.stride,
+                       "in_shape": list(L.in_shape), "out_shape": list(L.out_shape),
+                       "frac_bits": L.frac_bits, "in_max": L.in_max})
+    meta = {"format": FORMAT, "version": VERSION, "leak": list(model.leak), "reset": model.reset,
+            "input_shape": list(model.input_shape), "input_max": model.input_max,
+            "static": model.static, "num_steps": model.num_steps, "max_steps": model.max_steps,
+            "layers": layers, "model": model.meta}
+    return arrays, meta
+
+
+def save_integer_model(model: cv.IntegerModel, path) -> None:
+    """Write ``model`` to ``path`` (.npz), atomically."""
+    arrays, meta = model_arrays_meta(model)
+    atomic_write_bytes(path, _npz_bytes(arrays, meta))
+
+
+def _int(v, lo, hi, what, path):
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ModelFileError(f"{path}: {what} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def model_from_arrays(arrays, meta, path="model"):
+    """An IntegerModel from file contents, every field checked and the overflow proof redone."""
+    try:
+        leak = meta["leak"]
+        if not (isinstance(leak, list) and len(leak) == 3 and leak[0] in ("multiply", "shift")):
+            raise ModelFileError(f"{path}: bad leak {leak!r}")
+        _int(leak[1], 1, 30, "the leak shift", path)
+        _int(leak[2], 0, 2 ** leak[1] if leak[0] == "multiply" else 0, "beta_q", path)
+        if meta["reset"] not in ("subtract", "zero"):
+            raise ModelFileError(f"{path}: bad reset {meta['reset']!r}")
+        input_max = _int(meta["input_max"], 1, 255, "input_max", path)
+        num_steps = _int(meta["num_steps"], 1, 2 ** 31 - 1, "num_steps", path)
+        max_steps = meta["max_steps"]
+        if max_steps is not None:
+            _int(max_steps, 1, 2 ** 31 - 1, "max_steps", path)
+        shape = tuple(_int(d, 1, 4096, "input_shape", path) for d in meta["input_shape"])
+        if len(shape) != 3:
+            raise ModelFileError(f"{path}: input_shape must be (C, H, W), got {shape}")
+        static = bool(meta["static"])
+        specs = meta["layers"]
+        if [s["kind"] for s in specs] != ["conv", "conv", "linear"]:
+            raise ModelFileError(f"{path}: expected layers conv, conv, linear")
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
+    beta_eff = (leak[2] / 2 ** leak[1]) if leak[0] == "multiply" else 1 - 2.0 ** -leak[1]
+    e = 0.5 if leak[0] == "multiply" else 1.0
+    layers, prev, expected = [], shape, set()
+    for i, s in enumerate(specs):
+        name = s["name"]
+        keys = [f"{name}.{k}" for k in ("weight", "sign", "bias", "theta")]
+        expected.update(keys)
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ModelFileError(f"{path}: missing array {missing[0]!r}")
+        W, sign, bias, theta = (arrays[k] for k in keys)
+        if W.dtype not in (np.int8, np.int16, np.int32) or sign.dtype != np.int8 or \
+                bias.dtype != np.int32 or theta.dtype != np.int32:
+            raise ModelFileError(f"{path}: {name}: wrong dtypes")
+        O = W.shape[0]
+        if sign.shape != (O,) or bias.shape != (O,) or theta.shape != (O,) or \
+                not np.isin(sign, (-1, 0, 1)).all() or (theta < 0).any():
+            raise ModelFileError(f"{path}: {name}: sign/bias/theta inconsistent with the weights")
+        F = _int(s["frac_bits"], cv.FRAC_BITS_RANGE[0], 30, "frac_bits", path)
+        in_max = input_max if i == 0 else 1
+        if s["kind"] == "conv":
+            stride = _int(s["stride"], 1, 64, "stride", path)
+            if W.ndim != 4 or W.shape[1] != prev[0]:
+                raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
+            out = (O, (prev[1] - W.shape[2]) // stride + 1, (prev[2] - W.shape[3]) // stride + 1)
+            if min(out) < 1:
+                raise ModelFileError(f"{path}: {name}: kernel larger than its input")
+        else:
+            stride = 1
+            if W.ndim != 2 or W.shape[1] != int(np.prod(prev)):
+                raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
+            out = (O,)
+        if list(out) != list(s["out_shape"]) or list(prev) != list(s["in_shape"]):
+            raise ModelFileError(f"{path}: {name}: shapes in the metadata do not match the arrays")
+        bounds = cv._prove_layer(W.astype(np.int64), in_max, [int(v) for v in sign],
+                                 [int(v) for v in bias], [int(v) for v in theta], F, beta_eff, e,
+                                 meta["reset"], max_steps)
+        try:
+            cv._check_bounds(name, bounds, tuple(leak), F)
+        except cv.OverflowProofError as err:
+            raise ModelFileError(f"{path}: {err}") from None
+        layers.append(cv.IntLayer(name=name, kind=s["kind"], weight=W, stride=stride,
+                                  in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias,
+                                  theta=theta, frac_bits=F, in_max=in_max,
+                                  acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
+                                  bounds=bounds))
+        prev = out
+    extra = sorted(set(arrays) - expected)
+    if extra:
+        raise ModelFileError(f"{path}: unexpected array {extra[0]!r}")
+    return cv.IntegerModel(layers=layers, leak=tuple(leak), reset=meta["reset"],
+                           input_shape=shape, input_max=input_max, static=static,
+                           num_steps=num_steps, max_steps=max_steps,
+                           meta=meta.get("model", {}))
+
+
+def load_integer_model(path) -> cv.IntegerModel:
+    """Read a file written by :func:`save_integer_model` (see the module docstring)."""
+    arrays, meta = read_npz(path, FORMAT)
+    return model_from_arrays(arrays, meta, os.fspath(path))

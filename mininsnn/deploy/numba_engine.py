@@ -1,0 +1,359 @@
+"""The integer forward as Numba kernels: the same integers as ``engine.py``, spike for spike.
+
+One sample per parallel work item; inside it the time loop is outermost and every layer advances
+one step (as the C export does). Work arrays are channels-last, (OH, OW, O), so the event-driven
+conv adds contiguous rows: each spike of the previous layer at (y, x, c) adds W[:, c, kh, kw] to
+every output (i, j) its window reaches,
+
+    A[i, j, :] += Wt[c, y - i*s, x - j*s, :]         (Wt[c, kh, kw, o] = W[o, c, kh, kw])
+
+and silent inputs cost nothing. Equations of each step: engine.py and conversion.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mininsnn._jit import jit, prange
+from mininsnn.deploy.conversion import IntegerModel
+from mininsnn.deploy.engine import check_input
+
+__all__ = ["forward", "predict", "prepare"]
+
+MULTIPLY, SHIFT = 0, 1
+
+
+@jit
+def _leak(v, mode, a, bq):
+    """leak(v) = (v * beta_q + 2^(a-1)) >> a  (MULTIPLY)  or  v - (v >> a)  (SHIFT); int64."""
+    if mode == MULTIPLY:
+        return (v * bq + (np.int64(1) << (a - 1))) >> a
+    return v - (v >> a)
+
+
+@jit
+def _lif_step(V, A, cf, bs, thN, leak, zero_reset, S):
+    """One step of N neurons with input current I = A * cf + bs.
+    V: (N,) int32 membrane (updated);  A: (N,) ints;  cf, bs, thN: (N,) int32, per neuron:
+    sgn_c 2^F (or 1), Bias_c (or 0), Theta_c;  S: (N,) uint8, in: S[t-1] (= R[t]), out: S[t].
+
+        V = leak(V) + I - Theta R   (zero reset: V = (leak(V) + I) (1 - R));   S = [V > Theta]
+
+    One branch-free loop per (leak, reset) case; the leak product is int32 x int32 -> int64 (the
+    proof keeps V and beta_q within int32), so each loop vectorises.
+    """
+    a = leak[1]
+    if leak[0] == MULTIPLY:
+        bq = np.int64(np.int32(leak[2]))
+        half = np.int64(1) << (a - 1)
+        if zero_reset:
+            for n in range(V.shape[0]):
+                v = ((np.int64(V[n]) * bq + half) >> a) + np.int64(A[n]) * cf[n] + bs[n]
+                v = v * (1 - np.int64(S[n]))                       # (1 - R[t])
+                V[n] = np.int32(v)
+                S[n] = np.uint8(v > thN[n])
+        else:
+            for n in range(V.shape[0]):
+                v = ((np.int64(V[n]) * bq + half) >> a) + np.int64(A[n]) * cf[n] + bs[n]
+                v = v - np.int64(S[n]) * thN[n]                    # - Theta R[t]
+                V[n] = np.int32(v)
+                S[n] = np.uint8(v > thN[n])
+    else:
+        for n in range(V.shape[0]):
+            v = np.int64(V[n])
+            v = v - (v >> a) + np.int64(A[n]) * cf[n] + bs[n]     # v - (v >> k) + I
+            r = np.int64(S[n])
+            v = v * (1 - r) if zero_reset else v - r * thN[n]
+            V[n] = np.int32(v)
+            S[n] = np.uint8(v > thN[n])
+
+
+@jit
+def _may_fire(I, th, leak):
+    """Whether a neuron with the constant input I can ever fire (static input).
+
+    Without a spike there is no reset, and leak(v) <= beta v + e (e = 1/2 multiply, 1 shift), so
+    from V[-1] = 0 by induction V[t] <= (I + e) / (1 - beta) for I >= 0, and V[t] <= 0 for I <= 0.
+    If that bound is <= Theta, S[t] = [V[t] > Theta] is 0 at every step. In integers:
+      multiply (beta = bq / 2^Q):  (2 I + 1) 2^Q <= 2 Theta (2^Q - bq)
+      shift    (beta = 1 - 2^-k):  (I + 1) 2^k <= Theta
+    """
+    i, t = np.int64(I), np.int64(th)
+    if i <= 0:
+        return False
+    if leak[0] == MULTIPLY:
+        one = np.int64(1) << leak[1]
+        return (2 * i + 1) * one > 2 * t * (one - leak[2])
+    return (i + 1) << leak[1] > t
+
+
+@jit
+def _active(S, active):
+    """Writes the indices n with S[n] != 0 to the start of ``active``; returns their number.
+    Reads 8 spikes at a time (most words are all zero)."""
+    k = 0
+    N = S.shape[0]
+    W8 = S[: N - N % 8].view(np.uint64)
+    for w in range(W8.shape[0]):
+        if W8[w] != 0:
+            for n in range(8 * w, 8 * w + 8):
+                if S[n]:
+                    active[k] = n
+                    k += 1
+    for n in range(N - N % 8, N):
+        if S[n]:
+            active[k] = n
+            k += 1
+    return k
+
+
+@jit
+def _current(A, sign, F, bias, I):
+    """I = sgn_c (A << F) + Bias_c  (F < 0: sgn_c ((A + 2^(-F-1)) >> -F) + Bias_c), channels last.
+    A, I: (P*O,);  sign, bias: (O,)."""
+    O = sign.shape[0]
+    for p in range(A.shape[0] // O):
+        for c in range(O):
+            a = np.int64(A[p * O + c])
+            a = a << F if F >= 0 else (a + (np.int64(1) << (-F - 1))) >> -F
+            I[p * O + c] = np.int32(sign[c] * a + bias[c])
+
+
+@jit
+def _conv_input(x, Wt, stride, A):
+    """Integer conv of one input sample, channels last.  x: (C, H, W) ints;  Wt: (C, KH, KW, O);
+    A: (OH, OW, O) written:  A[i, j, o] = sum_{c,kh,kw} W[o, c, kh, kw] x[c, i*s + kh, j*s + kw]."""
+    C, H, Wd = x.shape
+    _, KH, KW, O = Wt.shape
+    OH, OW = A.shape[0], A.shape[1]
+    A[:] = 0
+    for c in range(C):
+        for y in range(H):
+            for xx in range(Wd):
+                v = np.int64(x[c, y, xx])
+                if v == 0:
+                    continue
+                for i in range(max(0, (y - KH + stride) // stride), min(OH - 1, y // stride) + 1):
+                    kh = y - i * stride
+                    for j in range(max(0, (xx - KW + stride) // stride), min(OW - 1, xx // stride) + 1):
+                        kw = xx - j * stride
+                        for o in range(O):
+                            A[i, j, o] += v * Wt[c, kh, kw, o]
+
+
+@jit
+def _conv_spikes(active, k, where, Wt, stride, A):
+    """A[i, j, :] = sum over the k spikes active[:k] of Wt[c, y - i*s, x - j*s, :], where
+    where[n] = (c, y, x, i_lo, i_hi, j_lo, j_hi) of input neuron n (``_spike_table``).
+    Wt: (C, KH, KW, O);  A: (OH, OW, O) written (int16 when the proof allows it)."""
+    A[:] = 0
+    for e in range(k):
+        n = active[e]
+        c, y, xx = where[n, 0], where[n, 1], where[n, 2]
+        for i in range(where[n, 3], where[n, 4] + 1):
+            kh = y - i * stride
+            for j in range(where[n, 5], where[n, 6] + 1):
+                row = A[i, j]                      # (O,) contiguous
+                w = Wt[c, kh, xx - j * stride]     # (O,) contiguous
+                for o in range(row.shape[0]):
+                    row[o] += w[o]
+
+
+def _spike_table(H, W, C, KH, KW, stride, OH, OW):
+    """where[(y*W + x)*C + c] = (c, y, x, i_lo, i_hi, j_lo, j_hi): the outputs an input spike
+    reaches (no division per spike in the kernel)."""
+    n = np.arange(H * W * C)
+    c, x, y = n % C, n // C % W, n // C // W
+    i_lo, i_hi = np.maximum(0, (y - KH + stride) // stride), np.minimum(OH - 1, y // stride)
+    j_lo, j_hi = np.maximum(0, (x - KW + stride) // stride), np.minimum(OW - 1, x // stride)
+    return np.ascontiguousarray(np.stack([c, y, x, i_lo, i_hi, j_lo, j_hi], axis=1).astype(np.int32))
+
+
+@jit
+def _linear_spikes(active, k, Wt, A):
+    """A[o] = sum over the k spikes active[:k] of Wt[f, o].  Wt: (F, O);  A: (O,) written."""
+    A[:] = 0
+    for e in range(k):
+        f = active[e]
+        for o in range(Wt.shape[1]):
+            A[o] += Wt[f, o]
+
+
+@jit
+def _per_neuron(chan_row, O, N):
+    """(N,) int32: the value of each neuron's channel (channels last: channel n % O)."""
+    out = np.empty(N, np.int32)
+    for n in range(N):
+        out[n] = chan_row[n % O]
+    return out
+
+
+@jit
+def _drive_coefs(sign, F, bias, O, N):
+    """Per neuron (cf, bs) with I = A * cf + bs: (sgn_c 2^F, Bias_c) for F >= 0; for F < 0 the
+    caller rounds A with ``_current`` first and uses (1, 0)."""
+    cf = np.ones(N, np.int32)
+    bs = np.zeros(N, np.int32)
+    if F >= 0:
+        for n in range(N):
+            cf[n] = sign[n % O] << F
+            bs[n] = bias[n % O]
+    return cf, bs
+
+
+@jit(parallel=True)
+def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
+    """The three-layer integer network over T steps for every sample.
+
+    x: (TI, B, C, H, W): TI = 1 for a static image (fed at every step), else TI = T frames.
+    W1t, W2t: (C, KH, KW, O) channels last;  W3t: (F, O) with F in layer 2's channels-last order;
+    where2: layer 1 neuron -> outputs of layer 2 (_spike_table).  geo: int64 [stride1, stride2,
+    F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3].  chan: (3, 3, Omax) int32 rows sign, bias, theta.
+    leak: int64 [mode, a, beta_q].  counts: (B, O3) int32 written.  rec1/2/3: (T, B, N) uint8
+    spike records in channels-last order, or (0, 0, 0) arrays for none.
+    """
+    B = x.shape[1]
+    s1, s2 = geo[0], geo[1]
+    F1, F2, F3 = geo[2], geo[3], geo[4]
+    OH1, OW1, O1, OH2, OW2, O2, O3 = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    N1, N2 = OH1 * OW1 * O1, OH2 * OW2 * O2
+    record = rec1.shape[0] > 0
+    th1 = _per_neuron(chan[0, 2], O1, N1)         # threshold of every neuron (channels last)
+    th2 = _per_neuron(chan[1, 2], O2, N2)
+    th3 = _per_neuron(chan[2, 2], O3, O3)
+    one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
+    cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
+    cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
+    for b in prange(B):
+        A1 = np.zeros((OH1, OW1, O1), np.int64)
+        A2 = np.zeros((OH2, OW2, O2), W2t.dtype)
+        A3 = np.zeros(O3, np.int32)
+        I1 = np.empty(N1, np.int32)
+        I2 = np.empty(N2, np.int32)
+        I3 = np.empty(O3, np.int32)
+        V1 = np.zeros(N1, np.int32)
+        V2 = np.zeros(N2, np.int32)
+        V3 = np.zeros(O3, np.int32)
+        S1 = np.zeros(N1, np.uint8)
+        S2 = np.zeros(N2, np.uint8)
+        S3 = np.zeros(O3, np.uint8)
+        act1 = np.empty(N1, np.int32)
+        act2 = np.empty(N2, np.int32)
+        sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
+        sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
+        sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
+        nc = N1      # static input: only the neurons that can ever fire are simulated
+        cand = np.arange(N1).astype(np.int32)
+        if static:   # layer 1's current is the same at every step: computed once
+            _conv_input(x[0, b], W1t, s1, A1)
+            _current(A1.reshape(N1), sg1, F1, bi1, I1)
+            nc = 0
+            for n in range(N1):
+                if _may_fire(I1[n], th1[n], leak):
+                    cand[nc] = n
+                    nc += 1
+        Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta, S
+        Ic = np.empty(nc, np.int32)
+        thc = np.empty(nc, np.int32)
+        Sc = np.zeros(nc, np.uint8)
+        for e in range(nc):
+            Ic[e], thc[e] = I1[cand[e]], th1[cand[e]]
+        for o in range(O3):
+            counts[b, o] = 0
+        for t in range(T):
+            if static:
+                _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, Sc)
+                k1 = _active(Sc, act1)
+                for e in range(k1):
+                    act1[e] = cand[act1[e]]
+                if record:
+                    S1[:] = 0
+                    for e in range(k1):
+                        S1[act1[e]] = 1
+            else:
+                _conv_input(x[t, b], W1t, s1, A1)
+                _current(A1.reshape(N1), sg1, F1, bi1, I1)
+                _lif_step(V1, I1, one1, zero1, th1, leak, zero_reset, S1)
+                k1 = _active(S1, act1)
+            _conv_spikes(act1, k1, where2, W2t, s2, A2)
+            if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
+                _lif_step(V2, A2.reshape(N2), cf2, bs2, th2, leak, zero_reset, S2)
+            else:
+                _current(A2.reshape(N2), sg2, F2, bi2, I2)
+                _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
+            k2 = _active(S2, act2)
+            _linear_spikes(act2, k2, W3t, A3)
+            if F3 >= 0:
+                _lif_step(V3, A3, cf3, bs3, th3, leak, zero_reset, S3)
+            else:
+                _current(A3, sg3, F3, bi3, I3)
+                _lif_step(V3, I3, cf3, bs3, th3, leak, zero_reset, S3)
+            for o in range(O3):
+                counts[b, o] += S3[o]
+            if record:
+                rec1[t, b] = S1
+                rec2[t, b] = S2
+                rec3[t, b] = S3
+
+
+def prepare(model: IntegerModel):
+    """The arrays ``_run`` takes, from an IntegerModel (cached on the model)."""
+    cached = getattr(model, "_numba_arrays", None)
+    if cached is not None:
+        return cached
+    L1, L2, L3 = model.layers
+    if [L.kind for L in model.layers] != ["conv", "conv", "linear"]:
+        raise ValueError("numba engine: expected layers conv, conv, linear")
+    O1, OH1, OW1 = L1.out_shape
+    O2, OH2, OW2 = L2.out_shape
+    O3 = L3.out_shape[0]
+    W1t = np.ascontiguousarray(L1.weight.transpose(1, 2, 3, 0).astype(np.int32))
+    # int16 accumulators and weights where the proof allows it: twice the lanes per vector
+    W2t = np.ascontiguousarray(L2.weight.transpose(1, 2, 3, 0).astype(
+        np.int16 if L2.acc_bits == 16 else np.int32))
+    where2 = _spike_table(OH1, OW1, O1, L2.weight.shape[2], L2.weight.shape[3], L2.stride, OH2, OW2)
+    # fc input index in the float model's (C, H, W) flatten order -> channels-last (H, W, C)
+    W3 = L3.weight.reshape(O3, O2, OH2, OW2).transpose(2, 3, 1, 0).reshape(OH2 * OW2 * O2, O3)
+    W3t = np.ascontiguousarray(W3.astype(np.int32))
+    Omax = max(O1, O2, O3)
+    chan = np.zeros((3, 3, Omax), np.int32)
+    for i, L in enumerate(model.layers):
+        O = L.out_shape[0]
+        chan[i, 0, :O], chan[i, 1, :O], chan[i, 2, :O] = L.sign, L.bias, L.theta
+    geo = np.array([L1.stride, L2.stride, L1.frac_bits, L2.frac_bits, L3.frac_bits,
+                    OH1, OW1, O1, OH2, OW2, O2, O3], np.int64)
+    mode, a, bq = model.leak
+    leak = np.array([MULTIPLY if mode == "multiply" else SHIFT, a, bq], np.int64)
+    arrays = (W1t, W2t, W3t, where2, geo, chan, leak, model.reset == "zero")
+    model._numba_arrays = arrays
+    return arrays
+
+
+def _to_chw(rec, shape):
+    """(T, B, H*W*C) channels-last records -> (T, B, C, H, W) (or (T, B, O) for a linear layer)."""
+    T, B = rec.shape[:2]
+    if len(shape) == 1:
+        return rec
+    C, H, W = shape
+    return rec.reshape(T, B, H, W, C).transpose(0, 1, 4, 2, 3)
+
+
+def forward(model: IntegerModel, x, num_steps=None, record=False):
+    """Spike counts (B, classes) int32 of the integer model; with ``record`` also a dict layer name
+    -> spikes (T, B, *out_shape) of every LIF layer (as engine.forward records them)."""
+    x, static, T = check_input(model, x, num_steps)
+    W1t, W2t, W3t, where2, geo, chan, leak, zero = prepare(model)
+    B = x.shape[0] if static else x.shape[1]
+    counts = np.zeros((B, model.num_classes), np.int32)
+    sizes = [int(np.prod(L.out_shape)) for L in model.layers]
+    recs = [np.zeros((T, B, n) if record else (0, 0, 0), np.uint8) for n in sizes]
+    _run(np.ascontiguousarray(x[None] if static else x), static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero, counts,
+         *recs)
+    if not record:
+        return counts
+    return counts, {L.name: _to_chw(r, L.out_shape) for L, r in zip(model.layers, recs)}
+
+
+def predict(model: IntegerModel, x, num_steps=None):
+    """Output spike counts (B, classes) int32, equal to ``engine.predict``."""
+    return forward(model, x, num_steps)

@@ -10,35 +10,30 @@ final test accuracy, then the mean and sample standard deviation over the seeds 
 many epochs as the longest plan among them (a run still in progress, or one planned shorter, is
 listed with its epochs done and left out of the mean).
 """
-import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
 from experiments.table import best_epoch
-from mininsnn.runs import read_metrics
+from mininsnn import report
 
 
 def seed_runs(prefix: Path):
-    """(seed, rows, epochs planned) of every ``PREFIX-seedN`` folder that has metrics, by seed."""
+    """(seed, rows, epochs planned) of every ``PREFIX-seedN`` folder that has metrics, by seed
+    (read with mininsnn.report, the summaries behind ``mininsnn report``)."""
     found = []
     for run in prefix.parent.glob(prefix.name + "-seed*"):
         m = re.fullmatch(re.escape(prefix.name) + r"-seed(\d+)", run.name)
-        rows = read_metrics(run) if m else []
-        if rows:
-            epochs = json.loads((run / "config.json").read_text())["epochs"]
-            found.append((int(m.group(1)), rows, epochs))
+        summary = report.summarize_run(run) if m else None
+        if summary is not None:
+            found.append((int(m.group(1)), summary.rows, summary.config["epochs"]))
     return sorted(found, key=lambda f: f[0])
 
 
 def spread(values):
-    """'mean' of one value, 'mean ± sd' of several, '' of none."""
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    """'mean' of one value, 'mean ± sd' of several, '' of none (values in %, as
+    mininsnn.report.spread prints fractions)."""
+    return report.spread([v / 100 for v in values])
 
 
 def row(prefix: Path) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from mininsnn.config import ConfigError
 from mininsnn.runs import read_metrics
 
-__all__ = ["RunSummary", "find_runs", "summarize_run", "group_runs", "spread", "report_rows",
+__all__ = ["RunSummary", "find_runs", "best_row", "summarize_run", "group_runs", "spread", "report_rows",
            "format_report", "plot_report"]
 
 # settings that say where or how a run was made, not what it is (never a group of their own)
@@ -61,6 +61,12 @@ def find_runs(folder) -> list[Path]:
     return sorted(d for d in folder.iterdir() if (d / "config.json").is_file())
 
 
+def best_row(rows, key: str = "test_acc") -> dict:
+    """The metrics row with the highest ``key`` (valid_acc or test_acc); the earliest epoch on a
+    tie."""
+    return max(rows, key=lambda r: (r[key], -r["epoch"]))
+
+
 def summarize_run(run_dir) -> RunSummary | None:
     """The summary of a run folder, or None when it has no finished epoch yet."""
     run_dir = Path(run_dir)
@@ -72,8 +78,7 @@ def summarize_run(run_dir) -> RunSummary | None:
     if not rows:
         return None
     key = "valid_acc" if all("valid_acc" in r for r in rows) else "test_acc"
-    best = max(rows, key=lambda r: (r[key], -r["epoch"]))
-    return RunSummary(run_dir, config, rows, best, rows[-1], key)
+    return RunSummary(run_dir, config, rows, best_row(rows, key), rows[-1], key)
 
 
 def _label(config: dict, keys) -> str:

@@ -5,8 +5,8 @@
     python benchmarks/deploy_agreement.py --limit 512           # a quick look
     python benchmarks/deploy_agreement.py --out benchmarks/deploy_agreement.md
 
-For each trained 4-bit model (a checkpoint, /work/ckpt/... by default) and each number
-representation (fractional bits F, leak), on the test set at T = 100:
+For each trained 4-bit model (the pretrained models that ship in mininsnn/pretrained by default, or
+a training checkpoint given with --mnist / --fmnist) and each number representation (fractional bits F, leak), on the test set at T = 100:
 - the share of images whose predicted class equals the float model's, both accuracies;
 - per LIF layer, the share of neurons (image, neuron) whose spike count over T equals the float
   model's, and the share of (step, image, neuron) spikes that differ;
@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mininsnn import pretrained  # noqa: E402
 from mininsnn.checkpoint import load_checkpoint  # noqa: E402
 from mininsnn.deploy import engine as npe  # noqa: E402
 from mininsnn.deploy import numba_engine as nbe  # noqa: E402
@@ -39,8 +40,7 @@ from mininsnn.config import validate_config  # noqa: E402
 from mininsnn.data import load_data  # noqa: E402
 from mininsnn.train import build_net  # noqa: E402
 
-CKPTS = {"MNIST": "/work/ckpt/mnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5",
-         "Fashion-MNIST": "/work/ckpt/fmnist-4bit-cosine20-inc0-scalegrad-seed2/best.h5"}
+MODELS = {"MNIST": "mnist-4bit", "Fashion-MNIST": "fmnist-4bit"}   # pretrained names
 LAYERS = (("conv1", "lif1"), ("conv2", "lif2"), ("fc1", "lif3"))
 # (label, convert() keyword arguments)
 SETTINGS = [("F = 0", dict(frac_bits=0)),
@@ -53,23 +53,34 @@ SETTINGS = [("F = 0", dict(frac_bits=0)),
 
 def float_run(net, x, T):
     """Float spikes of every LIF layer and the layer-1 membranes (float32), eval mode."""
-    net.forward((x / np.float32(255)).astype(np.float32), num_steps=T, record=True)
-    U1 = net.layers[[l.name for l in net.layers].index("lif1")].cache[1].copy()   # (T, N)
-    return {k: v.reshape(v.shape[0], v.shape[1], -1) for k, v in net.recorded.items()}, U1
+    net.forward((x / np.float32(255)).astype(np.float32), num_steps=T,
+                record=("spikes", "membrane"))
+    U1 = net.recorded["membrane"]["lif1"].reshape(T, -1)   # (T, N)
+    return {k: v.reshape(v.shape[0], v.shape[1], -1)
+            for k, v in net.recorded["spikes"].items()}, U1
+
+
+def read_model(spec):
+    """(state dict, config, epoch) of a pretrained model name or a training checkpoint file."""
+    if spec in pretrained.NAMES:
+        state, config, info = pretrained.read(spec)
+        return state, config, info["epoch"]
+    tree = load_checkpoint(spec)
+    return tree["model"], tree["config"], tree["epoch"]
 
 
 def run(label, ckpt, T, limit, batch, data_dir):
-    tree = load_checkpoint(ckpt)
-    cfg = validate_config({**tree["config"], "test_subset": limit})
+    model_state, config, epoch = read_model(ckpt)
+    cfg = validate_config({**config, "test_subset": limit})
     (test,) = load_data(cfg, data_dir, splits=("test",))
     net = build_net(cfg)
-    net.load_state_dict(tree["model"])
+    net.load_state_dict(model_state)
     net.eval()
     theta = cfg["threshold"]
     models = []
     for name, kw in SETTINGS:
         try:
-            models.append((name, convert(tree["model"], cfg, **kw)))
+            models.append((name, convert(model_state, cfg, **kw)))
         except ValueError as e:
             models.append((name, str(e)))
     n = len(test)
@@ -123,23 +134,23 @@ def run(label, ckpt, T, limit, batch, data_dir):
                                "margins": np.array(st["margins"]), "tol": tols,
                                "F": [L.frac_bits for L in m.layers]}))
     return {"label": label, "n": n, "float_acc": float_correct / n, "rows": rows, "ckpt": ckpt,
-            "epoch": tree["epoch"]}
+            "epoch": epoch}
 
 
 def float64_check(ckpt, n, T, batch, data_dir):
     """Spikes differing per layer between the float64 model (same weights) and, each, the float32
     model and the integer model (F = max): which of the two is nearer the exact model."""
     from mininsnn.models import build_from_config
-    tree = load_checkpoint(ckpt)
-    cfg = validate_config({**tree["config"], "test_subset": n})
+    model_state, config, _ = read_model(ckpt)
+    cfg = validate_config({**config, "test_subset": n})
     (test,) = load_data(cfg, data_dir, splits=("test",))
     nets = {}
     for dt in (np.float32, np.float64):
-        net = build_from_config(cfg, seed=cfg["seed"], dtype=dt)
+        net = build_from_config({**cfg, "dtype": np.dtype(dt).name})
         net.load_state_dict({k: v.astype(dt) if v.dtype.kind == "f" else v
-                             for k, v in tree["model"].items()})
+                             for k, v in model_state.items()})
         nets[dt] = net.eval()
-    m = convert(tree["model"], cfg)
+    m = convert(model_state, cfg)
     diff = {"float32": np.zeros(3), "int": np.zeros(3)}
     for lo in range(0, len(test), batch):
         x = test.images[lo:lo + batch][:, None]
@@ -159,7 +170,7 @@ def table(results, command, T):
     out = [f"Integer engine vs float model (eval mode, float32), T = {T}. Command: `{command}`",
            f"(host: {platform.processor() or platform.machine()}, numpy {np.__version__}).", ""]
     for r in results:
-        out += [f"**{r['label']}** ({r['n']} test images; `{r['ckpt']}`, epoch {r['epoch']}): "
+        out += [f"**{r['label']}** ({r['n']} test images; model `{r['ckpt']}`, epoch {r['epoch']}): "
                 f"float accuracy {100 * r['float_acc']:.2f} %", "",
                 "| representation | F per layer | same class as float | int accuracy | "
                 "spike counts equal (lif1 / lif2 / lif3) | spikes differing (lif1 / lif2 / lif3) | "
@@ -188,9 +199,10 @@ def main():
     p.add_argument("--limit", type=int, default=None, help="first N test images (default all)")
     p.add_argument("--num-steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--mnist", default=CKPTS["MNIST"])
-    p.add_argument("--fmnist", default=CKPTS["Fashion-MNIST"])
-    p.add_argument("--fmnist-dir", default="/work/shared/data/fashion-mnist")
+    p.add_argument("--mnist", default=MODELS["MNIST"], help="pretrained name or checkpoint")
+    p.add_argument("--fmnist", default=MODELS["Fashion-MNIST"], help="pretrained name or checkpoint")
+    p.add_argument("--fmnist-dir", default=None, help="folder of the Fashion-MNIST files "
+                   "(default: where mininsnn.data looks)")
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("--float64", type=int, default=0, metavar="N",
                    help="only compare float32 and integer spikes with a float64 model on N "

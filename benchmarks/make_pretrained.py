@@ -1,7 +1,12 @@
 #!/usr/bin/env python
 """Build mininsnn/pretrained/{mnist,fmnist}-4bit.npz from training checkpoints.
 
-    python benchmarks/make_pretrained.py            # the runs named in RUNS (checkpoints not in git)
+    python benchmarks/make_pretrained.py --fmnist-dir ../shared/data/fashion-mnist
+
+The source runs are the best seeds of RESULTS.md's recipe, whose records are in experiments/runs/.
+Checkpoints are no longer tracked, so the script takes each best.h5 from the git history
+(commit SOURCE_COMMIT, where they were still tracked under results/), or from --checkpoint-dir
+(a folder holding <run>/best.h5).
 
 For each run: write the file, read it back and check that the rebuilt float network quantizes to
 exactly the checkpoint's scales and codes and gives the checkpoint's output spikes bit for bit,
@@ -32,16 +37,36 @@ from mininsnn.config import validate_config  # noqa: E402
 from mininsnn.data import load_data  # noqa: E402
 from mininsnn.train import build_net, evaluate  # noqa: E402
 
-RUNS = {  # name -> (run folder, checkpoint, data dir)
-    "mnist-4bit": ("/work/ckpt/mnist-4bit-cosine20-inc0-scalegrad-seed2", "best.h5", None),
-    "fmnist-4bit": ("/work/ckpt/fmnist-4bit-cosine20-inc0-scalegrad-seed2", "best.h5",
-                    "/work/shared/data/fashion-mnist"),
-}
+RUNS = {"mnist-4bit": "mnist-4bit-cosine20-inc0-scalegrad-seed2",     # name -> run
+        "fmnist-4bit": "fmnist-4bit-cosine20-inc0-scalegrad-seed2"}
+SOURCE_COMMIT = "095aa4a"      # the last commit that tracked the checkpoints (results/<run>/)
+
+
+def source_checkpoint(run: str, checkpoint_dir, tmp: Path) -> Path:
+    """<checkpoint_dir>/<run>/best.h5, or that file from the git history written to ``tmp``."""
+    import subprocess
+    if checkpoint_dir is not None:
+        return Path(checkpoint_dir) / run / "best.h5"
+    out = tmp / f"{run}.h5"
+    blob = subprocess.run(["git", "-C", str(REPO), "show", f"{SOURCE_COMMIT}:results/{run}/best.h5"],
+                          check=True, capture_output=True).stdout
+    out.write_bytes(blob)
+    return out
 
 
 def main():
-    for name, (run, ckpt_name, data_dir) in RUNS.items():
-        ckpt = Path(run) / ckpt_name
+    import argparse
+    import tempfile
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint-dir", help="folder with <run>/best.h5 (default: the git history)")
+    p.add_argument("--fmnist-dir", help="folder of the Fashion-MNIST files")
+    a = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="make-pretrained-"))
+    for name, run_name in RUNS.items():
+        run = REPO / "experiments" / "runs" / run_name          # the run record
+        ckpt_name = "best.h5"
+        ckpt = source_checkpoint(run_name, a.checkpoint_dir, tmp)
+        data_dir = a.fmnist_dir if name.startswith("fmnist") else None
         tree = load_checkpoint(ckpt)
         cfg = validate_config(tree["config"])
         command = [ln for ln in (Path(run) / "command.txt").read_text().splitlines()

@@ -161,6 +161,9 @@ SETTINGS = (
     Setting("threshold", 1.0, _number(0, lo_open=True), "firing threshold theta", model=True),
     Setting("reset", "subtract", _choice("subtract", "zero"),
             "LIF reset: 'subtract' theta (the paper's) or to 'zero'", model=True),
+    Setting("reset_delay", True, _boolean,
+            "LIF reset one step after the spike (the paper's); --no-reset-delay resets in the "
+            "step that fires, the neuron NIR's LIF assumes (with --reset zero)", model=True),
     Setting("surrogate", "fast_sigmoid", _lazy_choice("mininsnn.surrogate", "SURROGATES"),
             "surrogate gradient of the spike", model=True),
     Setting("slope", 25.0, _number(0, lo_open=True), "surrogate slope (atan: alpha)",

@@ -599,9 +599,19 @@ class Leaky(Layer):
     ``reset="zero"`` gives U[t] = (beta U[t-1] + I[t]) (1 - R[t]). Output spikes are uint8 0/1 of
     shape (T, B, ...). With ``smooth=True`` the output is the float smooth twin g(U - theta) (for
     gradient checks). Backward: BPTT with the surrogate derivative (kernels/lif.py).
+
+    ``reset_delay=False`` resets in the step that fires (snnTorch ``Leaky(reset_delay=False)``; the
+    neuron NIR's LIF describes with ``reset="zero"``), S detached in the reset:
+
+        V[t] = beta U[t-1] + I[t]     S[t] = H(V[t] - theta)     U[t] = V[t] (1 - S[t])  ("zero")
+                                                                 U[t] = V[t] - theta S[t]  ("subtract")
+
+    :meth:`membrane` returns the potential compared with theta at each step: U[t] with the delayed
+    reset, V[t] (before its reset) with ``reset_delay=False``; so S[t] = H(membrane[t] - theta).
     """
 
-    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False):
+    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
+                 reset_delay=True):
         super().__init__()
         if not (isinstance(beta, (int, float, np.floating)) and np.isfinite(beta) and 0 <= beta <= 1):
             raise ValueError(f"Leaky: expected beta in [0, 1], got {beta!r}")
@@ -609,14 +619,18 @@ class Leaky(Layer):
             raise ValueError(f"Leaky: expected a finite threshold > 0, got {threshold!r}")
         if reset not in ("subtract", "zero"):
             raise ValueError(f"Leaky: expected reset 'subtract' or 'zero', got {reset!r}")
+        if not isinstance(reset_delay, (bool, np.bool_)):
+            raise ValueError(f"Leaky: expected reset_delay True or False, got {reset_delay!r}")
         self.beta, self.threshold, self.reset = float(beta), float(threshold), reset
+        self.reset_delay = bool(reset_delay)
         self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
         self.smooth = bool(smooth)
         self.firing_rate = float("nan")
         self.last_spikes = None
 
     def extra_repr(self):
-        return f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
+        return (f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
+                + ("" if self.reset_delay else ", reset_delay=False"))
 
     def forward(self, x, ctx):
         if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
@@ -628,10 +642,11 @@ class Leaky(Layer):
             raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {TI}")
         T, cast = ctx.T, x.dtype.type
         I = x.reshape(TI, -1)  # (TI, N)
-        U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
+        U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) potential compared with theta
         S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
-        klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
-                         self.surrogate.code, cast(self.surrogate.k), U, S)
+        forward = klif.lif_forward if self.reset_delay else klif.lif_forward_nodelay
+        forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
+                self.surrogate.code, cast(self.surrogate.k), U, S)
         self.cache = (x.shape, U)
         fired = S if not self.smooth else U > self.threshold
         self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
@@ -639,8 +654,9 @@ class Leaky(Layer):
         return S.reshape((T,) + x.shape[1:])
 
     def membrane(self):
-        """Membrane potentials U[t] of the last forward, (T, B, ...) (a view of a work buffer
-        that the next forward overwrites)."""
+        """Membrane potentials of the last forward, (T, B, ...): the potential compared with theta
+        at step t (U[t]; with ``reset_delay=False`` V[t], before that step's reset). A view of a
+        work buffer that the next forward overwrites."""
         shape, U = self.cache
         return U.reshape((U.shape[0],) + shape[1:])
 
@@ -650,6 +666,7 @@ class Leaky(Layer):
         dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
         dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
         cast = U.dtype.type
-        klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                          self.surrogate.code, cast(self.surrogate.k), dI)
+        backward = klif.lif_backward if self.reset_delay else klif.lif_backward_nodelay
+        backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
+                 self.surrogate.code, cast(self.surrogate.k), dI)
         return dI.reshape(shape)

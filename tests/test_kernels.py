@@ -62,6 +62,7 @@ def _values(rng, shape, dtype, kind="dense"):
 SURR = [sg.fast_sigmoid(13.84), sg.sigmoid(5.0), sg.atan(2.0)]
 lif_cases = st.fixed_dictionaries(dict(
     T=st.integers(1, 8), N=st.integers(1, 6), static=st.booleans(), zero_reset=st.booleans(),
+    reset_delay=st.booleans(),
     beta=st.floats(0.0, 1.0), theta=st.floats(0.05, 3.0), surr=st.sampled_from(SURR),
     on_grid=st.booleans(), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
 
@@ -79,6 +80,15 @@ def _lif_args(c):
     return I, d(c["beta"]), d(c["theta"]), c["surr"]
 
 
+def _lif_kernels(c):
+    """(forward, its twin, backward, its twin) of the case's reset timing: delayed (the paper's) or
+    in the same step (reset_delay=False)."""
+    if c["reset_delay"]:
+        return klif.lif_forward, klif.lif_forward_plain, klif.lif_backward, klif.lif_backward_plain
+    return (klif.lif_forward_nodelay, klif.lif_forward_nodelay_plain, klif.lif_backward_nodelay,
+            klif.lif_backward_nodelay_plain)
+
+
 @given(c=lif_cases, smooth=st.booleans())
 def test_lif_forward_equals_plain(c, smooth):
     """Exact, spikes and smooth twin alike: the same operations in the same order, so no margin from
@@ -86,7 +96,7 @@ def test_lif_forward_equals_plain(c, smooth):
     I, beta, theta, s = _lif_args(c)
     T, N = c["T"], c["N"]
     out = []
-    for kernel in (klif.lif_forward, klif.lif_forward_plain):
+    for kernel in _lif_kernels(c)[:2]:
         U = np.empty((T, N), c["dtype"])  # (T, N)
         S = np.empty((T, N), c["dtype"] if smooth else np.uint8)  # (T, N)
         kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), U, S)
@@ -97,17 +107,19 @@ def test_lif_forward_equals_plain(c, smooth):
 
 @given(c=lif_cases)
 def test_lif_backward_equals_plain(c):
-    """Exact: the same recursion dU[t] = dS[t] sg'(U[t] - theta) + beta dU[t+1], same order."""
+    """Exact: the same recursion dU[t] = dS[t] sg'(U[t] - theta) + beta dU[t+1] (same-step reset:
+    dV[t] = dS[t] sg'(V[t] - theta) + beta dV[t+1] (1 - S[t] for zero reset)), same order."""
     I, beta, theta, s = _lif_args(c)
+    forward, _, backward, backward_plain = _lif_kernels(c)
     T, N = c["T"], c["N"]
     k = np.dtype(c["dtype"]).type(s.k)
     U = np.empty((T, N), c["dtype"])  # (T, N)
     S = np.empty((T, N), np.uint8)  # (T, N)
-    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, U, S)
+    forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, U, S)
     dS = np.random.default_rng(c["seed"] + 1).standard_normal((T, N)).astype(c["dtype"])  # (T, N)
     dI, dI_plain = np.full_like(I, np.nan), np.full_like(I, np.nan)  # (TI, N)
-    klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, dI)
-    klif.lif_backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, dI_plain)
+    backward(dS, U, beta, theta, c["zero_reset"], s.code, k, dI)
+    backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, dI_plain)
     np.testing.assert_array_equal(dI, dI_plain)
 
 

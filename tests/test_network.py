@@ -13,10 +13,10 @@ from tests.gradcheck import assert_close_grad, numeric_grad
 
 
 def small_net(seed=0, batchnorm=True, bits=None, dropout=0.2, beta=0.9, theta=0.5, fuse=True, surrogate=None,
-              reset="subtract", input_shape=(1, 16, 16), channels=(2, 3), dtype=np.float64):
+              reset="subtract", input_shape=(1, 16, 16), channels=(2, 3), dtype=np.float64, reset_delay=True):
     return reference_network(input_shape, channels, 4, bits=bits, beta=beta, threshold=theta,
                              surrogate=surrogate or sg.fast_sigmoid(2.0), dropout=dropout, batchnorm=batchnorm,
-                             reset=reset, seed=seed, dtype=dtype, fuse=fuse)
+                             reset=reset, reset_delay=reset_delay, seed=seed, dtype=dtype, fuse=fuse)
 
 
 def _margin(net, theta):
@@ -25,6 +25,7 @@ def _margin(net, theta):
 
 cases = st.fixed_dictionaries(dict(seed=st.integers(0, 2**31), batchnorm=st.booleans(), T=st.integers(2, 4),
                                    static=st.booleans(), fuse=st.booleans(), reset=st.sampled_from(["subtract", "zero"]),
+                                   reset_delay=st.booleans(),
                                    surr=st.sampled_from([sg.fast_sigmoid(2.0), sg.sigmoid(3.0), sg.atan(1.5)])))
 
 
@@ -32,7 +33,7 @@ cases = st.fixed_dictionaries(dict(seed=st.integers(0, 2**31), batchnorm=st.bool
 def test_every_parameter_gradient_equals_finite_differences_in_smooth_twin(c):
     theta = 0.5
     net = small_net(c["seed"], batchnorm=c["batchnorm"], fuse=c["fuse"], reset=c["reset"], surrogate=c["surr"],
-                    theta=theta)
+                    theta=theta, reset_delay=c["reset_delay"])
     net.set_smooth(True)
     rng = np.random.default_rng(c["seed"])
     B, T = 3, c["T"]
@@ -188,8 +189,10 @@ def test_state_dict_without_num_batches_tracked_loads_and_writes():
         b.load_state_dict({**torch_style, "bn9.num_batches_tracked": np.zeros((), np.int64)})
 
 
-def test_recorded_membranes_are_the_potentials_that_made_the_spikes():
-    net = build_model("mnist-4bit", seed=3)
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_recorded_membranes_are_the_potentials_that_made_the_spikes(reset_delay):
+    net = build_model("mnist-4bit", seed=3, reset_delay=reset_delay)
+    assert [l.reset_delay for l in net.neurons()] == [reset_delay] * 3   # the setting reaches every neuron
     net.eval()
     x = np.random.default_rng(1).random((3, 1, 28, 28)).astype(np.float32)
     out = net.forward(x, num_steps=12, record=("spikes", "membrane"))

@@ -11,6 +11,18 @@ Notation (SpikingJelly-style charge / fire / reset), for one neuron:
 Shapes: I is (TI, N) with TI == T (dynamic input) or TI == 1 (static input: the same current at
 every step, stored once). U and S are (T, N); N is everything but time (batch * features).
 
+Same-step reset (``reset_delay=False``; the neuron NIR's LIF and snnTorch's ``import_from_nir``,
+``Leaky(reset_mechanism="zero", reset_delay=False)``, assume): the neuron resets in the step it fires.
+
+    V[t] = beta * U[t-1] + I[t]               charge; U[-1] = 0
+    S[t] = H(V[t] - theta)                    fire; smooth twin: S[t] = g(V[t] - theta)
+    U[t] = V[t] * (1 - S[t])                  "zero" reset, S DETACHED (no gradient)
+    U[t] = V[t] - theta * S[t]                "subtract" reset, S DETACHED
+
+Its kernels (``lif_forward_nodelay``, ``lif_backward_nodelay``, the last section of this file) store
+V[t], the potential before the reset, i.e. the one compared with theta; that is also what the
+delayed kernels store (there U[t] is compared with theta). See lif_forward_nodelay for why.
+
 Neurons are split into blocks that run in parallel; inside a block the time loop is outermost, so
 each step reads and writes contiguous rows. Below each kernel, ``<kernel>_plain`` is its plain twin:
 the same signature and result, one neuron at a time, one line per equation, not compiled (the tests
@@ -163,3 +175,142 @@ def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
             else:
                 dI[t, n] = dU
             dU_next = dU
+
+
+# ================================================================================================
+# Same-step reset (reset_delay=False): the neuron of NIR's LIF and of snnTorch's import_from_nir.
+# These four functions are independent of the delayed-reset kernels above.
+
+@jit(parallel=True)
+def lif_forward_nodelay(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, V, S):
+    """Run the neuron with a same-step reset over T steps.
+
+        V[t] = beta * U[t-1] + I[t]                  U[-1] = 0
+        S[t] = H(V[t] - theta)
+        U[t] = V[t] * (1 - S[t])       zero_reset    (S detached)
+        U[t] = V[t] - theta * S[t]     otherwise     (S detached)
+
+    I: (TI, N) input current, TI in {1, T}
+    V: (T, N) written: V[t], the potential BEFORE the reset (the one compared with theta). The
+       backward needs exactly this: sg'(V[t] - theta) and S[t] = H(V[t] - theta) both come from it,
+       while U[t] would not do (after a zero reset it is 0 whatever V[t] was). U[t-1] is
+       recomputed from V[t-1] at the next step, so U is never stored.
+    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(V[t] - theta) instead of H)
+    beta, theta: scalars of I's dtype, theta > 0.
+    """
+    TI, N = I.shape
+    zero = theta - theta  # 0 in the input's dtype
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        for t in range(T):
+            ti = t if TI > 1 else 0
+            tp = t - 1 if t > 0 else 0
+            for n in range(lo, hi):
+                v_prev = V[tp, n] if t > 0 else zero  # V[-1] = 0 gives U[-1] = 0
+                fired = v_prev > theta  # S[t-1] = H(V[t-1] - theta)
+                if zero_reset:
+                    u_prev = zero if fired else v_prev  # U[t-1] = V[t-1] * (1 - S[t-1])
+                else:
+                    u_prev = v_prev - theta if fired else v_prev  # U[t-1] = V[t-1] - theta * S[t-1]
+                v = beta * u_prev + I[ti, n]  # V[t] = beta * U[t-1] + I[t]
+                V[t, n] = v
+                if smooth:
+                    S[t, n] = sg_primitive(sg_code, sg_k, v - theta)  # S[t] = g(V[t] - theta)
+                else:
+                    S[t, n] = v > theta  # S[t] = H(V[t] - theta)
+
+
+def lif_forward_nodelay_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, V, S):
+    """Plain twin of :func:`lif_forward_nodelay` (same arguments, same result): one neuron at a time."""
+    TI, N = I.shape
+    zero = theta - theta  # 0 in the input's dtype
+    for n in range(N):
+        u_prev = zero  # U[-1] = 0
+        for t in range(T):
+            i_t = I[t if TI > 1 else 0, n]  # a static input is the same current at every step
+            # V[t] = beta * U[t-1] + I[t]
+            v = beta * u_prev + i_t
+            V[t, n] = v
+            # S[t] = H(V[t] - theta)   (strict: a potential exactly at theta does not fire)
+            s = v > theta
+            if smooth:
+                S[t, n] = sg_primitive(sg_code, sg_k, v - theta)  # S[t] = g(V[t] - theta)
+            else:
+                S[t, n] = 1 if s else 0
+            if zero_reset:
+                # U[t] = V[t] * (1 - S[t])
+                u_prev = zero if s else v
+            else:
+                # U[t] = V[t] - theta * S[t]
+                u_prev = v - theta if s else v
+
+
+@jit(parallel=True)
+def lif_backward_nodelay(dS, V, beta, theta, zero_reset, sg_code, sg_k, dI):
+    """BPTT through the same-step-reset neuron of :func:`lif_forward_nodelay`.
+
+    dS: (T, N) dL/dS[t]
+    V:  (T, N) potentials before the reset, from the forward
+    dI: (TI, N) dL/dI, written; with TI == 1 (static input) the sum over t of dL/dI[t]
+
+        dU[t] = beta * dV[t+1]                          (dU[T-1] = 0)
+        dV[t] = dS[t] * sg'(V[t] - theta) + dU[t] * dU[t]/dV[t]
+        dI[t] = dV[t]
+    with dU[t]/dV[t] = 1 - S[t] (zero reset) or 1 (subtract reset), S detached.
+    """
+    T, N = dS.shape
+    TI = dI.shape[0]
+    zero = theta - theta  # 0 in the input's dtype
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t] = beta * dL/dV[t+1]
+        sg = np.empty(hi - lo, dtype=dI.dtype)  # sg'(V[t] - theta) of this block
+        if TI == 1:
+            dI[0, lo:hi] = 0.0
+        for t in range(T - 1, -1, -1):
+            # fwd: S[t] = H(V[t] - theta)
+            # =>   dS[t]/dV[t] = sg'(V[t] - theta)   (surrogate; true derivative is a Dirac delta)
+            _surrogate_grad_row(sg_code, sg_k, V[t, lo:hi], theta, sg)
+            for n in range(lo, hi):
+                dU = carry[n - lo]
+                if zero_reset:
+                    # fwd: U[t] = V[t] * (1 - S[t])   (S detached)
+                    # =>   dU[t]/dV[t] = 1 - S[t]
+                    dU = zero if V[t, n] > theta else dU
+                # fwd: U[t] = V[t] - theta * S[t]   (S detached)  =>  dU[t]/dV[t] = 1
+                dV = dS[t, n] * sg[n - lo] + dU
+                # fwd: V[t] = beta * U[t-1] + I[t]
+                # =>   dV[t]/dU[t-1] = beta ;  dV[t]/dI[t] = 1
+                carry[n - lo] = beta * dV
+                if TI == 1:
+                    dI[0, n] += dV  # static input: I[t] = I for every t, so dI = sum_t dV[t]
+                else:
+                    dI[t, n] = dV
+
+
+def lif_backward_nodelay_plain(dS, V, beta, theta, zero_reset, sg_code, sg_k, dI):
+    """Plain twin of :func:`lif_backward_nodelay` (same arguments, same result): one neuron at a
+    time, t from T-1 down to 0, with dV[T] = 0."""
+    T, N = dS.shape
+    TI = dI.shape[0]
+    d = dI.dtype.type  # the gradient's dtype
+    for n in range(N):
+        if TI == 1:
+            dI[0, n] = 0
+        dV_next = d(0)  # dL/dV[t+1], zero past the last step
+        for t in range(T - 1, -1, -1):
+            # fwd: V[t+1] = beta * U[t] + I[t+1]  =>  dU[t] = beta * dV[t+1]
+            dU = beta * dV_next
+            if zero_reset and V[t, n] > theta:
+                # fwd: U[t] = V[t] * (1 - S[t])  (S detached)  =>  dU[t]/dV[t] = 0 when S[t] = 1
+                dU = d(0)
+            # fwd: S[t] = H(V[t] - theta)  =>  dS[t]/dV[t] = sg'(V[t] - theta)   (surrogate)
+            dV = dS[t, n] * d(sg_grad(sg_code, sg_k, V[t, n] - theta)) + dU
+            # fwd: V[t] = beta * U[t-1] + I[t]  =>  dV[t]/dI[t] = 1
+            if TI == 1:
+                dI[0, n] += dV  # static input: I[t] = I at every step, so dI = sum_t dV[t]
+            else:
+                dI[t, n] = dV
+            dV_next = dV

@@ -666,9 +666,12 @@ def from_nir(graph, *, dt: float | None = None, use_metadata: bool = True,
         raise NIRError(f"{where}: bad 'omitted' graph metadata: {_one_line(e)}") from None
     if not layers:
         raise NIRError(f"{where}: the graph has no layers between its input and output")
-    net = Network(layers, input_shape, dtype=reader.dtype or np.float32)
-    if "config" in gmeta:
-        net.config = validate_config(json.loads(gmeta["config"]))
+    try:
+        net = Network(layers, input_shape, dtype=reader.dtype or np.float32)
+        if "config" in gmeta:
+            net.config = validate_config(json.loads(gmeta["config"]))
+    except ValueError as e:      # ConfigError and JSONDecodeError are ValueErrors too
+        raise NIRError(f"{where}: {_one_line(e)}") from None
     return net.eval()
 
 

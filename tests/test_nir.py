@@ -429,6 +429,20 @@ def test_changed_quantized_weights_are_refused(tmp_path):
         read_nir(tmp_path / "t.nir")
 
 
+def test_bad_graph_metadata_is_one_line(tmp_path):
+    graph = to_nir(build_from_config(make_config("mnist-4bit")))
+    graph.metadata["config"] = json.dumps({**json.loads(graph.metadata["config"]), "lr": -1})
+    nir.write(tmp_path / "c.nir", graph)
+    with pytest.raises(NIRError, match="c.nir: ConfigError: lr must be a finite number") as e:
+        read_nir(tmp_path / "c.nir")
+    _one_line(e)
+    graph.metadata["omitted"] = '[{"name": "dropout", "kind": "Dropout", "p": 0.1, "after": "nowhere"}]'
+    nir.write(tmp_path / "o.nir", graph)
+    with pytest.raises(NIRError, match="o.nir: bad 'omitted' graph metadata"):
+        read_nir(tmp_path / "o.nir")
+    assert read_nir(tmp_path / "o.nir", use_metadata=False).layers[-1].reset_delay is False
+
+
 def test_export_refusals_and_nothing_half_written(tmp_path, monkeypatch):
     net = Network([("c", Conv2d(1, 2, 3)), ("m", MaxPool2d(2)), ("f", Flatten()), ("l", Leaky(0.9))], (1, 8, 8))
     with pytest.raises(NIRError, match=r"layer 'm' \(MaxPool2d\) has no NIR node") as e:

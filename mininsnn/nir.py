@@ -5,7 +5,7 @@ simulators (snnTorch, Norse, Sinabs, Spyx, ...) and to neuromorphic hardware. ``
 optional dependency (``pip install 'mininsnn[nir]'``), imported when first needed.
 
     >>> from mininsnn.nir import write_nir, read_nir
-    >>> write_nir("model.nir", net)                 # a Network, a checkpoint tree, or a run folder
+    >>> write_nir("model.nir", net)          # a Network, checkpoint tree, run folder or "mnist-4bit"
     >>> net2 = read_nir("model.nir")                # a Network in eval mode; same spikes as net
 
 Layer -> node (docs/nir.md derives each line; ``dt`` is the length of one time step, default 1e-4 s,
@@ -88,8 +88,8 @@ def _one_line(e: BaseException) -> str:
 
 def _network_of(source, config=None):
     """The Network to export: a Network; a state dict with ``config``; a checkpoint tree (dict
-    with "model" and "config"); or the path of a checkpoint file or of a run folder (its best.h5,
-    else its last.h5)."""
+    with "model" and "config"); the path of a checkpoint file or of a run folder (its best.h5,
+    else its last.h5); or the name of a pretrained model (mininsnn.pretrained.NAMES)."""
     from mininsnn.config import validate_config
     from mininsnn.models import build_from_config
     from mininsnn.network import Network
@@ -98,6 +98,10 @@ def _network_of(source, config=None):
         if config is not None:
             raise NIRError("to_nir: pass config only with a state dict, not with a Network")
         return source
+    if isinstance(source, str) and config is None:
+        from mininsnn import pretrained
+        if source in pretrained.NAMES:                       # a shipped model, e.g. "mnist-4bit"
+            source, config, _ = pretrained.read(source)
     if isinstance(source, (str, os.PathLike)):
         from mininsnn.runs import read_training_checkpoint   # (mininsnn.runs today)
         path = Path(source)
@@ -164,9 +168,9 @@ def _leaky_node(nir, layer, shape, dt):
 def to_nir(source, config=None, *, dt: float = DEFAULT_DT, latent_weights: bool = False):
     """The ``nir.NIRGraph`` of a network (see the module docstring for the mapping).
 
-    source: a Network, a state dict (then ``config`` is its run configuration), a checkpoint tree
-    or the path of a checkpoint file or run folder. dt: seconds per time step (stated in the
-    metadata and used for tau and r). latent_weights: also store the latent float weights of
+    source: a Network, a state dict (then ``config`` is its run configuration), a checkpoint tree,
+    the path of a checkpoint file or run folder, or a pretrained model's name ("mnist-4bit").
+    dt: seconds per time step (stated in the metadata and used for tau and r). latent_weights: also store the latent float weights of
     quantized layers, so that ``read_nir`` restores the state dict bit for bit (for training on);
     without them it restores weights that quantize to the same Wq (the same network, smaller file).
     """

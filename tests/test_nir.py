@@ -31,7 +31,7 @@ from mininsnn.network import Network  # noqa: E402
 from mininsnn.nir import (DEFAULT_DT, NIRError, from_nir, read_nir,  # noqa: E402
                           reconstruct_latent_weight, to_nir, write_nir)
 from mininsnn.quant import quantize_forward  # noqa: E402
-from mininsnn.runs import CHECKPOINT_KIND  # noqa: E402
+from mininsnn.train import Trainer  # noqa: E402
 
 NEURONS = [("subtract", True), ("zero", True), ("subtract", False), ("zero", False)]
 
@@ -133,7 +133,7 @@ def test_latent_weights_rebuilt_from_wq_quantize_to_wq_bit_for_bit(seed, bits, d
 def test_sources_state_dict_checkpoint_tree_and_run_folder(tmp_path):
     cfg = make_config("mnist-4bit", seed=1)
     net = _busy(build_from_config(cfg), 1).eval()
-    tree = {"kind": CHECKPOINT_KIND, "config": cfg, "model": net.state_dict(), "epoch": 1}
+    tree = {**Trainer(cfg, None, None).state(), "model": net.state_dict()}   # a training checkpoint
     run = tmp_path / "run"
     run.mkdir()
     save_checkpoint(run / "best.h5", tree)
@@ -143,6 +143,10 @@ def test_sources_state_dict_checkpoint_tree_and_run_folder(tmp_path):
         path = write_nir(tmp_path / "out" / f"{i}.nir", src, cfg if i == 0 else None)
         np.testing.assert_array_equal(read_nir(path).forward(x, num_steps=6), want)
     assert sorted(os.listdir(tmp_path / "out")) == ["0.nir", "1.nir", "2.nir", "3.nir"]
+    from mininsnn import pretrained
+    shipped = pretrained.load("mnist-4bit")
+    back = read_nir(write_nir(tmp_path / "p.nir", "mnist-4bit"))   # a pretrained model by name
+    np.testing.assert_array_equal(back.forward(x, num_steps=6), shipped.forward(x, num_steps=6))
 
 
 # ------------------------------------------------------------------------------------------------

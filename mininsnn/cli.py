@@ -598,4 +598,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the module's importable copy, so that mininsnn.cli.UsageError raised by the commands'
+    # own modules (mininsnn.deploy.commands) is the class main() catches
+    from mininsnn.cli import main as _main
+    sys.exit(_main())

@@ -120,3 +120,26 @@ def test_infer_event_frames_with_each_engine(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x[:, :, :1])
     bad(["infer", str(tmp_path / "dvs.h5"), "--input", str(tmp_path / "x.npy")], capsys,
         "expected event counts (N, T, 2, 32, 32), got (3, 12, 1, 32, 32)")
+
+
+def test_export_nir_writes_the_float_network_that_reads_back(tmp_path, capsys):
+    pytest.importorskip("nir", reason="NIR export needs the optional extra 'nir'")
+    from mininsnn import pretrained
+    from mininsnn.nir import read_nir
+    assert main(["export", "mnist-4bit", "--format", "nir", "--out", str(tmp_path)]) == 0
+    assert f"wrote {tmp_path / 'mnist-4bit.nir'}" in capsys.readouterr().out
+    x = (np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28)) / np.float32(255)).astype(
+        np.float32)
+    np.testing.assert_array_equal(read_nir(tmp_path / "mnist-4bit.nir").forward(x, num_steps=20),
+                                  pretrained.load("mnist-4bit").forward(x, num_steps=20))
+    bad(["export", "mnist-4bit", "--format", "nir", "--bits", "4", "--out", str(tmp_path / "b")],
+        capsys, "takes none")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_same_step_reset_has_no_integer_engine_yet():
+    from mininsnn.deploy.conversion import ConversionError, convert
+    from mininsnn import pretrained
+    state, config, _ = pretrained.read("mnist-4bit")
+    with pytest.raises(ConversionError, match="reset_delay=False .* --format nir"):
+        convert(state, {**config, "reset_delay": False})

@@ -47,8 +47,9 @@ def _representation_args(q) -> None:
 
 def export_args(x) -> None:
     x.add_argument("src", metavar="SRC", help=_SRC)
-    x.add_argument("--format", choices=("c", "npz"), default="c",
-                   help="c: <name>.h + <name>.c (C99); npz: an integer model file")
+    x.add_argument("--format", choices=("c", "npz", "nir"), default="c",
+                   help="c: <name>.h + <name>.c (C99); npz: an integer model file; nir: the "
+                        "float network as a NIR graph, <name>.nir (docs/nir.md; extra 'nir')")
     x.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     x.add_argument("--name", help="file and C prefix (default from the model, e.g. mnist_4bit)")
     _representation_args(x)
@@ -125,6 +126,8 @@ def export(a, argv) -> int:
 
     try:
         kind, obj, config, label = _deploy_source(a.src)
+        if a.format == "nir":
+            return _export_nir(a, kind, obj, config, label)
         model = _integer_model(kind, obj, config, a)
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -144,6 +147,22 @@ def export(a, argv) -> int:
     paths, const, state = export_c(model, out, name)
     print(f"wrote {', '.join(paths)}: weights and parameters {const} bytes (const), state "
           f"{state} bytes (RAM)")
+    return 0
+
+
+def _export_nir(a, kind, obj, config, label) -> int:
+    """The float network of SRC as OUT/<name>.nir (mininsnn.nir.write_nir, atomic)."""
+    from mininsnn.nir import write_nir
+    if kind == "int":
+        raise UsageError(f"{a.src} is an integer model; NIR holds the float network: export its "
+                         "run folder, checkpoint or pretrained name")
+    if a.bits is not None or a.frac_bits != "max" or a.leak != "multiply":
+        raise UsageError("--bits, --frac-bits and --leak choose an integer representation; "
+                         "--format nir writes the float network and takes none")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    print(f"wrote {write_nir(out / f'{a.name or label}.nir', obj, config)}")
     return 0
 
 

@@ -336,6 +336,9 @@ def _check_config(config):
                               f"{sorted(INPUT_SHAPES)}")
     if config["reset"] not in ("subtract", "zero"):
         raise ConversionError(f"reset must be 'subtract' or 'zero', got {config['reset']!r}")
+    if not config.get("reset_delay", True):
+        raise ConversionError("reset_delay=False (the reset in the step that fires) has no "
+                              "integer engine yet; export the network with --format nir")
     beta, theta = config["beta"], config["threshold"]
     if not (isinstance(beta, (int, float)) and 0 <= beta <= 1):
         raise ConversionError(f"beta must be in [0, 1], got {beta!r}")

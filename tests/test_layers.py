@@ -4,7 +4,7 @@ kernel against its twin: tests/test_kernels.py)."""
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from mininsnn.layers import (AvgPool2d, BatchNorm2d, Context, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
@@ -20,8 +20,11 @@ def _ctx(T=3, training=True, seed=0):
 
 
 def check_layer(layer, x, ctx, seed=0, reset_rng=None):
-    """Compare the layer's input and parameter gradients with finite differences."""
-    rng = np.random.default_rng(seed)
+    """Compare the layer's input and parameter gradients with finite differences. The fake
+    loss's weights g come from a stream of their own: drawn from the stream that made x, g can
+    be an affine function of x, which BatchNorm's backward projects out (a near-zero gradient
+    that finite differences cannot resolve)."""
+    rng = np.random.default_rng((seed, 1))
 
     def run():
         if reset_rng is not None:
@@ -158,6 +161,7 @@ bn_cases = st.fixed_dictionaries(dict(TI=st.integers(1, 3), B=st.integers(2, 3),
 
 
 @given(c=bn_cases)
+@example(c={"TI": 1, "B": 2, "C": 1, "H": 2, "seed": 292324571})  # g once came out affine in x
 def test_batchnorm_training_gradients(c):
     assume(c["B"] * c["H"] * c["H"] >= 4)  # with 2 values per channel xhat = +-1 whatever x: a flat function
     rng = np.random.default_rng(c["seed"])

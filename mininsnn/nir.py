@@ -316,18 +316,13 @@ def reconstruct_latent_weight(Wq: np.ndarray, bits: int, scale, max_abs_weight) 
     Then max|W| is the original one (every other |Wq_i| <= (L-1) s < max|W|), so quantize recomputes
     s = max|W| / L exactly, round(W_i / s) = q_i, and s * q_i = Wq_i. (W = Wq alone would not do:
     max|Wq| = fl(L s) may differ from the original max|W|, and with it the scale's last bit.)"""
-    from mininsnn.quant import quant_levels
+    from mininsnn.quant import latent_from_codes
 
-    L = quant_levels(bits)
-    dt = Wq.dtype.type
-    s = dt(scale)
+    s = Wq.dtype.type(scale)
     if s == 0:
         return np.zeros_like(Wq)
-    q = np.round(Wq / s)
-    W = Wq.copy()
-    top = np.abs(q) == L
-    W[top] = np.sign(Wq[top]) * dt(max_abs_weight)
-    return W
+    # float codes keep the sign of -0.0 codes, so W = s * q gives back Wq's signed zeros bit for bit
+    return latent_from_codes(np.round(Wq / s), s, max_abs_weight, Wq.dtype)
 
 
 def _metadata(node, use: bool) -> dict:

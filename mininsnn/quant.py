@@ -26,7 +26,7 @@ Backward, ``quant_grad``:
 import numpy as np
 
 __all__ = ["check_bits", "check_quant_grad", "quantize_forward", "quantize_backward",
-           "quant_levels", "QUANT_GRADS"]
+           "quant_levels", "latent_from_codes", "QUANT_GRADS"]
 
 QUANT_GRADS = ("ste", "ste+scale")
 
@@ -85,3 +85,23 @@ def quantize_backward(dWq, W=None, bits=None, mode="ste"):
     dW = dWq.copy()
     dW[m] += np.sign(W[m]) / L * np.sum(dWq * (np.clip(np.round(r), -L, L) - r), dtype=np.float64)
     return dW
+
+
+def latent_from_codes(q, scale, maxabs, dtype=np.float32):
+    """Latent weights W that quantize back to exactly (scale, q), from integer codes q, the
+    scale s and the original max|W| (what a pretrained or NIR file stores instead of W); q may be
+    integers or whole floats (whose -0.0 codes then give -0.0 weights, as quantize_forward does):
+
+        W_i = s * q_i,  except  W_i = sign(q_i) * maxabs  where |q_i| = L = max|q|
+
+    Then max|W| = maxabs, so quantize_forward recomputes s = maxabs / L bit for bit (W = s q
+    alone would not do: fl(L s) can differ from maxabs, and with it the scale's last bit), and
+    round(W_i / s) = q_i since every other |W_i| <= (L - 1) s lies far from a rounding tie."""
+    q = np.asarray(q)
+    cast = np.dtype(dtype).type
+    W = (q.astype(dtype) * cast(scale)).astype(dtype)
+    L = np.abs(q).max() if q.size else 0
+    if L > 0:
+        top = np.abs(q) == L
+        W[top] = np.sign(q[top]).astype(dtype) * cast(maxabs)
+    return W

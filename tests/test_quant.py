@@ -133,3 +133,18 @@ def test_layers_apply_the_scale_gradient_to_their_weights(make):
     assert not np.array_equal(a.grads["weight"], b.grads["weight"])
     with pytest.raises(ValueError, match="quant_grad"):
         make("brevitas", rng)
+
+
+@given(seed=st.integers(0, 2**31), bits=st.integers(2, 16), dtype=st.sampled_from([np.float32, np.float64]))
+def test_latent_weights_from_codes_quantize_back_to_the_same_codes_and_scale(seed, bits, dtype):
+    """What a pretrained or NIR file stores (codes, scale, max|W|) gives back latent weights whose
+    quantization is the original's bit for bit, also where fl(L * s) != max|W|."""
+    from mininsnn.quant import latent_from_codes
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((5, 7)) * rng.uniform(0.01, 3)).astype(dtype)
+    Wq, s = quantize_forward(W, bits)
+    q = np.round(Wq / s).astype(np.int64)
+    W2 = latent_from_codes(q, s, np.abs(W).max(), dtype)
+    Wq2, s2 = quantize_forward(W2, bits)
+    assert W2.dtype == dtype and s2 == s and np.array_equal(Wq2, Wq)
+    assert np.abs(W2).max() == np.abs(W).max()

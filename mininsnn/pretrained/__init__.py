@@ -12,9 +12,10 @@ epoch, the test accuracy of the float engine and of the integer engine computed 
 
 The training engine recomputes s = max|W| / L from the latent weights at every forward, so the
 latent weights rebuilt here must give back exactly s and the codes q: W = float32(q * s) for every
-element except one element with |q| = L, which is set to sign(q) * m. Then max|W| = m, so
-float32(m / L) = s bit for bit, and round(float32(q s) / s) = q (the relative error of q s is
-2^-24, far from a rounding tie), so the forward equals the original checkpoint's bit for bit.
+element except those with |q| = L, which are set to sign(q) * m (mininsnn.quant.latent_from_codes).
+Then max|W| = m, so float32(m / L) = s bit for bit, and round(float32(q s) / s) = q (the relative
+error of q s is 2^-24, far from a rounding tie), so the forward equals the original checkpoint's
+bit for bit.
 """
 
 from __future__ import annotations
@@ -46,14 +47,10 @@ def path_of(name):
 
 
 def latent_weights(q, scale, maxabs):
-    """Float32 latent weights whose quantization gives back exactly (scale, q); see the module
-    docstring. q: int codes; scale, maxabs: float32 scalars."""
-    W = (q.astype(np.float32) * np.float32(scale)).astype(np.float32)
-    L = int(np.abs(q).max())
-    if L > 0:
-        i = np.unravel_index(np.argmax(np.abs(q)), q.shape)
-        W[i] = np.float32(np.sign(q[i])) * np.float32(maxabs)
-    return W
+    """Float32 latent weights whose quantization gives back exactly (scale, q):
+    mininsnn.quant.latent_from_codes."""
+    from mininsnn.quant import latent_from_codes
+    return latent_from_codes(q, scale, maxabs, np.float32)
 
 
 def save_pretrained(path, state, config, provenance):

@@ -164,6 +164,7 @@ attr_values = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fmt=st.one_of(st.none(), attr_values), version=st.one_of(st.none(), attr_values),
        kind=st.one_of(st.none(), attr_values), which=st.sampled_from(["w", "n", "s", "d"]))

@@ -31,6 +31,7 @@ def smoke_run(tmp_path_factory):
     return rc, out
 
 
+@pytest.mark.slow
 def test_smoke_run_trains_and_writes_its_files(smoke_run):
     rc, out = smoke_run
     assert rc == 0
@@ -52,6 +53,7 @@ def test_smoke_run_trains_and_writes_its_files(smoke_run):
     assert load_checkpoint(out / "last.h5")["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_progress_is_quiet_when_stdout_is_not_a_terminal(tmp_path, capsys):
     rc = main(["train", "--epochs", "2", *TINY, "--out", str(tmp_path / "r")])
     assert rc == 0
@@ -62,6 +64,7 @@ def test_progress_is_quiet_when_stdout_is_not_a_terminal(tmp_path, capsys):
     assert len(lines) == 4                          # header, one line per epoch, summary
 
 
+@pytest.mark.slow
 def test_resume_through_the_cli_is_bit_identical(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(["train", "--epochs", "2", *TINY, "--out", str(straight)]) == 0
@@ -74,6 +77,7 @@ def test_resume_through_the_cli_is_bit_identical(tmp_path):
     assert len((split / "command.txt").read_text().strip().splitlines()) == 4   # 2 commands
 
 
+@pytest.mark.slow
 def test_a_run_stopped_in_its_first_epoch_resumes_from_scratch(tmp_path, capsys):
     # a crash before epoch 1 ends leaves config.json, command.txt and part of steps.csv but no
     # checkpoint: --resume must start it over with its saved config, not send the user in circles
@@ -95,6 +99,7 @@ def test_a_run_stopped_in_its_first_epoch_resumes_from_scratch(tmp_path, capsys)
     assert (straight / "steps.csv").read_text() == (crashed / "steps.csv").read_text()
 
 
+@pytest.mark.slow
 def test_eval_and_plot(smoke_run, tmp_path, capsys):
     rc, out = smoke_run
     assert rc == 0
@@ -145,6 +150,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused_and_changes_nothing(smoke_run, capsys):
     rc, out = smoke_run
     assert rc == 0
@@ -159,6 +165,7 @@ def test_resume_with_another_config_is_refused_and_changes_nothing(smoke_run, ca
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(smoke_run, capsys):
     rc, out = smoke_run
     before = snapshot(out)
@@ -167,6 +174,7 @@ def test_existing_run_is_never_overwritten(smoke_run, capsys):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_reported_and_kept(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--epochs", "1", *TINY, "--out", str(run)]) == 0
@@ -187,6 +195,7 @@ def run_example(name, argv, monkeypatch):
     return e.value.code
 
 
+@pytest.mark.slow
 def test_example_mnist_runs_the_reference_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_example("train_mnist.py", ["--epochs", "1", *TINY], monkeypatch) == 0
@@ -204,6 +213,7 @@ def test_example_fmnist_uses_its_config(tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(tmp_path)) == ["empty"]
 
 
+@pytest.mark.slow
 def test_keep_epochs_flag(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--config", "mnist-4bit", "--epochs", "1", *SMOKE, "--keep-epochs",
@@ -212,6 +222,7 @@ def test_keep_epochs_flag(tmp_path):
     assert load_checkpoint(out / "epochs" / "epoch001.h5")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_branch_through_the_cli(smoke_run, tmp_path, capsys):
     rc, src = smoke_run
     before = snapshot(src)
@@ -237,6 +248,7 @@ def test_branch_through_the_cli(smoke_run, tmp_path, capsys):
     assert load_checkpoint(new / "last.h5")["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_compare_draws_several_runs(smoke_run, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     rc, out = smoke_run
@@ -247,6 +259,7 @@ def test_compare_draws_several_runs(smoke_run, tmp_path, capsys):
     assert "label" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_loss_flags_reach_the_run(tmp_path, capsys):
     """--loss and the mse_count target rates are saved in the run's config and used: the loss
     logged for the first batch is the chosen loss of that batch's first forward pass."""
@@ -349,6 +362,7 @@ def test_out_in_a_folder_that_refuses_writes_exits_2(tmp_path, capsys, monkeypat
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_read_only_file_system(tmp_path, capsys):
     from tests.runcheck import mount_tmpfs, remount, unmount
     mnt = tmp_path / "ro"

@@ -196,6 +196,7 @@ expectations = st.fixed_dictionaries({}, optional={"dtype": st.sampled_from([np.
                                                     "ndim": st.integers(1, 4), "count": st.sampled_from([0, 1, 2, 3, 2**31])})
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=400)
 @given(raw=idx_headers(), expect=expectations)
 def test_idx_header_fields_fuzzed_against_an_oracle(raw, expect):

@@ -231,6 +231,7 @@ special_packet_st = st.lists(st.binary(min_size=8, max_size=8), max_size=3).map(
 packet_st = st.one_of(raw_packet_st, polarity_packet_st, polarity_packet_st, special_packet_st)
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=250)
 @given(packets=st.lists(packet_st, max_size=5), junk=st.one_of(st.just(b""), st.binary(max_size=40)),
        cut=st.integers(0, 400))
@@ -279,6 +280,7 @@ def test_fuzz_truncation(tmp_path_factory, valid_file, data):
     assert check_against_twin(path)
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=200)
 @given(data=st.data())
 def test_fuzz_byte_flips(tmp_path_factory, valid_file, data):
@@ -308,6 +310,7 @@ field_packet_st = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=250)
 @given(packets=st.lists(st.one_of(field_packet_st, polarity_packet_st), min_size=1, max_size=4))
 def test_fuzz_packet_header_fields_near_the_limits(tmp_path_factory, packets):
@@ -815,6 +818,7 @@ def test_make_synthetic_dvsgesture(tmp_path):
 # ----------------------------------------------------------------------------- example script
 
 
+@pytest.mark.slow
 def test_example_synthetic_end_to_end(tmp_path, capsys):
     """examples/train_dvsgesture.py --synthetic: writer -> reader -> cache -> batches -> trainer."""
     import importlib.util

@@ -29,6 +29,7 @@ cases = st.fixed_dictionaries(dict(seed=st.integers(0, 2**31), batchnorm=st.bool
                                    surr=st.sampled_from([sg.fast_sigmoid(2.0), sg.sigmoid(3.0), sg.atan(1.5)])))
 
 
+@pytest.mark.slow
 @given(c=cases)
 def test_every_parameter_gradient_equals_finite_differences_in_smooth_twin(c):
     theta = 0.5

@@ -58,6 +58,7 @@ def copy_run(src: Path, dst: Path, **changes) -> Path:
 
 # --- the runs table -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_row_numbers_come_from_the_metrics_and_list_the_resume(runs):
     rows = read_metrics(runs / "cos")
     c = cells(table.row(runs / "cos"))
@@ -70,6 +71,7 @@ def test_row_numbers_come_from_the_metrics_and_list_the_resume(runs):
     assert f"then `mininsnn train --resume {runs / 'cos'} --epochs 2`" in c[10]
 
 
+@pytest.mark.slow
 def test_a_branch_row_gives_the_straight_command_and_it_reproduces_the_branch(runs, tmp_path):
     c = cells(table.row(runs / "wr"))
     assert c[3] == "warm_restarts" and c[5] == "3/3"
@@ -122,6 +124,7 @@ def test_every_committed_run_has_a_row():
 
 # --- the other tables -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_schedules_compares_at_equal_epochs(runs, capsys):
     schedules.main([runs / "cos", runs / "wr"])
     out = capsys.readouterr().out.splitlines()
@@ -132,6 +135,7 @@ def test_schedules_compares_at_equal_epochs(runs, capsys):
         assert c[4] == f"{100 * read_metrics(runs / run)[1]['test_acc']:.2f}"
 
 
+@pytest.mark.slow
 def test_side_by_side_gives_each_epoch_of_each_run(runs, capsys):
     for flag, key, fmt in (([], "train_loss", "{:.4f}"), (["--train-acc"], "train_acc", None)):
         side_by_side.main([*flag, str(runs / "cos"), str(runs / "wr")])
@@ -150,6 +154,7 @@ def test_side_by_side_gives_each_epoch_of_each_run(runs, capsys):
                 assert c[1] == c[2] == ""
 
 
+@pytest.mark.slow
 def test_seeds_averages_the_seeds_that_trained_the_longest_plan(runs, tmp_path, capsys):
     for name, src in (("s-seed0", "wr"), ("s-seed1", "wr"), ("s-seed2", "cos"), ("s-seed1-x", "cos")):
         shutil.copytree(runs / src, tmp_path / name)
@@ -167,6 +172,7 @@ def test_seeds_averages_the_seeds_that_trained_the_longest_plan(runs, tmp_path, 
     assert c[3] == f"{best:.2f} ± 0.00" and c[4] == f"{100 * wr[-1]['test_acc']:.2f} ± 0.00"
 
 
+@pytest.mark.slow
 def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
     """A branch repeats its parent's epoch 1, a subset run has not seen a whole epoch, and a
     run that repeats another's epoch 1 exactly adds nothing, so none is listed; other loss
@@ -186,6 +192,7 @@ def test_epoch1_table_counts_each_first_epoch_once(runs, tmp_path):
 
 # --- the short tables of RESULTS.md ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_settings_and_aims_average_the_finished_seeds_and_count_the_aim(runs, tmp_path):
     for name, src in (("s-seed0", "wr"), ("s-seed1", "wr"), ("s-seed2", "cos")):
         shutil.copytree(runs / src, tmp_path / name)
@@ -213,6 +220,7 @@ def test_loss_targets_are_named_from_the_config():
     assert headline.targets(table.run_config(RUNS / "fmnist-4bit-cecount-probe-seed0")) == "ce_count"
 
 
+@pytest.mark.slow
 def test_schedules_table_says_when_halve_on_rise_stood_for_constant(runs, tmp_path):
     rows = read_metrics(runs / "cos")
     lr0 = json.loads((runs / "cos" / "config.json").read_text())["lr"]
@@ -231,6 +239,7 @@ def test_schedules_table_says_when_halve_on_rise_stood_for_constant(runs, tmp_pa
 
 # --- the JSON records that stand in for checkpoints -----------------------------------------
 
+@pytest.mark.slow
 def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):
     errors.main([str(runs / "cos" / "last.h5")])
     out = capsys.readouterr().out.splitlines()
@@ -241,6 +250,7 @@ def test_errors_counts_the_same_accuracy_as_the_run(runs, capsys):
            f"{round(n * (1 - final['test_acc']))} errors" in out[-1]
 
 
+@pytest.mark.slow
 def test_errors_saved_and_read_back_give_the_same_table(runs, tmp_path, capsys):
     run = shutil.copytree(runs / "cos", tmp_path / "cos")
     errors.main([str(run / "last.h5"), "--save"])
@@ -256,6 +266,7 @@ def test_errors_saved_and_read_back_give_the_same_table(runs, tmp_path, capsys):
         errors.main([str(runs / "wr")])
 
 
+@pytest.mark.slow
 def test_levels_count_every_weight_and_read_back_the_same(runs, tmp_path, capsys):
     from mininsnn.checkpoint import load_checkpoint
     from mininsnn.quant import quantize_forward
@@ -278,6 +289,7 @@ def test_levels_count_every_weight_and_read_back_the_same(runs, tmp_path, capsys
     assert capsys.readouterr().out == measured.replace(str(run), "cos")
 
 
+@pytest.mark.slow
 def test_run_folder_of_a_checkpoint(runs, tmp_path):
     assert records.run_folder(runs / "cos" / "epochs" / "epoch001.h5") == (runs / "cos").resolve()
     (tmp_path / "loose.h5").write_bytes(b"")
@@ -343,6 +355,7 @@ def test_first_rise_replays_halve_on_rise():
     assert schedule_comparison.first_rise(rows[:3]) is None
 
 
+@pytest.mark.slow
 def test_schedule_comparison_trains_a_branch_from_scratch_when_its_checkpoint_is_gone(
         tmp_path, monkeypatch):
     """The periodic cosine has trained past T_max but its epoch checkpoints were not kept (as in

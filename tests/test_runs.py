@@ -116,6 +116,7 @@ def straight(tmp_path_factory):
     return out, len(replaced), len(rows), replaced
 
 
+@pytest.mark.slow
 def test_the_straight_run_commits_last_h5_first(straight):
     out, _, rows, replaced = straight
     # the start, then epoch 1 (best), epoch 2 (not the best), epoch 3 (best again), each in the
@@ -171,6 +172,7 @@ def killed_after_final_last_h5(out: Path, monkeypatch, epochs: int = 1):
             main(["train", *TINY, "--epochs", str(epochs), "--out", str(out)])
 
 
+@pytest.mark.slow
 def test_resume_repairs_before_saying_already_trained(tmp_path, monkeypatch, capsys, cached_data):
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(ref)]) == 0
@@ -189,6 +191,7 @@ def test_resume_repairs_before_saying_already_trained(tmp_path, monkeypatch, cap
     assert {p: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_eval_sees_through_a_kill_before_best_h5(tmp_path, monkeypatch, capsys, cached_data):
     out = tmp_path / "run"
     killed_after_final_last_h5(out, monkeypatch, epochs=3)   # epoch 3 is the best, best.h5 has 1
@@ -209,6 +212,7 @@ STALE = [".last.h5.k3j_9x2a.tmp", ".best.h5.abcdefgh.tmp", ".metrics.jsonl.tmp",
 KEPT = ["notes.tmp", ".my.tmp", "last.h5.tmp", ".last.h5.tmp.bak", "epochs/.epoch2.txt.tmp"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["start", "resume"])
 def test_stale_temporary_files_are_removed_on_start_and_resume(tmp_path, how, capsys, cached_data):
     out = tmp_path / "run"
@@ -225,6 +229,7 @@ def test_stale_temporary_files_are_removed_on_start_and_resume(tmp_path, how, ca
     assert set(KEPT) <= left                                  # files that are not ours stay
 
 
+@pytest.mark.slow
 def test_one_process_trains_a_folder_at_a_time(tmp_path, capsys, cached_data):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
@@ -272,6 +277,7 @@ def failing_h5(monkeypatch, name: str, nth: int, err: int):
     monkeypatch.setattr(checkpoint.h5py, "File", File)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, nth, err, kept", [
     ("last.h5", 2, errno.ENOSPC, 1),          # epoch 2's commit fails: epoch 1 kept
     ("best.h5", 2, errno.EACCES, 3),          # after epoch 3's last.h5: epoch 3 kept
@@ -294,6 +300,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_run_resumes(
     assert_same_run(straight[0], out)
 
 
+@pytest.mark.slow
 def test_failed_steps_and_metrics_writes_are_one_line(straight, tmp_path, monkeypatch, capsys,
                                                       cached_data):
     out = tmp_path / "run"
@@ -351,6 +358,7 @@ def tiny_tmpfs(tmp_path):
         unmount(mnt)
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_is_one_line_and_keeps_the_last_epoch(tiny_tmpfs, capsys, cached_data):
     out = tiny_tmpfs / "run"
     assert main(["train", *TINY, "--epochs", "4", "--keep-epochs", "--out", str(out)]) == 1
@@ -361,6 +369,7 @@ def test_a_really_full_disk_is_one_line_and_keeps_the_last_epoch(tiny_tmpfs, cap
     assert not [p for p in out.rglob(".*.tmp")]
 
 
+@pytest.mark.slow
 def test_checkpoints_with_nan_are_refused_naming_the_file(tmp_path, capsys, cached_data):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0

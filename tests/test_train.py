@@ -188,6 +188,7 @@ def test_run_folder_files(tmp_path, data):
          "best.h5"])
 
 
+@pytest.mark.slow
 def test_resume_drops_rows_written_after_the_checkpoint(tmp_path, data):
     # a crash after some steps of epoch 2 leaves steps.csv / metrics ahead of last.h5
     train, test = data
@@ -308,6 +309,7 @@ def straight_and_branch(tmp_path, data, first: dict, second: dict, at: int, epoc
     return straight, br
 
 
+@pytest.mark.slow
 def test_branch_from_cosine_into_warm_restarts_equals_the_straight_run(tmp_path, data):
     # 3 batches per epoch, T_max = T_0 = 4: both give the same lr on batches 0..3, so a branch
     # after epoch 1 is allowed and must be bit-identical to warm restarts trained from the start
@@ -319,6 +321,7 @@ def test_branch_from_cosine_into_warm_restarts_equals_the_straight_run(tmp_path,
     assert (tmp_path / "branch" / "command.txt").read_text().startswith("# branched from ")
 
 
+@pytest.mark.slow
 def test_branch_from_constant_into_halve_on_rise_replays_its_state(tmp_path, data):
     straight, br = straight_and_branch(tmp_path, data, tiny_config(schedule="constant"),
                                        tiny_config(schedule="halve_on_rise"), at=2, epochs=3)
@@ -326,6 +329,7 @@ def test_branch_from_constant_into_halve_on_rise_replays_its_state(tmp_path, dat
     assert br.schedule.prev_loss == straight.history[-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_keep_epochs_saves_every_epoch_and_a_kept_epoch_branches_like_last_h5(tmp_path, data):
     train, test = data
     quiet = lambda m: None  # noqa: E731
@@ -352,6 +356,7 @@ def test_keep_epochs_saves_every_epoch_and_a_kept_epoch_branches_like_last_h5(tm
     assert not (tmp_path / "plain" / "epochs").exists()
 
 
+@pytest.mark.slow
 def test_branch_is_refused_where_the_schedules_already_differ(tmp_path, data):
     train, test = data
     src = Trainer(tiny_config(schedule="cosine"), train, test, run_dir=tmp_path, log=lambda m: None)
@@ -418,6 +423,7 @@ def test_checkpoints_from_before_quant_grad_still_resume_as_ste(tmp_path, data):
         make_config("mnist-4bit", quant_grad="brevitas")
 
 
+@pytest.mark.slow
 def test_metrics_csv_takes_columns_that_older_rows_lack(tmp_path, data):
     train, test = data
     tree = one_epoch_run(tmp_path, data)

@@ -129,6 +129,7 @@ def test_tune_without_optuna_says_how_to_install(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------------------------------
 # the validation split
 
+@pytest.mark.slow
 def test_hold_out_is_the_last_samples_and_never_trained_on():
     (full,) = load_data(make_config("mnist-4bit"), splits=("train",))
     cfg = make_config("mnist-4bit", validation=1000, subset=500)
@@ -179,6 +180,7 @@ def valid_data():
     return cfg, load_data(cfg, splits=("train", "valid", "test"))
 
 
+@pytest.mark.slow
 def test_the_trainer_scores_validation_every_epoch_and_best_follows_it(valid_data, tmp_path):
     cfg, (train, valid, test) = valid_data
     rows = []
@@ -202,6 +204,7 @@ def test_the_trainer_scores_validation_every_epoch_and_best_follows_it(valid_dat
         Trainer({**cfg, "validation": None}, train, test, valid_set=valid)
 
 
+@pytest.mark.slow
 def test_an_epoch_callback_stops_a_run_that_can_be_resumed(valid_data, tmp_path):
     cfg, (train, valid, test) = valid_data
 
@@ -390,6 +393,7 @@ def test_a_finished_study_given_more_trials_goes_on(sqlite_study, tmp_path):
     assert states(load(copy)) == {"COMPLETE": 7} and "trial-0006" in r2.stdout
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_trial_below_the_median_after_an_epoch_is_pruned(tmp_path):
     # five identical trials (same seed) that learn, then one that cannot (lr 1e-9): after its
@@ -597,6 +601,7 @@ def test_other_bad_study_input_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_study_name_with_another_space_is_refused(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -619,6 +624,7 @@ def test_a_study_name_with_another_space_is_refused(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # sweeps and their report
 
+@pytest.mark.slow
 @needs_optuna
 def test_a_sweep_trains_each_grid_point_once_and_reports_mean_and_sd(tmp_path, capsys):
     folder = tmp_path / "sweep"

@@ -161,6 +161,10 @@ SETTINGS = (
     Setting("dropout", 0.0, _number(0, 1, hi_open=True),
             "dropout probability on the output layer's input", model=True),
     Setting("batchnorm", True, _boolean, "BatchNorm after each conv + pool", model=True),
+    Setting("sparse_grad", 0.0, _number(0),
+            "sparse backward: B > 0 sets the surrogate gradient to 0 where |U - threshold| > B "
+            "(Perez-Nieves & Goodman 2021; faster, approximate); 0 keeps the exact surrogate",
+            model=True),
     Setting("dtype", "float32", _choice("float32", "float64"),
             "float type of weights and activations (float64 for exact checks; float32 is "
             "about twice as fast)", model=True),
@@ -225,7 +229,7 @@ CONFIGS = {
 
 # Settings added after runs had been recorded: an older checkpoint's configuration lacks them
 # and gets the value those runs used (a callable gets the named configuration's full defaults).
-ADDED_KEYS = {"quant_grad": "ste", "dtype": "float32",
+ADDED_KEYS = {"quant_grad": "ste", "dtype": "float32", "sparse_grad": 0.0,
               "test_num_steps": lambda base: base["test_num_steps"]}
 # The only settings a resumed run may change.
 RESUMABLE_KEYS = ("epochs",)

@@ -599,9 +599,13 @@ class Leaky(Layer):
     ``reset="zero"`` gives U[t] = (beta U[t-1] + I[t]) (1 - R[t]). Output spikes are uint8 0/1 of
     shape (T, B, ...). With ``smooth=True`` the output is the float smooth twin g(U - theta) (for
     gradient checks). Backward: BPTT with the surrogate derivative (kernels/lif.py).
+
+    ``sparse_grad=B`` (a float > 0; None or 0: off) truncates the surrogate: sg'(U - theta) = 0
+    where |U - theta| > B (Perez-Nieves & Goodman, "Sparse Spiking Gradient Descent", NeurIPS
+    2021); the smooth twin is then g(clip(U - theta, -B, B)).
     """
 
-    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False):
+    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False, sparse_grad=None):
         super().__init__()
         if not (isinstance(beta, (int, float, np.floating)) and np.isfinite(beta) and 0 <= beta <= 1):
             raise ValueError(f"Leaky: expected beta in [0, 1], got {beta!r}")
@@ -609,14 +613,21 @@ class Leaky(Layer):
             raise ValueError(f"Leaky: expected a finite threshold > 0, got {threshold!r}")
         if reset not in ("subtract", "zero"):
             raise ValueError(f"Leaky: expected reset 'subtract' or 'zero', got {reset!r}")
+        if sparse_grad is not None and not (isinstance(sparse_grad, (int, float, np.floating))
+                                            and not isinstance(sparse_grad, bool)
+                                            and np.isfinite(sparse_grad) and sparse_grad >= 0):
+            raise ValueError(f"Leaky: expected sparse_grad to be None or a finite number >= 0, got {sparse_grad!r}")
         self.beta, self.threshold, self.reset = float(beta), float(threshold), reset
+        # B of the truncated surrogate; inf = the exact surrogate (sparse_grad None or 0)
+        self.bound = float(sparse_grad) if sparse_grad else float("inf")
         self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
         self.smooth = bool(smooth)
         self.firing_rate = float("nan")
         self.last_spikes = None
 
     def extra_repr(self):
-        return f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
+        return (f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
+                + (f", sparse_grad={self.bound}" if np.isfinite(self.bound) else ""))
 
     def forward(self, x, ctx):
         if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
@@ -631,7 +642,7 @@ class Leaky(Layer):
         U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
         S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
         klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
-                         self.surrogate.code, cast(self.surrogate.k), U, S)
+                         self.surrogate.code, cast(self.surrogate.k), cast(self.bound), U, S)
         self.cache = (x.shape, U)
         fired = S if not self.smooth else U > self.threshold
         self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
@@ -651,5 +662,5 @@ class Leaky(Layer):
         dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
         cast = U.dtype.type
         klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                          self.surrogate.code, cast(self.surrogate.k), dI)
+                          self.surrogate.code, cast(self.surrogate.k), cast(self.bound), dI)
         return dI.reshape(shape)

@@ -63,33 +63,35 @@ SURR = [sg.fast_sigmoid(13.84), sg.sigmoid(5.0), sg.atan(2.0)]
 lif_cases = st.fixed_dictionaries(dict(
     T=st.integers(1, 8), N=st.integers(1, 6), static=st.booleans(), zero_reset=st.booleans(),
     beta=st.floats(0.0, 1.0), theta=st.floats(0.05, 3.0), surr=st.sampled_from(SURR),
-    on_grid=st.booleans(), seed=st.integers(0, 2**31 - 1), dtype=DTYPES))
+    bound=st.sampled_from([np.inf, 0.25, 1.0]), on_grid=st.booleans(), seed=st.integers(0, 2**31 - 1),
+    dtype=DTYPES))
 
 
 def _lif_args(c):
     """Input current and scalars of the case's dtype. ``on_grid``: theta = 1, beta = 0.5 and inputs on
-    a 1/4 grid, so that potentials land exactly on the threshold (strict H: no spike) now and then."""
+    a 1/4 grid, so that potentials land exactly on the threshold (strict H: no spike) and on the
+    sparse-gradient bound theta +- B (B = 0.25 or 1: the surrogate is kept there) now and then."""
     rng = np.random.default_rng(c["seed"])
     d = np.dtype(c["dtype"]).type
     TI = 1 if c["static"] else c["T"]
     if c["on_grid"]:
         I = rng.integers(-2, 6, (TI, c["N"])).astype(c["dtype"]) / 4
-        return I, d(0.5), d(1.0), c["surr"]
+        return I, d(0.5), d(1.0), c["surr"], d(c["bound"])
     I = (rng.standard_normal((TI, c["N"])) * c["theta"]).astype(c["dtype"])
-    return I, d(c["beta"]), d(c["theta"]), c["surr"]
+    return I, d(c["beta"]), d(c["theta"]), c["surr"], d(c["bound"])
 
 
 @given(c=lif_cases, smooth=st.booleans())
 def test_lif_forward_equals_plain(c, smooth):
     """Exact, spikes and smooth twin alike: the same operations in the same order, so no margin from
     the threshold is needed (a potential exactly at theta stays silent in both)."""
-    I, beta, theta, s = _lif_args(c)
+    I, beta, theta, s, bound = _lif_args(c)
     T, N = c["T"], c["N"]
     out = []
     for kernel in (klif.lif_forward, klif.lif_forward_plain):
         U = np.empty((T, N), c["dtype"])  # (T, N)
         S = np.empty((T, N), c["dtype"] if smooth else np.uint8)  # (T, N)
-        kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), U, S)
+        kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), bound, U, S)
         out.append((U, S))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
@@ -97,17 +99,17 @@ def test_lif_forward_equals_plain(c, smooth):
 
 @given(c=lif_cases)
 def test_lif_backward_equals_plain(c):
-    """Exact: the same recursion dU[t] = dS[t] sg'(U[t] - theta) + beta dU[t+1], same order."""
-    I, beta, theta, s = _lif_args(c)
+    """Exact: the same recursion dU[t] = dS[t] sg_B'(U[t] - theta) + beta dU[t+1], same order."""
+    I, beta, theta, s, bound = _lif_args(c)
     T, N = c["T"], c["N"]
     k = np.dtype(c["dtype"]).type(s.k)
     U = np.empty((T, N), c["dtype"])  # (T, N)
     S = np.empty((T, N), np.uint8)  # (T, N)
-    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, U, S)
+    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, bound, U, S)
     dS = np.random.default_rng(c["seed"] + 1).standard_normal((T, N)).astype(c["dtype"])  # (T, N)
     dI, dI_plain = np.full_like(I, np.nan), np.full_like(I, np.nan)  # (TI, N)
-    klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, dI)
-    klif.lif_backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, dI_plain)
+    klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, bound, dI)
+    klif.lif_backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, bound, dI_plain)
     np.testing.assert_array_equal(dI, dI_plain)
 
 

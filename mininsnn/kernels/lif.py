@@ -8,6 +8,11 @@ Notation (SpikingJelly-style charge / fire / reset), for one neuron:
     S[t] = H(U[t] - theta)                    spike, strict step; smooth twin: S[t] = g(U[t] - theta)
     U[-1] = 0, R[0] = 0
 
+BPTT uses the surrogate sg'(U[t] - theta) for dS[t]/dU[t]. With a sparse-gradient bound B
+(``bound``; ``inf`` for the exact surrogate) it is truncated (Perez-Nieves & Goodman, NeurIPS 2021):
+
+    sg_B'(x) = sg'(x) if |x| <= B else 0;    smooth twin: g_B(x) = g(clip(x, -B, B)), so g_B' = sg_B'
+
 Shapes: I is (TI, N) with TI == T (dynamic input) or TI == 1 (static input: the same current at
 every step, stored once). U and S are (T, N); N is everything but time (batch * features).
 
@@ -25,14 +30,21 @@ from mininsnn.surrogate import ATAN, FAST_SIGMOID, SIGMOID, sg_grad, sg_primitiv
 BLOCK = 4096  # neurons per parallel work item
 
 
+@jit
+def _clip(x, bound):
+    """clip(x, -bound, bound); x itself when bound is inf."""
+    return min(max(x, -bound), bound)
+
+
 @jit(parallel=True)
-def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S):
     """Run the neuron over T steps.
 
     I: (TI, N) input current, TI in {1, T}
     U: (T, N) membrane potential, written
-    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(U - theta) instead of H)
-    beta, theta: scalars of I's dtype.
+    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(clip(U - theta, -bound, bound))
+    instead of H: the smooth twin of the (truncated) surrogate)
+    beta, theta, bound: scalars of I's dtype (bound = inf: no truncation).
     """
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
@@ -52,12 +64,12 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
                     u = u - theta if fired else u  # U[t] = beta * U[t-1] + I[t] - theta * R[t]
                 U[t, n] = u
                 if smooth:
-                    S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
+                    S[t, n] = sg_primitive(sg_code, sg_k, _clip(u - theta, bound))  # S[t] = g_B(U[t] - theta)
                 else:
                     S[t, n] = u > theta  # S[t] = H(U[t] - theta)
 
 
-def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S):
     """Plain twin of :func:`lif_forward` (same arguments, same result): one neuron at a time."""
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
@@ -77,36 +89,42 @@ def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S
                     u = u - theta
             U[t, n] = u
             if smooth:
-                S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
+                # S[t] = g_B(U[t] - theta) = g(clip(U[t] - theta, -B, B))
+                S[t, n] = sg_primitive(sg_code, sg_k, min(max(u - theta, -bound), bound))
             else:
                 S[t, n] = 1 if u > theta else 0  # S[t] = H(U[t] - theta)
             u_prev = u
 
 
 @jit
-def _surrogate_grad_row(sg_code, sg_k, U_t, theta, g):
-    """g[n] = sg'(U_t[n] - theta) for one time step of a block. The choice of surrogate is made once
-    per row, outside the loop, so that the loop vectorises."""
+def _surrogate_grad_row(sg_code, sg_k, U_t, theta, bound, g):
+    """g[n] = sg_B'(U_t[n] - theta) for one time step of a block (0 where |U - theta| > bound). The
+    choice of surrogate is made once per row, outside the loop, so that the loop vectorises."""
+    zero = theta - theta
     if sg_code == FAST_SIGMOID:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(FAST_SIGMOID, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(FAST_SIGMOID, sg_k, x) if abs(x) <= bound else zero
     elif sg_code == SIGMOID:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(SIGMOID, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(SIGMOID, sg_k, x) if abs(x) <= bound else zero
     else:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(ATAN, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(ATAN, sg_k, x) if abs(x) <= bound else zero
 
 
 @jit(parallel=True)
-def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
     """BPTT through the neuron.
 
     dS: (T, N) dL/dS[t]
     U:  (T, N) membrane potential from the forward
     dI: (TI, N) dL/dI, written; with TI == 1 (static input) the sum over t of dL/dI[t]
+    bound: the sparse-gradient bound B (inf: the exact surrogate)
 
-        dU[t] = dS[t] * sg'(U[t] - theta) + dU[t+1] * dU[t+1]/dU[t]
+        dU[t] = dS[t] * sg_B'(U[t] - theta) + dU[t+1] * dU[t+1]/dU[t]
         dI[t] = dU[t] * dU[t]/dI[t]
     """
     T, N = dS.shape
@@ -121,8 +139,8 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
             dI[0, lo:hi] = 0.0
         for t in range(T - 1, -1, -1):
             # fwd: S[t] = H(U[t] - theta)
-            # =>   dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
-            _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, sg)
+            # =>   dS[t]/dU[t] = sg_B'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
+            _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, bound, sg)
             tp = t - 1 if t > 0 else 0
             for n in range(lo, hi):
                 dU = dS[t, n] * sg[n - lo] + carry[n - lo]
@@ -139,7 +157,7 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
                     dI[t, n] = dU
 
 
-def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
     """Plain twin of :func:`lif_backward` (same arguments, same result): one neuron at a time,
     t from T-1 down to 0, with dU[T] = 0."""
     T, N = dS.shape
@@ -150,9 +168,11 @@ def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
             dI[0, n] = 0
         dU_next = d(0)  # dL/dU[t+1], zero past the last step
         for t in range(T - 1, -1, -1):
-            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate)
+            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg_B'(U[t] - theta)   (surrogate, truncated)
             # fwd: U[t+1] = beta * U[t] + I[t+1] - theta * R[t+1]  (R detached)  =>  dU[t+1]/dU[t] = beta
-            dU = dS[t, n] * d(sg_grad(sg_code, sg_k, U[t, n] - theta)) + beta * dU_next
+            x = U[t, n] - theta
+            sg = d(sg_grad(sg_code, sg_k, x)) if abs(x) <= bound else d(0)
+            dU = dS[t, n] * sg + beta * dU_next
             if zero_reset and t > 0 and U[t - 1, n] > theta:
                 # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])  =>  dU[t]/dI[t] = 0 when R[t] = 1,
                 # and nothing flows on to U[t-1]

@@ -199,7 +199,7 @@ def conv_avgpool_backward_input_plain(dY, W, pad, k, dX):
     dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
     kpool.avgpool_backward_plain(dY, k, k, dZ)
     Wm = W.transpose(0, 2, 3, 1).reshape(O, KH * KW * C)  # Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw]
-    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, dX)
+    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, 1, dX)
 
 
 class Conv2d(Layer):
@@ -275,11 +275,11 @@ class Conv2d(Layer):
             kconv.conv2d_forward(X, Wt, stride, p, Y)
         if "bias" in self.params:
             Y += self.params["bias"][None, :, None, None]
-        self.cache = (x, Wt, stride, rows, spikes)
+        self.cache = (x, Wq, Wt, stride, rows, spikes)
         return Y.reshape(TI, B, self.out_channels, OH, OW)
 
     def backward(self, dout):
-        x, Wt, stride, rows, spikes = self.cache
+        x, Wq, Wt, stride, rows, spikes = self.cache
         TI, B, C, H, W = x.shape
         N = TI * B
         O = self.out_channels
@@ -310,9 +310,12 @@ class Conv2d(Layer):
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
-        Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
+        # (fused: the unfused Wq, then the pooling's k x k box; conv.conv2d_backward_input)
+        K = self.kernel_size
+        Wm = np.zeros(((O + 3) // 4 * 4, K * K * C), dtype=Wq.dtype)  # (O4, K*K*C), rows O.. zero
+        Wm[:O] = Wq.transpose(0, 2, 3, 1).reshape(O, K * K * C)  # Wm[o, (kh*K + kw)*C + c] = Wq[o, c, kh, kw]
         dX = self._work_array("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
-        kconv.conv2d_backward_input(dY, Wm, stride, self.padding, KH, KW, dX)
+        kconv.conv2d_backward_input(dY, Wm, self.stride, self.padding, K, K, self.fused_pool or 1, dX)
         return dX.reshape(x.shape)
 
 

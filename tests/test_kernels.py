@@ -161,19 +161,59 @@ def test_conv2d_backward_weight_equals_plain(c):
     np.testing.assert_array_equal(parts, parts_plain)
 
 
+def _input_grad_weights(W):
+    """Wm (O4, KH*KW*C) as conv2d_backward_input takes it: Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw],
+    O rounded up to a multiple of 4 with zero rows."""
+    O, C, KH, KW = W.shape
+    Wm = np.zeros(((O + 3) // 4 * 4, KH * KW * C), W.dtype)  # (O4, KH*KW*C)
+    Wm[:O] = W.transpose(0, 2, 3, 1).reshape(O, KH * KW * C)
+    return Wm
+
+
 @given(c=conv_cases)
 def test_conv2d_backward_input_equals_plain(c):
-    """To rounding: the kernel sums over o in a BLAS product, then over the taps; at most O*KH*KW terms."""
+    """To rounding: the kernel sums over o in a blocked product (pairs of pairs), then over the taps;
+    at most O*KH*KW terms."""
     X, Wt, dY = _conv_data(c)
     C, KH, KW, O = Wt.shape
-    Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
+    Wm = _input_grad_weights(Wt.transpose(3, 0, 1, 2))  # (O4, KH*KW*C)
     dX, dX_plain = np.full(X.shape, np.nan, c["dtype"]), np.full(X.shape, np.nan, c["dtype"])  # (N, C, H, W)
-    kconv.conv2d_backward_input(dY, Wm, c["stride"], c["pad"], KH, KW, dX)
-    kconv.conv2d_backward_input_plain(dY, Wm, c["stride"], c["pad"], KH, KW, dX_plain)
+    kconv.conv2d_backward_input(dY, Wm, c["stride"], c["pad"], KH, KW, 1, dX)
+    kconv.conv2d_backward_input_plain(dY, Wm, c["stride"], c["pad"], KH, KW, 1, dX_plain)
     mag = np.empty(X.shape)
     kconv.conv2d_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(Wm).astype(np.float64),
-                                      c["stride"], c["pad"], KH, KW, mag)
+                                      c["stride"], c["pad"], KH, KW, 1, mag)
     assert_within_rounding(dX, dX_plain, mag, O * KH * KW)
+
+
+@given(c=conv_cases, pool=st.integers(1, 3))
+def test_conv2d_backward_input_with_pooling_equals_plain(c, pool):
+    """Conv (any stride) then k x k pooling: to rounding, against the twin's direct sum over
+    (o, i, j, a, b); at most O*KH*KW*k^2 terms. Also bit for bit the same on any BLAS: no BLAS."""
+    X, Wt, _ = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    OH, OW = _conv_shapes(c)
+    assume(OH >= pool and OW >= pool)
+    dY = np.random.default_rng(c["seed"] + 3).standard_normal((c["N"], O, OH // pool, OW // pool)).astype(c["dtype"])
+    Wm = _input_grad_weights(Wt.transpose(3, 0, 1, 2))  # (O4, KH*KW*C)
+    dX, dX_plain = np.full(X.shape, np.nan, c["dtype"]), np.full(X.shape, np.nan, c["dtype"])  # (N, C, H, W)
+    kconv.conv2d_backward_input(dY, Wm, c["stride"], c["pad"], KH, KW, pool, dX)
+    kconv.conv2d_backward_input_plain(dY, Wm, c["stride"], c["pad"], KH, KW, pool, dX_plain)
+    mag = np.empty(X.shape)
+    kconv.conv2d_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(Wm).astype(np.float64),
+                                      c["stride"], c["pad"], KH, KW, pool, mag)
+    assert_within_rounding(dX, dX_plain, mag, O * KH * KW * pool * pool)
+
+
+def test_tile_product_equals_matrix_product():
+    """_tile_product against the float64 product, to rounding (O terms per entry)."""
+    rng = np.random.default_rng(0)
+    for O, R, K in [(4, 4, 1), (8, 16, 37), (64, 16, 400)]:
+        A, B = rng.standard_normal((O, R)).astype(np.float32), rng.standard_normal((O, K)).astype(np.float32)
+        P = np.full((R, K), np.nan, np.float32)
+        kconv._tile_product(A, B, P)
+        exact = A.T.astype(np.float64) @ B.astype(np.float64)
+        assert_within_rounding(P, exact, np.abs(A.T.astype(np.float64)) @ np.abs(B.astype(np.float64)), O)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,19 +356,18 @@ def test_fused_conv_pool_weight_gradient_equals_conv_then_pool(c):
 
 @given(c=fuse_cases)
 def test_fused_conv_pool_input_gradient_equals_conv_then_pool(c):
-    """To rounding: conv2d_backward_input on the fused conv against the chain rule; O*KH*KW*k^2 terms."""
+    """To rounding: conv2d_backward_input with pool = k (what Conv2d runs when fused) against the chain
+    rule through pool and conv; O*KH*KW*k^2 terms."""
     X, W, dY = _fuse_data(c)
     k = c["k"]
-    Wf, _ = _fused_kernel_weights(W, k)
-    O, C, KHf, KWf = Wf.shape
-    Wm = np.ascontiguousarray(Wf.transpose(0, 2, 3, 1)).reshape(O, KHf * KWf * C)  # (O, KHf*KWf*C)
+    Wm = _input_grad_weights(W)  # (O4, KH*KW*C)
     dX, dX_plain = np.full_like(X, np.nan), np.full_like(X, np.nan)  # (N, C, H, W)
-    kconv.conv2d_backward_input(dY, Wm, k, c["pad"], KHf, KWf, dX)
+    kconv.conv2d_backward_input(dY, Wm, 1, c["pad"], c["KH"], c["KW"], k, dX)
     conv_avgpool_backward_input_plain(dY, W, c["pad"], k, dX_plain)
     mag = np.empty(X.shape)
     conv_avgpool_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(W).astype(np.float64),
                                       c["pad"], k, mag)
-    assert_within_rounding(dX, dX_plain, mag, O * c["KH"] * c["KW"] * k ** 2)
+    assert_within_rounding(dX, dX_plain, mag, c["O"] * c["KH"] * c["KW"] * k ** 2)
 
 
 # ------------------------------------------------------------------------------------------------

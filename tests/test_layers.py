@@ -273,13 +273,13 @@ def test_spike_pattern_kernels_equal_plain_kernels(c):
     layer.fused_pool = c["fuse"]
     s = (rng.random((c["TI"], c["B"], c["C"], c["H"], c["W"])) < c["rate"]).astype(np.uint8)
     y_spk = layer.forward(s, _ctx()).copy()
-    assert layer.cache[4]  # the pattern path was taken
+    assert layer.cache[5]  # the pattern path was taken
     g = rng.standard_normal(y_spk.shape)
     layer.backward(g)
     dw_spk = layer.grads["weight"].copy()
     layer.zero_grad()
     y_plain = layer.forward(s.astype(np.float64), _ctx())
-    assert not layer.cache[4]
+    assert not layer.cache[5]
     layer.backward(g)
     np.testing.assert_allclose(y_spk, y_plain, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw_spk, layer.grads["weight"], rtol=1e-12, atol=1e-12)

@@ -27,7 +27,7 @@ from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quan
 
 __all__ = [
     "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
-    "Dropout", "Leaky", "fuse_avgpool", "unfuse_avgpool_grad", "conv_avgpool_forward_plain",
+    "Dropout", "Leaky", "box_sum", "fuse_avgpool", "unfuse_avgpool_grad", "integer_lanes", "conv_avgpool_forward_plain",
     "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
@@ -125,18 +125,38 @@ def _check_positive_int(name, key, v):
 # ------------------------------------------------------------------------------------------------
 # Conv2d (with weight quantization and optional fused 2x2 average pooling)
 
+def box_sum(W, k):
+    """S[o, c, i, j] = sum_{a, b < k} W[o, c, i - a, j - b]   (size KH + k - 1; any dtype, integers exact)."""
+    O, C, KH, KW = W.shape
+    S = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
+    for a in range(k):
+        for b in range(k):
+            S[:, :, a:a + KH, b:b + KW] += W
+    return S
+
+
 def fuse_avgpool(W, k):
     """The kernel of "conv(W, stride 1) then k x k average pooling with stride k" as one conv.
 
     Wf[o, c, i, j] = (1/k^2) * sum_{a, b < k} W[o, c, i - a, j - b]     (stride k, size KH + k - 1)
     """
-    O, C, KH, KW = W.shape
-    Wf = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
-    for a in range(k):
-        for b in range(k):
-            Wf[:, :, a:a + KH, b:b + KW] += W
+    Wf = box_sum(W, k)
     Wf *= W.dtype.type(1.0 / (k * k))
     return Wf
+
+
+def integer_lanes(bits, C, K, pool):
+    """The integer dtype that holds every sum of the spike convolution with n-bit codes exactly,
+    or None. With q in -L..L (L = 2^(bits-1) - 1) and the fused pool's k x k box (k = pool, 1 if
+    none), the kernel's codes are qf = box_sum(q, k), and a 0/1 input gives
+
+        |A| <= sum_{c, u, v} |qf[o, c, u, v]| <= C * K * K * k^2 * L
+
+    (4 bits, 16 channels, 5x5, 2x2 pool: 11200 <= 32767, so int16). None: the float kernels."""
+    if bits is None:
+        return None
+    bound = C * K * K * pool * pool * (2 ** (bits - 1) - 1)
+    return np.dtype(np.int16) if bound <= np.iinfo(np.int16).max else None
 
 
 def unfuse_avgpool_grad(dWf, k, KH, KW):
@@ -224,6 +244,7 @@ class Conv2d(Layer):
         self.quant_grad = check_quant_grad(quant_grad, "Conv2d")
         self.fused_pool = None
         self.needs_input_grad = True
+        self.path = None  # the forward kernels of the last call: "spike-int", "spike" or "plain"
         rng = np.random.default_rng() if rng is None else rng
         fan_in = in_channels * kernel_size * kernel_size
         K = self.kernel_size
@@ -255,11 +276,12 @@ class Conv2d(Layer):
         if H + 2 * p < K or W + 2 * p < K:
             raise ValueError(f"{self.name}: input {H}x{W} (padding {p}) is smaller than the {K}x{K} kernel")
         dtype = self.params["weight"].dtype
-        # Wq = quantize(W): recomputed from the latent float weights at every forward
-        Wq, _ = quantize_forward(self.params["weight"], self.bits)
+        # Wq = quantize(W) = scale * q: recomputed from the latent float weights at every forward
+        Wq, scale = quantize_forward(self.params["weight"], self.bits)
+        k = self.fused_pool or 1
         Wk, stride = Wq, self.stride
         if self.fused_pool:
-            Wk, stride = fuse_avgpool(Wq, self.fused_pool), self.fused_pool
+            Wk, stride = fuse_avgpool(Wq, k), k
         OH, OW = self.output_hw(H, W)
         Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
         KH, KW = Wt.shape[1], Wt.shape[2]
@@ -267,12 +289,24 @@ class Conv2d(Layer):
         Y = self._work_array("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
         rows = kconv.out_ranges(H, p, KH, stride, OH)  # (H, 2) output rows each input row reaches
         spikes = x.dtype == SPIKE_DTYPE and kspike.fits(KW, W, p)
-        if spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
+        lanes = integer_lanes(self.bits, C, K, k) if spikes else None
+        if lanes is not None:
+            # 0/1 input, n-bit weights: Wk = (scale / k^2) * qf with integer codes qf = box_sum(q, k),
+            # so Y = (scale / k^2) * A with A an exact integer sum (kernels/spikeconv.py)
+            q = np.rint(Wq / scale) if scale != 0 else np.zeros_like(Wq)  # the codes -L..L, exactly
+            qt = np.ascontiguousarray(box_sum(q.astype(np.int64), k).transpose(1, 2, 3, 0)).astype(lanes)
+            Tab = self._work_array("TabI", (C, KH, 1 << KW, self.out_channels), lanes)  # (C, KH, 2^KW, O)
+            kspike.pattern_table(qt, Tab)
+            kspike.spikeconv_forward_int(X, Tab, KW, stride, p, rows, dtype.type(scale) / dtype.type(k * k), Y)
+            self.path = "spike-int"
+        elif spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
             Tab = self._work_array("Tab", (C, KH, 1 << KW, self.out_channels), dtype)  # (C, KH, 2^KW, O)
             kspike.pattern_table(Wt, Tab)
             kspike.spikeconv_forward(X, Tab, KW, stride, p, rows, Y)
+            self.path = "spike"
         else:
             kconv.conv2d_forward(X, Wt, stride, p, Y)
+            self.path = "plain"
         if "bias" in self.params:
             Y += self.params["bias"][None, :, None, None]
         self.cache = (x, Wq, Wt, stride, rows, spikes)

@@ -575,3 +575,39 @@ def test_linear_backward_input_equals_plain(c):
     klinear.linear_backward_input(dY, W, dX)
     klinear.linear_backward_input_plain(dY, W, dX_plain)
     np.testing.assert_array_equal(dX, dX_plain)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution on spikes with integer weights (exact narrow lanes)
+
+@given(c=spike_cases, level=st.integers(1, 28))
+def test_spikeconv_forward_int_equals_plain(c, level):
+    """Bit for bit: the integer sum is exact in int16 (|A| <= C*KH*KW*level < 2^15 here), and both
+    sides round scale * A once."""
+    X, _, dY = _conv_data(c)
+    KH, KW = c["KH"], c["KW"]
+    q = np.random.default_rng(c["seed"] + 5).integers(-level, level + 1, (c["C"], KH, KW, c["O"]))
+    Tab = np.empty((c["C"], KH, 1 << KW, c["O"]), np.int16)  # (C, KH, 2^KW, O)
+    kspike.pattern_table(q.astype(np.int16), Tab)
+    rows = kconv.out_ranges(c["H"], c["pad"], KH, c["stride"], dY.shape[2])  # (H, 2)
+    scale = np.dtype(c["dtype"]).type(0.0123)
+    Y, Y_plain = np.full_like(dY, np.nan), np.full_like(dY, np.nan)  # (N, O, OH, OW)
+    kspike.spikeconv_forward_int(X, Tab, KW, c["stride"], c["pad"], rows, scale, Y)
+    kspike.spikeconv_forward_int_plain(X, Tab, KW, c["stride"], c["pad"], rows, scale, Y_plain)
+    np.testing.assert_array_equal(Y, Y_plain)
+    # and it is the convolution with the float weights scale * q, to rounding
+    Y_float = np.empty(dY.shape)
+    kconv.conv2d_forward_plain(X, q * float(scale), c["stride"], c["pad"], Y_float)
+    mag = np.empty(dY.shape)
+    kconv.conv2d_forward_plain(X, np.abs(q) * float(scale), c["stride"], c["pad"], mag)
+    assert_within_rounding(Y, Y_float.astype(c["dtype"]), mag, 1)
+
+
+@given(c=spike_cases)
+def test_integer_pattern_table_equals_plain(c):
+    """Bit for bit on integers (sums of at most KW codes)."""
+    q = np.random.default_rng(c["seed"]).integers(-28, 29, (c["C"], c["KH"], c["KW"], c["O"])).astype(np.int16)
+    Tab, Tab_plain = (np.zeros((c["C"], c["KH"], 1 << c["KW"], c["O"]), np.int16) for _ in range(2))
+    kspike.pattern_table(q, Tab)
+    kspike.pattern_table_plain(q, Tab_plain)
+    np.testing.assert_array_equal(Tab, Tab_plain)

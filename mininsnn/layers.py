@@ -26,13 +26,22 @@ from mininsnn.kernels import pool as kpool
 from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quantize_forward
 
 __all__ = [
-    "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
+    "ActiveGrad", "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
     "Dropout", "Leaky", "box_sum", "fuse_avgpool", "unfuse_avgpool_grad", "integer_lanes", "conv_avgpool_forward_plain",
     "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SPIKE_DTYPE = np.dtype(np.uint8)
+
+
+@dataclass
+class ActiveGrad:
+    """dL/dS of a sparse :class:`Leaky` given only at the entries its forward listed (the only
+    ones whose truncated surrogate is not 0): ``values[e]`` for slot e of its active list. What
+    a :class:`Conv2d` whose input is that layer's output returns from ``backward`` (``grad_at``)."""
+
+    values: np.ndarray
 
 
 @dataclass
@@ -245,6 +254,9 @@ class Conv2d(Layer):
         self.fused_pool = None
         self.needs_input_grad = True
         self.path = None  # the forward kernels of the last call: "spike-int", "spike" or "plain"
+        # a sparse Leaky whose output is this layer's input (Network sets it): the input gradient
+        # is then computed at its active entries only and returned as an ActiveGrad
+        self.grad_at = None
         rng = np.random.default_rng() if rng is None else rng
         fan_in = in_channels * kernel_size * kernel_size
         K = self.kernel_size
@@ -348,6 +360,13 @@ class Conv2d(Layer):
         K = self.kernel_size
         Wm = np.zeros(((O + 3) // 4 * 4, K * K * C), dtype=Wq.dtype)  # (O4, K*K*C), rows O.. zero
         Wm[:O] = Wq.transpose(0, 2, 3, 1).reshape(O, K * K * C)  # Wm[o, (kh*K + kw)*C + c] = Wq[o, c, kh, kw]
+        active = self.grad_at.active if self.grad_at is not None else None
+        if active is not None:
+            # sparse backward: dX only where the Leaky before this layer reads it
+            act_n, _, act_ptr = active
+            dX_act = self._work_array("dX_act", act_n.shape, dY.dtype)  # (slots,), listed ones written
+            kconv.conv2d_backward_input_at(dY, Wt, stride, self.padding, B, H, W, act_n, act_ptr, klif.BLOCK, dX_act)
+            return ActiveGrad(dX_act)
         dX = self._work_array("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
         kconv.conv2d_backward_input(dY, Wm, self.stride, self.padding, K, K, self.fused_pool or 1, dX)
         return dX.reshape(x.shape)
@@ -661,6 +680,10 @@ class Leaky(Layer):
         self.smooth = bool(smooth)
         self.firing_rate = float("nan")
         self.last_spikes = None
+        # list the entries with |U - theta| <= B in training (Network sets it when a Conv2d follows):
+        # that layer then computes dL/dS at those entries only, and backward reads nothing else
+        self.list_active = False
+        self.active = None  # (act_n, act_g, act_ptr) of the last forward, kernels/lif.py's layout
 
     def extra_repr(self):
         return (f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
@@ -678,8 +701,16 @@ class Leaky(Layer):
         I = x.reshape(TI, -1)  # (TI, N)
         U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) membrane potential
         S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
+        self.active = None
+        if self.list_active and ctx.training and np.isfinite(self.bound):
+            nblk = (I.shape[1] + klif.BLOCK - 1) // klif.BLOCK
+            slots = nblk * T * klif.BLOCK  # room for every entry; pages are touched only as used
+            self.active = (self._work_array("act_n", (slots,), np.int32),  # (slots,) neuron
+                           self._work_array("act_g", (slots,), x.dtype),  # (slots,) sg'(U - theta)
+                           self._work_array("act_ptr", (nblk, T + 1), np.int64))  # (nblk, T+1)
         klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
-                         self.surrogate.code, cast(self.surrogate.k), cast(self.bound), U, S)
+                         self.surrogate.code, cast(self.surrogate.k), cast(self.bound), U, S,
+                         *(self.active or (None, None, None)))
         self.cache = (x.shape, U)
         fired = S if not self.smooth else U > self.threshold
         self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
@@ -695,9 +726,14 @@ class Leaky(Layer):
     def backward(self, dout):
         shape, U = self.cache
         T = U.shape[0]
-        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
         dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
         cast = U.dtype.type
+        if isinstance(dout, ActiveGrad):  # dS at the listed entries only (sparse backward)
+            act_n, act_g, act_ptr = self.active
+            klif.lif_backward_active(dout.values, act_n, act_g, act_ptr, cast(self.beta), cast(self.threshold),
+                                     self.reset == "zero", U, dI)
+            return dI.reshape(shape)
+        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
         klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
                           self.surrogate.code, cast(self.surrogate.k), cast(self.bound), dI)
         return dI.reshape(shape)

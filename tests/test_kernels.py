@@ -91,7 +91,8 @@ def test_lif_forward_equals_plain(c, smooth):
     for kernel in (klif.lif_forward, klif.lif_forward_plain):
         U = np.empty((T, N), c["dtype"])  # (T, N)
         S = np.empty((T, N), c["dtype"] if smooth else np.uint8)  # (T, N)
-        kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), bound, U, S)
+        kernel(I, T, beta, theta, c["zero_reset"], smooth, s.code, np.dtype(c["dtype"]).type(s.k), bound, U, S,
+               None, None, None)
         out.append((U, S))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
@@ -105,12 +106,66 @@ def test_lif_backward_equals_plain(c):
     k = np.dtype(c["dtype"]).type(s.k)
     U = np.empty((T, N), c["dtype"])  # (T, N)
     S = np.empty((T, N), np.uint8)  # (T, N)
-    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, bound, U, S)
+    klif.lif_forward(I, T, beta, theta, c["zero_reset"], False, s.code, k, bound, U, S, None, None, None)
     dS = np.random.default_rng(c["seed"] + 1).standard_normal((T, N)).astype(c["dtype"])  # (T, N)
     dI, dI_plain = np.full_like(I, np.nan), np.full_like(I, np.nan)  # (TI, N)
     klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, bound, dI)
     klif.lif_backward_plain(dS, U, beta, theta, c["zero_reset"], s.code, k, bound, dI_plain)
     np.testing.assert_array_equal(dI, dI_plain)
+
+
+def _lif_active(kernel, I, T, beta, theta, c, s, bound, block_count):
+    """Run a LIF forward that lists its active entries; (U, S, act_n, act_g, act_ptr)."""
+    N = I.shape[1]
+    U, S = np.empty((T, N), c["dtype"]), np.empty((T, N), np.uint8)  # (T, N)
+    slots = block_count * T * klif.BLOCK
+    act_n, act_g = np.full(slots, -1, np.int32), np.full(slots, np.nan, c["dtype"])  # (slots,)
+    act_ptr = np.full((block_count, T + 1), -1, np.int64)  # (nblk, T+1)
+    kernel(I, T, beta, theta, c["zero_reset"], False, s.code, np.dtype(c["dtype"]).type(s.k), bound, U, S,
+           act_n, act_g, act_ptr)
+    return U, S, act_n, act_g, act_ptr
+
+
+@given(c=lif_cases)
+def test_lif_forward_active_list_equals_plain(c):
+    """Exact: the same entries (|U - theta| <= B, n ascending per step), the same sg' values, the
+    same pointers; and they are exactly the entries where the truncated surrogate is not 0."""
+    I, beta, theta, s, bound = _lif_args(c)
+    T, N = c["T"], c["N"]
+    a = _lif_active(klif.lif_forward, I, T, beta, theta, c, s, bound, 1)
+    b = _lif_active(klif.lif_forward_plain, I, T, beta, theta, c, s, bound, 1)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    U, _, act_n, _, act_ptr = a
+    listed = np.zeros((T, N), bool)
+    for t in range(T):
+        listed[t, act_n[act_ptr[0, t]:act_ptr[0, t + 1]]] = True
+    np.testing.assert_array_equal(listed, np.abs(U - theta) <= bound)
+
+
+@given(c=lif_cases)
+def test_lif_backward_active_equals_plain_and_dense(c):
+    """Exact, both: the twin, and the dense lif_backward (truncated) with dS equal to the listed
+    values at the listed entries and anything finite elsewhere (it is multiplied by 0 there)."""
+    I, beta, theta, s, bound = _lif_args(c)
+    T, N = c["T"], c["N"]
+    k = np.dtype(c["dtype"]).type(s.k)
+    U, S, act_n, act_g, act_ptr = _lif_active(klif.lif_forward, I, T, beta, theta, c, s, bound, 1)
+    rng = np.random.default_rng(c["seed"] + 1)
+    dS = rng.standard_normal((T, N)).astype(c["dtype"])  # (T, N)
+    dS_act = np.full(act_n.shape, np.nan, c["dtype"])  # (slots,)
+    for t in range(T):
+        e = np.arange(act_ptr[0, t], act_ptr[0, t + 1])
+        dS_act[e] = dS[t, act_n[e]]
+    out = []
+    for kernel in (klif.lif_backward_active, klif.lif_backward_active_plain):
+        dI = np.full_like(I, np.nan)  # (TI, N)
+        kernel(dS_act, act_n, act_g, act_ptr, beta, theta, c["zero_reset"], U, dI)
+        out.append(dI)
+    dI_dense = np.full_like(I, np.nan)
+    klif.lif_backward(dS, U, beta, theta, c["zero_reset"], s.code, k, bound, dI_dense)
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], dI_dense)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,6 +258,39 @@ def test_conv2d_backward_input_with_pooling_equals_plain(c, pool):
     kconv.conv2d_backward_input_plain(np.abs(dY).astype(np.float64), np.abs(Wm).astype(np.float64),
                                       c["stride"], c["pad"], KH, KW, pool, mag)
     assert_within_rounding(dX, dX_plain, mag, O * KH * KW * pool * pool)
+
+
+@given(c=conv_cases, T=st.integers(1, 3), rate=st.sampled_from([0.0, 0.3, 1.0]))
+def test_conv2d_backward_input_at_equals_plain_and_dense(c, T, rate):
+    """At the listed entries only: to rounding against the twin and against the dense input
+    gradient (O*KH*KW terms); slots not listed are left alone."""
+    X, Wt, dY = _conv_data(c)
+    C, KH, KW, O = Wt.shape
+    B = c["N"]
+    rng = np.random.default_rng(c["seed"] + 2)
+    dY = rng.standard_normal((T * B,) + dY.shape[1:]).astype(c["dtype"])  # (T*B, O, OH, OW)
+    N1 = B * C * c["H"] * c["W"]  # neurons of the layer before
+    nblk = (N1 + klif.BLOCK - 1) // klif.BLOCK
+    act_n = np.zeros(nblk * T * klif.BLOCK, np.int32)
+    act_ptr = np.zeros((nblk, T + 1), np.int64)
+    chosen = rng.random((T, N1)) < rate
+    for t in range(T):  # one block: N1 <= BLOCK here
+        idx = np.flatnonzero(chosen[t])
+        act_n[act_ptr[0, t]:act_ptr[0, t] + len(idx)] = idx
+        act_ptr[0, t + 1] = act_ptr[0, t] + len(idx)
+    args = (c["stride"], c["pad"], B, c["H"], c["W"], act_n, act_ptr, klif.BLOCK)
+    out, out_plain = np.full(act_n.shape, 7.0, c["dtype"]), np.full(act_n.shape, 7.0, c["dtype"])
+    kconv.conv2d_backward_input_at(dY, Wt, *args, out)
+    kconv.conv2d_backward_input_at_plain(dY, Wt, *args, out_plain)
+    mag = np.zeros(act_n.shape)
+    kconv.conv2d_backward_input_at_plain(np.abs(dY).astype(np.float64), np.abs(Wt).astype(np.float64), *args, mag)
+    assert_within_rounding(out, out_plain, mag, O * KH * KW)
+    used = act_ptr[0, T]
+    assert (out[used:] == 7.0).all()
+    dX = np.empty((T * B, C, c["H"], c["W"]), c["dtype"])
+    kconv.conv2d_backward_input(dY, _input_grad_weights(Wt.transpose(3, 0, 1, 2)), c["stride"], c["pad"], KH, KW, 1, dX)
+    dense = dX.reshape(T, N1)[np.repeat(np.arange(T), np.diff(act_ptr[0])), act_n[:used]]
+    assert_within_rounding(out[:used], dense, mag[:used], 2 * O * KH * KW)
 
 
 def test_tile_product_equals_matrix_product():

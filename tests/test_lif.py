@@ -57,7 +57,7 @@ def test_hand_computed_trace(kernel):
     I = np.array([[0.8]])
     U = np.empty((5, 1))
     S = np.empty((5, 1), np.uint8)
-    kernel(I, 5, 0.5, 1.0, False, False, 0, 1.0, np.inf, U, S)
+    kernel(I, 5, 0.5, 1.0, False, False, 0, 1.0, np.inf, U, S, None, None, None)
     np.testing.assert_allclose(U[:, 0], [0.8, 1.2, 0.4, 1.0, 1.3])
     np.testing.assert_array_equal(S[:, 0], [0, 1, 0, 0, 1])
 
@@ -67,7 +67,7 @@ def test_zero_reset_trace(kernel):
     I = np.array([[0.8]])
     U = np.empty((4, 1))
     S = np.empty((4, 1), np.uint8)
-    kernel(I, 4, 0.5, 1.0, True, False, 0, 1.0, np.inf, U, S)
+    kernel(I, 4, 0.5, 1.0, True, False, 0, 1.0, np.inf, U, S, None, None, None)
     np.testing.assert_allclose(U[:, 0], [0.8, 1.2, 0.0, 0.8])
     np.testing.assert_array_equal(S[:, 0], [0, 1, 0, 0])
 

@@ -277,3 +277,70 @@ def conv2d_backward_input_plain(dY, Wm, stride, pad, KH, KW, pool, dX):
                                         if 0 <= kh < KH and 0 <= kw < KW:
                                             acc += dY[n, o, i, j] * Wm[o, (kh * KW + kw) * C + c]
                     dX[n, c, y, x] = acc / (k * k)
+
+
+@jit(parallel=True)
+def conv2d_backward_input_at(dY, Wt, stride, pad, B, H, W, act_n, act_ptr, block, dX_act):
+    """dX at the entries of a LIF layer's active list only (the sparse backward): for each entry
+    (t, n) of the list, with n = ((b*C + c)*H + y)*W + x a neuron of the (T, B, C, H, W) input,
+
+        dX_act[e] = dX[t*B + b, c, y, x] = sum_{o, i, j} dY[t*B + b, o, i, j] * W[o, c, y + p - i*s, x + p - j*s]
+
+    (taps in range). dY: (T*B, O, OH, OW);  Wt: (C, KH, KW, O), Wt[c, kh, kw, o] = W[o, c, kh, kw]
+    (with fused pooling, the fused kernel);  act_n, act_ptr, block: the list as kernels/lif.py's
+    lif_forward writes it;  dX_act: (len(act_n),), written at the listed slots. One entry at a time,
+    so a sample's other inputs cost nothing: the list holds the only entries whose surrogate is not
+    0, and a LIF layer reads dS nowhere else. Per entry the products are summed over the windows
+    for each o (vectorised over contiguous o), then over o.
+    """
+    C, KH, KW, O = Wt.shape
+    OH, OW = dY.shape[2], dY.shape[3]
+    nblk, T = act_ptr.shape[0], act_ptr.shape[1] - 1
+    rows, cols = out_ranges(H, pad, KH, stride, OH), out_ranges(W, pad, KW, stride, OW)
+    CHW, HW = C * H * W, H * W
+    for blk in prange(nblk):
+        base = blk * T * block
+        dYt = np.empty((OH, OW, O), dtype=dY.dtype)  # the current sample of dY, channels last
+        acc = np.empty(O, dtype=dY.dtype)
+        for t in range(T):
+            cur = -1
+            for e in range(base + act_ptr[blk, t], base + act_ptr[blk, t + 1]):
+                n = act_n[e]
+                b = n // CHW
+                if b != cur:  # the list is sorted by n: each sample is copied once per step
+                    sample_channels_last(dY, t * B + b, dYt)
+                    cur = b
+                c, y, x = (n % CHW) // HW, (n % HW) // W, n % W
+                acc[:] = 0.0
+                for i in range(rows[y, 0], rows[y, 1] + 1):
+                    kh = y + pad - i * stride
+                    for j in range(cols[x, 0], cols[x, 1] + 1):
+                        w, d = Wt[c, kh, x + pad - j * stride], dYt[i, j]
+                        for o in range(O):
+                            acc[o] += d[o] * w[o]
+                total = acc[0]
+                for o in range(1, O):
+                    total += acc[o]
+                dX_act[e] = total
+
+
+def conv2d_backward_input_at_plain(dY, Wt, stride, pad, B, H, W, act_n, act_ptr, block, dX_act):
+    """Plain twin of :func:`conv2d_backward_input_at` (same arguments, same result up to rounding):
+    for every listed entry, the sum over (o, i, j) as the equation reads, taps checked in range."""
+    C, KH, KW, O = Wt.shape
+    OH, OW = dY.shape[2], dY.shape[3]
+    nblk, T = act_ptr.shape[0], act_ptr.shape[1] - 1
+    for blk in range(nblk):
+        for t in range(T):
+            for e in range(blk * T * block + act_ptr[blk, t], blk * T * block + act_ptr[blk, t + 1]):
+                b, rest = divmod(int(act_n[e]), C * H * W)
+                c, rest = divmod(rest, H * W)
+                y, x = divmod(rest, W)
+                acc = dX_act.dtype.type(0)
+                for o in range(O):
+                    for i in range(OH):
+                        for j in range(OW):
+                            kh, kw = y + pad - i * stride, x + pad - j * stride
+                            if 0 <= kh < KH and 0 <= kw < KW:
+                                acc += dY[t * B + b, o, i, j] * Wt[c, kh, kw, o]
+                dX_act[e] = acc

@@ -36,8 +36,21 @@ def _clip(x, bound):
     return min(max(x, -bound), bound)
 
 
+@jit
+def _list_active_row(U_t, lo, theta, sg_code, sg_k, bound, act_n, act_g, w):
+    """Append the entries of one row with |U - theta| <= bound to the active list from slot w:
+    act_n = neuron index lo + n, act_g = sg'(U - theta). Returns the next free slot."""
+    for n in range(U_t.shape[0]):
+        x = U_t[n] - theta
+        if abs(x) <= bound:
+            act_n[w] = lo + n
+            act_g[w] = sg_grad(sg_code, sg_k, x)
+            w += 1
+    return w
+
+
 @jit(parallel=True)
-def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S):
+def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S, act_n, act_g, act_ptr):
     """Run the neuron over T steps.
 
     I: (TI, N) input current, TI in {1, T}
@@ -45,12 +58,21 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, 
     S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(clip(U - theta, -bound, bound))
     instead of H: the smooth twin of the (truncated) surrogate)
     beta, theta, bound: scalars of I's dtype (bound = inf: no truncation).
+
+    act_n, act_g, act_ptr: None, or the *active list* written for the sparse backward: the entries
+    (t, n) with |U[t, n] - theta| <= bound, the only ones whose surrogate is not 0. Block b of
+    neurons (n in [b*BLOCK, (b+1)*BLOCK)) owns the slots from b*T*BLOCK on; its entries of step t
+    are the slots b*T*BLOCK + act_ptr[b, t] ... b*T*BLOCK + act_ptr[b, t+1] - 1, n ascending:
+    act_n (int32) the neuron, act_g (I's dtype) sg'(U[t, n] - theta).  act_n, act_g: (nblocks*T*BLOCK,);
+    act_ptr: (nblocks, T + 1) int64. Each row is listed right after it is computed, while in cache.
     """
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
     for blk in prange((N + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         hi = min(N, lo + BLOCK)
+        if act_n is not None:
+            act_ptr[blk, 0] = 0
         for t in range(T):
             ti = t if TI > 1 else 0
             tp = t - 1 if t > 0 else 0
@@ -67,9 +89,14 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, 
                     S[t, n] = sg_primitive(sg_code, sg_k, _clip(u - theta, bound))  # S[t] = g_B(U[t] - theta)
                 else:
                     S[t, n] = u > theta  # S[t] = H(U[t] - theta)
+            if act_n is not None:
+                base = blk * T * BLOCK
+                w = _list_active_row(U[t, lo:hi], lo, theta, sg_code, sg_k, bound, act_n, act_g,
+                                     base + act_ptr[blk, t])
+                act_ptr[blk, t + 1] = w - base
 
 
-def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S):
+def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S, act_n, act_g, act_ptr):
     """Plain twin of :func:`lif_forward` (same arguments, same result): one neuron at a time."""
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
@@ -94,6 +121,18 @@ def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, boun
             else:
                 S[t, n] = 1 if u > theta else 0  # S[t] = H(U[t] - theta)
             u_prev = u
+    if act_n is not None:  # the active list, in the layout lif_forward documents
+        for blk in range((N + BLOCK - 1) // BLOCK):
+            base, w = blk * T * BLOCK, 0
+            act_ptr[blk, 0] = 0
+            for t in range(T):
+                for n in range(blk * BLOCK, min(N, (blk + 1) * BLOCK)):
+                    x = U[t, n] - theta
+                    if abs(x) <= bound:  # sg_B'(x) != 0 only here
+                        act_n[base + w] = n
+                        act_g[base + w] = sg_grad(sg_code, sg_k, x)
+                        w += 1
+                act_ptr[blk, t + 1] = w
 
 
 @jit
@@ -180,6 +219,73 @@ def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI)
             # fwd: U[t] = beta * U[t-1] + I[t] - ...  =>  dU[t]/dI[t] = 1
             if TI == 1:
                 dI[0, n] += dU  # static input: I[t] = I at every step, so dI = sum_t dU[t]
+            else:
+                dI[t, n] = dU
+            dU_next = dU
+
+
+@jit(parallel=True)
+def lif_backward_active(dS_act, act_n, act_g, act_ptr, beta, theta, zero_reset, U, dI):
+    """BPTT through the neuron with the truncated surrogate, reading dS only where it matters.
+
+    dS_act: dL/dS[t, n] at the entries of the active list (act_n, act_g, act_ptr, as lif_forward
+    writes it), in its order;  U: (T, N) the forward's membrane potential (read only by the zero
+    reset, for R[t] = H(U[t-1] - theta));  dI: (TI, N) dL/dI, written, TI in {1, T}.
+
+        dU[t] = dS[t] * sg_B'(U[t] - theta) + beta * dU[t+1]         (sg_B' = act_g at listed entries, else 0)
+
+    the recursion of lif_backward with the same operations, so the result is the same bits as
+    lif_backward on a dense dS that equals dS_act at the listed entries (0 * dS adds nothing).
+    """
+    T, N = U.shape
+    TI = dI.shape[0]
+    zero = beta - beta
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        base = blk * T * BLOCK
+        dU = np.zeros(hi - lo, dtype=dI.dtype)  # beta * dU[t+1], then dU[t]
+        if TI == 1:
+            dI[0, lo:hi] = 0.0
+        for t in range(T - 1, -1, -1):
+            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg_B'(U[t] - theta), 0 off the list
+            for e in range(base + act_ptr[blk, t], base + act_ptr[blk, t + 1]):
+                n = act_n[e] - lo
+                dU[n] = dS_act[e] * act_g[e] + dU[n]
+            if zero_reset and t > 0:
+                # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta)  =>  dU[t] = 0 where R[t] = 1
+                for n in range(lo, hi):
+                    dU[n - lo] = zero if U[t - 1, n] > theta else dU[n - lo]
+            for n in range(lo, hi):
+                # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]  =>  dU[t]/dI[t] = 1 ; dU[t]/dU[t-1] = beta
+                if TI == 1:
+                    dI[0, n] += dU[n - lo]  # static input: dI = sum_t dU[t]
+                else:
+                    dI[t, n] = dU[n - lo]
+                dU[n - lo] = beta * dU[n - lo]
+
+
+def lif_backward_active_plain(dS_act, act_n, act_g, act_ptr, beta, theta, zero_reset, U, dI):
+    """Plain twin of :func:`lif_backward_active` (same arguments, same result): the active list
+    spread into a dense dS * sg_B' first, then the recursion one neuron at a time."""
+    T, N = U.shape
+    TI = dI.shape[0]
+    d = dI.dtype.type
+    g = np.zeros((T, N), dtype=dI.dtype)  # dS[t, n] * sg_B'(U[t, n] - theta), 0 off the list
+    for blk in range(act_ptr.shape[0]):
+        for t in range(T):
+            for e in range(blk * T * BLOCK + act_ptr[blk, t], blk * T * BLOCK + act_ptr[blk, t + 1]):
+                g[t, act_n[e]] = dS_act[e] * act_g[e]
+    for n in range(N):
+        if TI == 1:
+            dI[0, n] = 0
+        dU_next = d(0)
+        for t in range(T - 1, -1, -1):
+            dU = g[t, n] + beta * dU_next  # dU[t] = dS[t] sg_B'(U[t] - theta) + beta dU[t+1]
+            if zero_reset and t > 0 and U[t - 1, n] > theta:
+                dU = d(0)  # R[t] = 1: U[t] does not depend on U[t-1] or I[t]
+            if TI == 1:
+                dI[0, n] += dU
             else:
                 dI[t, n] = dU
             dU_next = dU

@@ -291,26 +291,29 @@ def conv2d_backward_input_at(dY, Wt, stride, pad, B, H, W, act_n, act_ptr, block
     lif_forward writes it;  dX_act: (len(act_n),), written at the listed slots. One entry at a time,
     so a sample's other inputs cost nothing: the list holds the only entries whose surrogate is not
     0, and a LIF layer reads dS nowhere else. Per entry the products are summed over the windows
-    for each o (vectorised over contiguous o), then over o.
+    for each o (vectorised over contiguous o), then over o in 8 lanes, then the lanes.
     """
     C, KH, KW, O = Wt.shape
     OH, OW = dY.shape[2], dY.shape[3]
     nblk, T = act_ptr.shape[0], act_ptr.shape[1] - 1
     rows, cols = out_ranges(H, pad, KH, stride, OH), out_ranges(W, pad, KW, stride, OW)
-    CHW, HW = C * H * W, H * W
+    CHW = C * H * W
+    cyx = np.empty((CHW, 3), dtype=np.int64)  # (c, y, x) of each neuron of a sample: no division per entry
+    for r in range(CHW):
+        cyx[r, 0], cyx[r, 1], cyx[r, 2] = r // (H * W), (r // W) % H, r % W
     for blk in prange(nblk):
         base = blk * T * block
         dYt = np.empty((OH, OW, O), dtype=dY.dtype)  # the current sample of dY, channels last
         acc = np.empty(O, dtype=dY.dtype)
         for t in range(T):
-            cur = -1
+            b, start = -1, 0  # the sample in dYt and its first neuron
             for e in range(base + act_ptr[blk, t], base + act_ptr[blk, t + 1]):
                 n = act_n[e]
-                b = n // CHW
-                if b != cur:  # the list is sorted by n: each sample is copied once per step
+                if b < 0 or n >= start + CHW:  # sorted by n: each sample is copied once per step
+                    b = n // CHW
+                    start = b * CHW
                     sample_channels_last(dY, t * B + b, dYt)
-                    cur = b
-                c, y, x = (n % CHW) // HW, (n % HW) // W, n % W
+                c, y, x = cyx[n - start, 0], cyx[n - start, 1], cyx[n - start, 2]
                 acc[:] = 0.0
                 for i in range(rows[y, 0], rows[y, 1] + 1):
                     kh = y + pad - i * stride
@@ -318,8 +321,16 @@ def conv2d_backward_input_at(dY, Wt, stride, pad, B, H, W, act_n, act_ptr, block
                         w, d = Wt[c, kh, x + pad - j * stride], dYt[i, j]
                         for o in range(O):
                             acc[o] += d[o] * w[o]
-                total = acc[0]
-                for o in range(1, O):
+                # sum over o: 8 running lanes first (vectorised; one serial chain of O adds
+                # would wait on every add), then the lanes and the O % 8 left over
+                L8 = O - O % 8
+                for o0 in range(8, L8, 8):
+                    for q in range(8):
+                        acc[q] += acc[o0 + q]
+                total = acc[0] * 0.0
+                for q in range(min(8, O)):
+                    total += acc[q]
+                for o in range(max(L8, 8), O):
                     total += acc[o]
                 dX_act[e] = total
 

@@ -175,6 +175,7 @@ def measure(args, data):
     net = None
     for nt in threads:
         numba.set_num_threads(nt)
+        net = tf = tb = None  # one network alive at a time: peak RSS is that of one training step
         times, rates, (tf, tb), net = time_steps(args.config, B, T, args.repeats, args.warmup, data, args.layers)
         med = float(np.median(times))
         r = {"median_ms": med * 1e3, "min_ms": float(times.min() * 1e3), "max_ms": float(times.max() * 1e3),
@@ -202,10 +203,15 @@ def measure(args, data):
             print(f"{name:10s}{cells}{scale}")
     if len(threads) > 1:
         print(f"thread scaling {threads[0]} -> {threads[-1]}: {first['median_ms'] / last['median_ms']:.2f}x")
-    out["peak_rss_mib"] = peak_rss_mib()
+    out["peak_rss_mib"] = peak_rss_mib()  # before the sparse runs, which list their active entries too
+    print(f"peak RSS {out['peak_rss_mib']:.0f} MiB")
+    ips = time_eval(net, data, T)
+    out["eval_images_per_s"] = ips
+    print(f"eval (T={T}): {ips:.0f} images/s")
     if args.sparse:
         out["sparse"] = {}
         for b in [float(v) for v in args.sparse.split(",")]:
+            net = netk = None
             tk, rk, _, netk = time_steps(args.config, B, T, args.repeats, args.warmup, data, sparse_grad=b)
             lif = netk.layers[[l.name for l in netk.layers].index("lif1")]
             act = lif.active[2][:, -1].sum() / lif.cache[1].size if lif.active is not None else float("nan")
@@ -213,9 +219,6 @@ def measure(args, data):
             print(f"sparse backward B={b}: median {np.median(tk) * 1e3:.0f} ms "
                   f"(min {tk.min() * 1e3:.0f}, max {tk.max() * 1e3:.0f}); lif1 entries within B of threshold: "
                   f"{100 * act:.1f} %")
-    ips = time_eval(net, data, T)
-    out["eval_images_per_s"] = ips
-    print(f"eval (T={T}): {ips:.0f} images/s; peak RSS {out['peak_rss_mib']:.0f} MiB")
     if args.sweep:
         out["sweep"] = []
         for Tk in (25, 50, 100, 200):
@@ -246,6 +249,7 @@ class _Tee:
     def write(self, text):
         self.out.write(text)
         self.file.write(text)
+        self.file.flush()  # the log stays complete if the run is stopped
 
     def flush(self):
         self.out.flush()

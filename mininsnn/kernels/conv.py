@@ -219,6 +219,7 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, pool, dX):
         P = np.empty((R4, KC), dtype=dX.dtype)  # (positions, KH*KW*C)
         Q = np.empty((H + 2 * pad + m, (Wd + 2 * pad + m) * C), dtype=dX.dtype)  # (y'+m, (x'+m)*C + c)
         Qx = np.empty((H + 2 * pad + m, Wd * C), dtype=dX.dtype)  # Q boxed along x, (y'+m, x*C + c)
+        Z = np.empty((H, Wd * C), dtype=dX.dtype)  # Qx boxed along y, (y, x*C + c)
         for n in range(ch * N // chunks, (ch + 1) * N // chunks):
             for o in range(O):
                 for i in range(OH):
@@ -242,13 +243,19 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, pool, dX):
                     src = row[(pad + m - b * stride) * C:]
                     for q in range(Wd * C):
                         out[q] += src[q]
-            for c in range(C):  # along y, scaled, channels first: dX[n, c, y, x]
+            for y in range(H):  # along y: Z[y, x, c] = sum_a Qx[y + p - a*s, x, c]
+                z, src = Z[y], Qx[y + pad + m]
+                for q in range(Wd * C):
+                    z[q] = src[q]
+                for a in range(1, pool):
+                    src = Qx[y + pad + m - a * stride]
+                    for q in range(Wd * C):
+                        z[q] += src[q]
+            for c in range(C):  # scaled, channels first: dX[n, c, y, x] = (1/k^2) Z[y, x, c]
                 for y in range(H):
+                    z = Z[y]
                     for x in range(Wd):
-                        acc = Qx[y + pad + m, x * C + c]
-                        for a in range(1, pool):
-                            acc += Qx[y + pad + m - a * stride, x * C + c]
-                        dX[n, c, y, x] = acc * scale
+                        dX[n, c, y, x] = z[x * C + c] * scale
 
 
 def conv2d_backward_input_plain(dY, Wm, stride, pad, KH, KW, pool, dX):

@@ -74,21 +74,30 @@ def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, 
         if act_n is not None:
             act_ptr[blk, 0] = 0
         for t in range(T):
-            ti = t if TI > 1 else 0
-            tp = t - 1 if t > 0 else 0
-            for n in range(lo, hi):
-                u_prev = U[tp, n] if t > 0 else zero
-                fired = u_prev > theta  # R[t] = H(U[t-1] - theta); False at t = 0 since U[-1] = 0
-                u = beta * u_prev + I[ti, n]
-                if zero_reset:
-                    u = zero if fired else u  # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
-                else:
-                    u = u - theta if fired else u  # U[t] = beta * U[t-1] + I[t] - theta * R[t]
-                U[t, n] = u
-                if smooth:
-                    S[t, n] = sg_primitive(sg_code, sg_k, _clip(u - theta, bound))  # S[t] = g_B(U[t] - theta)
-                else:
-                    S[t, n] = u > theta  # S[t] = H(U[t] - theta)
+            # one row of the block at a time, each mode its own branch-free loop (so it vectorises)
+            It, Ut = I[t if TI > 1 else 0, lo:hi], U[t, lo:hi]
+            if t == 0:
+                for n in range(hi - lo):
+                    Ut[n] = beta * zero + It[n]  # U[-1] = 0, R[0] = 0
+            elif zero_reset:
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta)
+                    u = beta * Up[n] + It[n]
+                    Ut[n] = zero if Up[n] > theta else u
+            else:
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    # U[t] = beta * U[t-1] + I[t] - theta * R[t],  R[t] = H(U[t-1] - theta)
+                    u = beta * Up[n] + It[n]
+                    Ut[n] = u - theta if Up[n] > theta else u
+            if smooth:
+                for n in range(hi - lo):
+                    S[t, lo + n] = sg_primitive(sg_code, sg_k, _clip(Ut[n] - theta, bound))  # S[t] = g_B(U[t] - theta)
+            else:
+                St = S[t, lo:hi]
+                for n in range(hi - lo):
+                    St[n] = Ut[n] > theta  # S[t] = H(U[t] - theta)
             if act_n is not None:
                 base = blk * T * BLOCK
                 w = _list_active_row(U[t, lo:hi], lo, theta, sg_code, sg_k, bound, act_n, act_g,

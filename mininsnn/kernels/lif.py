@@ -181,7 +181,7 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
     for blk in prange((N + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         hi = min(N, lo + BLOCK)
-        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t]
+        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t], then dU[t]
         sg = np.empty(hi - lo, dtype=dI.dtype)  # sg'(U[t] - theta) of this block
         if TI == 1:
             dI[0, lo:hi] = 0.0
@@ -189,20 +189,26 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
             # fwd: S[t] = H(U[t] - theta)
             # =>   dS[t]/dU[t] = sg_B'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
             _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, bound, sg)
-            tp = t - 1 if t > 0 else 0
-            for n in range(lo, hi):
-                dU = dS[t, n] * sg[n - lo] + carry[n - lo]
-                if zero_reset:
-                    # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
-                    # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
-                    dU = zero if (t > 0 and U[tp, n] > theta) else dU
-                # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
-                # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
-                carry[n - lo] = beta * dU
-                if TI == 1:
-                    dI[0, n] += dU  # static input: I[t] = I for every t, so dI = sum_t dU[t]
-                else:
-                    dI[t, n] = dU
+            dSt = dS[t, lo:hi]
+            for n in range(hi - lo):  # carry becomes dU[t] (a branch-free loop per mode: it vectorises)
+                carry[n] = dSt[n] * sg[n] + carry[n]
+            if zero_reset and t > 0:
+                # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
+                # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    carry[n] = zero if Up[n] > theta else carry[n]
+            # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
+            # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
+            dIt = dI[0 if TI == 1 else t, lo:hi]
+            if TI == 1:
+                for n in range(hi - lo):
+                    dIt[n] += carry[n]  # static input: I[t] = I for every t, so dI = sum_t dU[t]
+                    carry[n] = beta * carry[n]
+            else:
+                for n in range(hi - lo):
+                    dIt[n] = carry[n]
+                    carry[n] = beta * carry[n]
 
 
 def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):

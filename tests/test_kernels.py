@@ -487,22 +487,26 @@ def _bn_forward(kernel, X, gamma, beta, eps):
 
 @given(c=bn_cases)
 def test_batchnorm_forward_equals_plain(c):
-    """mean and var exact (the same float64 sums in the same order); xhat and y to rounding: the
+    """mean and var to rounding (float64 sums: the kernel per (c, m) lane first, the twin in order); xhat and y to rounding: the
     kernel multiplies by 1/sqrt(var + eps) where the twin divides by sqrt(var + eps), a few float64
     roundings plus one rounding to the output dtype on each side (terms = 1 in the bound)."""
     X, _, gamma, beta = _bn_data(c)
     Y, Xhat, mean, var = _bn_forward(knorm.batchnorm_forward, X, gamma, beta, c["eps"])
     Y_p, Xhat_p, mean_p, var_p = _bn_forward(knorm.batchnorm_forward_plain, X, gamma, beta, c["eps"])
-    np.testing.assert_array_equal(mean, mean_p)
-    np.testing.assert_array_equal(var, var_p)
-    xhat_mag = np.abs(Xhat_p.astype(np.float64))
-    assert_within_rounding(Xhat, Xhat_p, xhat_mag, 1)
-    assert_within_rounding(Y, Y_p, np.abs(gamma[:, None]) * xhat_mag + np.abs(beta[:, None]), 1)
+    x64 = np.abs(X.astype(np.float64))
+    n = c["B"] * c["M"]
+    assert_within_rounding(mean, mean_p, x64.mean(axis=(1, 3)), n)  # float64 sums, other order (lanes)
+    assert_within_rounding(var, var_p, ((x64 + np.abs(mean_p)[:, None, :, None]) ** 2).mean(axis=(1, 3)), n)
+    # xhat = (x - mean) / std: the means differ by rounding, so measure against (|x| + |mean|) / std
+    std = np.sqrt(var_p.astype(np.float64) + c["eps"])[:, None, :, None]
+    xhat_mag = (x64 + np.abs(mean_p)[:, None, :, None]) / std
+    assert_within_rounding(Xhat, Xhat_p, xhat_mag, n)
+    assert_within_rounding(Y, Y_p, np.abs(gamma[:, None]) * xhat_mag + np.abs(beta[:, None]), n)
 
 
 @given(c=bn_cases)
 def test_batchnorm_backward_equals_plain(c):
-    """dbeta exact (same float64 sum, same order). dgamma to rounding (the kernel rounds each
+    """dbeta to rounding (float64 sums in lanes, as the forward). dgamma to rounding (the kernel rounds each
     dy * xhat to the input dtype first). dX to rounding: the twin sums dxhat = gamma * dy where the
     kernel sums dy and multiplies by gamma once; n = B*M terms, measured against
     |k| (n |dxhat| + sum |dxhat| + |xhat| sum |dxhat xhat|), k = 1 / (n sqrt(var + eps))."""
@@ -517,7 +521,7 @@ def test_batchnorm_backward_equals_plain(c):
         kernel(dY, Xhat, gamma, var, c["eps"], dX, dgamma_t, dbeta_t)
         out.append((dX, dgamma_t, dbeta_t))
     (dX, dgamma_t, dbeta_t), (dX_p, dgamma_p, dbeta_p) = out
-    np.testing.assert_array_equal(dbeta_t, dbeta_p)
+    assert_within_rounding(dbeta_t, dbeta_p, np.abs(dY.astype(np.float64)).sum(axis=(1, 3)), n)
     dy, xh = np.abs(dY.astype(np.float64)), np.abs(Xhat.astype(np.float64))
     assert_within_rounding(dgamma_t, dgamma_p, (dy * xh).sum(axis=(1, 3)), n)
     dxhat = dy * np.abs(gamma.astype(np.float64))[:, None]

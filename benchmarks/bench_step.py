@@ -26,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as mininsnn.cli: BLAS insi
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -176,6 +177,7 @@ def measure(args, data):
     for nt in threads:
         numba.set_num_threads(nt)
         net = tf = tb = None  # one network alive at a time: peak RSS is that of one training step
+        gc.collect()  # (instrument()'s wrappers make each network a reference cycle)
         times, rates, (tf, tb), net = time_steps(args.config, B, T, args.repeats, args.warmup, data, args.layers)
         med = float(np.median(times))
         r = {"median_ms": med * 1e3, "min_ms": float(times.min() * 1e3), "max_ms": float(times.max() * 1e3),
@@ -212,6 +214,7 @@ def measure(args, data):
         out["sparse"] = {}
         for b in [float(v) for v in args.sparse.split(",")]:
             net = netk = None
+            gc.collect()
             tk, rk, _, netk = time_steps(args.config, B, T, args.repeats, args.warmup, data, sparse_grad=b)
             lif = netk.layers[[l.name for l in netk.layers].index("lif1")]
             act = lif.active[2][:, -1].sum() / lif.cache[1].size if lif.active is not None else float("nan")

@@ -236,7 +236,13 @@ class Conv2d(Layer):
 
     When the network sets ``fused_pool = k`` (this conv has stride 1 and is followed by k x k average
     pooling with stride k), forward and both gradients use the equivalent (K+k-1)-sized conv with
-    stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through.
+    stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through; the input
+    gradient uses the unfused kernel and the pool's k x k box instead (fewer products).
+
+    On 0/1 spikes the forward sums by window patterns (kernels/spikeconv.py), on exact int16 lanes
+    when the weights are n-bit codes times one scale and :func:`integer_lanes` says the sums fit.
+    With ``grad_at`` (set by the network) the input gradient is computed only at the active
+    entries of the sparse Leaky before this layer and returned as an :class:`ActiveGrad`.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
@@ -356,17 +362,17 @@ class Conv2d(Layer):
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
-        # (fused: the unfused Wq, then the pooling's k x k box; conv.conv2d_backward_input)
-        K = self.kernel_size
-        Wm = np.zeros(((O + 3) // 4 * 4, K * K * C), dtype=Wq.dtype)  # (O4, K*K*C), rows O.. zero
-        Wm[:O] = Wq.transpose(0, 2, 3, 1).reshape(O, K * K * C)  # Wm[o, (kh*K + kw)*C + c] = Wq[o, c, kh, kw]
         active = self.grad_at.active if self.grad_at is not None else None
         if active is not None:
-            # sparse backward: dX only where the Leaky before this layer reads it
+            # sparse backward: dX only where the Leaky before this layer reads it (with Wt, fused)
             act_n, _, act_ptr = active
             dX_act = self._work_array("dX_act", act_n.shape, dY.dtype)  # (slots,), listed ones written
             kconv.conv2d_backward_input_at(dY, Wt, stride, self.padding, B, H, W, act_n, act_ptr, klif.BLOCK, dX_act)
             return ActiveGrad(dX_act)
+        # (fused: the unfused Wq, then the pooling's k x k box; conv.conv2d_backward_input)
+        K = self.kernel_size
+        Wm = np.zeros(((O + 3) // 4 * 4, K * K * C), dtype=Wq.dtype)  # (O4, K*K*C), rows O.. zero
+        Wm[:O] = Wq.transpose(0, 2, 3, 1).reshape(O, K * K * C)  # Wm[o, (kh*K + kw)*C + c] = Wq[o, c, kh, kw]
         dX = self._work_array("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
         kconv.conv2d_backward_input(dY, Wm, self.stride, self.padding, K, K, self.fused_pool or 1, dX)
         return dX.reshape(x.shape)

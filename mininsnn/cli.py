@@ -81,10 +81,8 @@ def _add_setting_flags(p) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         elif choices is not None:
             kw["choices"] = list(choices())
-        elif isinstance(s.default, float):
-            kw["type"] = float
-        else:                                   # integers, and integers that may be None
-            kw["type"] = int
+        else:                                   # numbers: the type their check parses
+            kw["type"] = s.check.type
         p.add_argument(s.flag, **kw)
 
 

@@ -46,15 +46,18 @@ def _integer(lo, optional=False):
             raise ValueError(f"must be an integer >= {lo}{' or None' if optional else ''}, "
                              f"got {v!r}")
         return int(v)
+    check.type = int          # what a command-line value is parsed as
     return check
 
 
-def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
+def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, optional=False):
     lo_s, hi_s = ("(" if lo_open else "["), (")" if hi_open else "]")
     span = f"in {lo_s}{lo:g}, {hi:g}{hi_s}" if math.isfinite(hi) else \
         f"{'>' if lo_open else '>='} {lo:g}"
 
     def check(v):
+        if v is None and optional:
+            return None
         ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer,
                                                                      np.floating))
         if ok:
@@ -62,8 +65,10 @@ def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
             ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
                   and (v < hi if hi_open else v <= hi))
         if not ok:
-            raise ValueError(f"must be a finite number {span}, got {v!r}")
+            raise ValueError(f"must be a finite number {span}{' or None' if optional else ''}, "
+                             f"got {v!r}")
         return v
+    check.type = float
     return check
 
 
@@ -171,6 +176,10 @@ SETTINGS = (
     Setting("dropout", 0.0, _number(0, 1, hi_open=True),
             "dropout probability on the output layer's input", model=True),
     Setting("batchnorm", True, _boolean, "BatchNorm after each conv + pool", model=True),
+    Setting("sparse_grad", None, _number(0, lo_open=True, optional=True),
+            "sparse backward: the surrogate gradient is 0 where |U - threshold| > B (Perez-Nieves "
+            "& Goodman 2021; faster, approximate; delayed reset only); default: exact",
+            model=True),
     Setting("dtype", "float32", _choice("float32", "float64"),
             "float type of weights and activations (float64 for exact checks; float32 is "
             "about twice as fast)", model=True),
@@ -279,6 +288,8 @@ def validate_config(cfg: dict) -> dict:
             cfg[s.key] = s.check(cfg[s.key])
         except ValueError as e:
             raise ConfigError(f"{s.key} {e}") from None
+    if cfg["sparse_grad"] is not None and not cfg["reset_delay"]:
+        raise ConfigError("sparse_grad needs the delayed reset (reset_delay true)")
     if cfg["correct_rate"] <= cfg["incorrect_rate"]:
         raise ConfigError(f"correct_rate ({cfg['correct_rate']}) must exceed incorrect_rate "
                           f"({cfg['incorrect_rate']})")

@@ -26,13 +26,22 @@ from mininsnn.kernels import pool as kpool
 from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quantize_forward
 
 __all__ = [
-    "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
-    "Dropout", "Leaky", "fuse_avgpool", "unfuse_avgpool_grad", "conv_avgpool_forward_plain",
+    "ActiveGrad", "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
+    "Dropout", "Leaky", "box_sum", "fuse_avgpool", "unfuse_avgpool_grad", "integer_lanes", "conv_avgpool_forward_plain",
     "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SPIKE_DTYPE = np.dtype(np.uint8)
+
+
+@dataclass
+class ActiveGrad:
+    """dL/dS of a sparse :class:`Leaky` given only at the entries its forward listed (the only
+    ones whose truncated surrogate is not 0): ``values[e]`` for slot e of its active list. What
+    a :class:`Conv2d` whose input is that layer's output returns from ``backward`` (``grad_at``)."""
+
+    values: np.ndarray
 
 
 @dataclass
@@ -125,18 +134,38 @@ def _check_positive_int(name, key, v):
 # ------------------------------------------------------------------------------------------------
 # Conv2d (with weight quantization and optional fused 2x2 average pooling)
 
+def box_sum(W, k):
+    """S[o, c, i, j] = sum_{a, b < k} W[o, c, i - a, j - b]   (size KH + k - 1; any dtype, integers exact)."""
+    O, C, KH, KW = W.shape
+    S = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
+    for a in range(k):
+        for b in range(k):
+            S[:, :, a:a + KH, b:b + KW] += W
+    return S
+
+
 def fuse_avgpool(W, k):
     """The kernel of "conv(W, stride 1) then k x k average pooling with stride k" as one conv.
 
     Wf[o, c, i, j] = (1/k^2) * sum_{a, b < k} W[o, c, i - a, j - b]     (stride k, size KH + k - 1)
     """
-    O, C, KH, KW = W.shape
-    Wf = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
-    for a in range(k):
-        for b in range(k):
-            Wf[:, :, a:a + KH, b:b + KW] += W
+    Wf = box_sum(W, k)
     Wf *= W.dtype.type(1.0 / (k * k))
     return Wf
+
+
+def integer_lanes(bits, C, K, pool):
+    """The integer dtype that holds every sum of the spike convolution with n-bit codes exactly,
+    or None. With q in -L..L (L = 2^(bits-1) - 1) and the fused pool's k x k box (k = pool, 1 if
+    none), the kernel's codes are qf = box_sum(q, k), and a 0/1 input gives
+
+        |A| <= sum_{c, u, v} |qf[o, c, u, v]| <= C * K * K * k^2 * L
+
+    (4 bits, 16 channels, 5x5, 2x2 pool: 11200 <= 32767, so int16). None: the float kernels."""
+    if bits is None:
+        return None
+    bound = C * K * K * pool * pool * (2 ** (bits - 1) - 1)
+    return np.dtype(np.int16) if bound <= np.iinfo(np.int16).max else None
 
 
 def unfuse_avgpool_grad(dWf, k, KH, KW):
@@ -199,7 +228,7 @@ def conv_avgpool_backward_input_plain(dY, W, pad, k, dX):
     dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
     kpool.avgpool_backward_plain(dY, k, k, dZ)
     Wm = W.transpose(0, 2, 3, 1).reshape(O, KH * KW * C)  # Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw]
-    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, dX)
+    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, 1, dX)
 
 
 class Conv2d(Layer):
@@ -207,7 +236,13 @@ class Conv2d(Layer):
 
     When the network sets ``fused_pool = k`` (this conv has stride 1 and is followed by k x k average
     pooling with stride k), forward and both gradients use the equivalent (K+k-1)-sized conv with
-    stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through.
+    stride k (see :func:`fuse_avgpool`), and the pooling layer passes its input through; the input
+    gradient uses the unfused kernel and the pool's k x k box instead (fewer products).
+
+    On 0/1 spikes the forward sums by window patterns (kernels/spikeconv.py), on exact int16 lanes
+    when the weights are n-bit codes times one scale and :func:`integer_lanes` says the sums fit.
+    With ``grad_at`` (set by the network) the input gradient is computed only at the active
+    entries of the sparse Leaky before this layer and returned as an :class:`ActiveGrad`.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
@@ -224,6 +259,10 @@ class Conv2d(Layer):
         self.quant_grad = check_quant_grad(quant_grad, "Conv2d")
         self.fused_pool = None
         self.needs_input_grad = True
+        self.path = None  # the forward kernels of the last call: "spike-int", "spike" or "plain"
+        # a sparse Leaky whose output is this layer's input (Network sets it): the input gradient
+        # is then computed at its active entries only and returned as an ActiveGrad
+        self.grad_at = None
         rng = np.random.default_rng() if rng is None else rng
         fan_in = in_channels * kernel_size * kernel_size
         K = self.kernel_size
@@ -255,11 +294,12 @@ class Conv2d(Layer):
         if H + 2 * p < K or W + 2 * p < K:
             raise ValueError(f"{self.name}: input {H}x{W} (padding {p}) is smaller than the {K}x{K} kernel")
         dtype = self.params["weight"].dtype
-        # Wq = quantize(W): recomputed from the latent float weights at every forward
-        Wq, _ = quantize_forward(self.params["weight"], self.bits)
+        # Wq = quantize(W) = scale * q: recomputed from the latent float weights at every forward
+        Wq, scale = quantize_forward(self.params["weight"], self.bits)
+        k = self.fused_pool or 1
         Wk, stride = Wq, self.stride
         if self.fused_pool:
-            Wk, stride = fuse_avgpool(Wq, self.fused_pool), self.fused_pool
+            Wk, stride = fuse_avgpool(Wq, k), k
         OH, OW = self.output_hw(H, W)
         Wt = np.ascontiguousarray(Wk.transpose(1, 2, 3, 0))  # (C, KH, KW, O)
         KH, KW = Wt.shape[1], Wt.shape[2]
@@ -267,19 +307,31 @@ class Conv2d(Layer):
         Y = self._work_array("Y", (TI * B, self.out_channels, OH, OW), dtype)  # (N, O, OH, OW)
         rows = kconv.out_ranges(H, p, KH, stride, OH)  # (H, 2) output rows each input row reaches
         spikes = x.dtype == SPIKE_DTYPE and kspike.fits(KW, W, p)
-        if spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
+        lanes = integer_lanes(self.bits, C, K, k) if spikes else None
+        if lanes is not None:
+            # 0/1 input, n-bit weights: Wk = (scale / k^2) * qf with integer codes qf = box_sum(q, k),
+            # so Y = (scale / k^2) * A with A an exact integer sum (kernels/spikeconv.py)
+            q = np.rint(Wq / scale) if scale != 0 else np.zeros_like(Wq)  # the codes -L..L, exactly
+            qt = np.ascontiguousarray(box_sum(q.astype(np.int64), k).transpose(1, 2, 3, 0)).astype(lanes)
+            Tab = self._work_array("TabI", (C, KH, 1 << KW, self.out_channels), lanes)  # (C, KH, 2^KW, O)
+            kspike.pattern_table(qt, Tab)
+            kspike.spikeconv_forward_int(X, Tab, KW, stride, p, rows, dtype.type(scale) / dtype.type(k * k), Y)
+            self.path = "spike-int"
+        elif spikes:  # 0/1 input: the same sum, by window patterns (kernels/spikeconv.py)
             Tab = self._work_array("Tab", (C, KH, 1 << KW, self.out_channels), dtype)  # (C, KH, 2^KW, O)
             kspike.pattern_table(Wt, Tab)
             kspike.spikeconv_forward(X, Tab, KW, stride, p, rows, Y)
+            self.path = "spike"
         else:
             kconv.conv2d_forward(X, Wt, stride, p, Y)
+            self.path = "plain"
         if "bias" in self.params:
             Y += self.params["bias"][None, :, None, None]
-        self.cache = (x, Wt, stride, rows, spikes)
+        self.cache = (x, Wq, Wt, stride, rows, spikes)
         return Y.reshape(TI, B, self.out_channels, OH, OW)
 
     def backward(self, dout):
-        x, Wt, stride, rows, spikes = self.cache
+        x, Wq, Wt, stride, rows, spikes = self.cache
         TI, B, C, H, W = x.shape
         N = TI * B
         O = self.out_channels
@@ -310,9 +362,19 @@ class Conv2d(Layer):
         if not self.needs_input_grad:
             return None
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,...]  =>  dX[n,c,y,x] = sum_{o,i,j} dY W
-        Wm = np.ascontiguousarray(Wt.transpose(3, 1, 2, 0)).reshape(O, KH * KW * C)  # (O, KH*KW*C)
+        active = self.grad_at.active if self.grad_at is not None else None
+        if active is not None:
+            # sparse backward: dX only where the Leaky before this layer reads it (with Wt, fused)
+            act_n, _, act_ptr = active
+            dX_act = self._work_array("dX_act", act_n.shape, dY.dtype)  # (slots,), listed ones written
+            kconv.conv2d_backward_input_at(dY, Wt, stride, self.padding, B, H, W, act_n, act_ptr, klif.BLOCK, dX_act)
+            return ActiveGrad(dX_act)
+        # (fused: the unfused Wq, then the pooling's k x k box; conv.conv2d_backward_input)
+        K = self.kernel_size
+        Wm = np.zeros(((O + 3) // 4 * 4, K * K * C), dtype=Wq.dtype)  # (O4, K*K*C), rows O.. zero
+        Wm[:O] = Wq.transpose(0, 2, 3, 1).reshape(O, K * K * C)  # Wm[o, (kh*K + kw)*C + c] = Wq[o, c, kh, kw]
         dX = self._work_array("dX", (N, C, H, W), dY.dtype)  # (N, C, H, W)
-        kconv.conv2d_backward_input(dY, Wm, stride, self.padding, KH, KW, dX)
+        kconv.conv2d_backward_input(dY, Wm, self.stride, self.padding, K, K, self.fused_pool or 1, dX)
         return dX.reshape(x.shape)
 
 
@@ -608,10 +670,14 @@ class Leaky(Layer):
 
     :meth:`membrane` returns the potential compared with theta at each step: U[t] with the delayed
     reset, V[t] (before its reset) with ``reset_delay=False``; so S[t] = H(membrane[t] - theta).
+
+    ``sparse_grad=B`` (a float > 0; None: off) truncates the surrogate: sg'(U - theta) = 0 where
+    |U - theta| > B (Perez-Nieves & Goodman, "Sparse Spiking Gradient Descent", NeurIPS 2021); the
+    smooth twin is then g(clip(U - theta, -B, B)). It needs the delayed reset.
     """
 
     def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
-                 reset_delay=True):
+                 reset_delay=True, sparse_grad=None):
         super().__init__()
         if not (isinstance(beta, (int, float, np.floating)) and np.isfinite(beta) and 0 <= beta <= 1):
             raise ValueError(f"Leaky: expected beta in [0, 1], got {beta!r}")
@@ -621,16 +687,29 @@ class Leaky(Layer):
             raise ValueError(f"Leaky: expected reset 'subtract' or 'zero', got {reset!r}")
         if not isinstance(reset_delay, (bool, np.bool_)):
             raise ValueError(f"Leaky: expected reset_delay True or False, got {reset_delay!r}")
+        if sparse_grad is not None and not (isinstance(sparse_grad, (int, float, np.floating))
+                                            and not isinstance(sparse_grad, bool)
+                                            and np.isfinite(sparse_grad) and sparse_grad > 0):
+            raise ValueError(f"Leaky: expected sparse_grad to be None or a finite number > 0, got {sparse_grad!r}")
+        if sparse_grad is not None and not reset_delay:
+            raise ValueError("Leaky: sparse_grad needs the delayed reset (reset_delay=True)")
         self.beta, self.threshold, self.reset = float(beta), float(threshold), reset
         self.reset_delay = bool(reset_delay)
+        # B of the truncated surrogate; inf = the exact surrogate (sparse_grad None)
+        self.bound = float("inf") if sparse_grad is None else float(sparse_grad)
         self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
         self.smooth = bool(smooth)
         self.firing_rate = float("nan")
         self.last_spikes = None
+        # list the entries with |U - theta| <= B in training (Network sets it when a Conv2d follows):
+        # that layer then computes dL/dS at those entries only, and backward reads nothing else
+        self.list_active = False
+        self.active = None  # (act_n, act_g, act_ptr) of the last forward, kernels/lif.py's layout
 
     def extra_repr(self):
         return (f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
-                + ("" if self.reset_delay else ", reset_delay=False"))
+                + ("" if self.reset_delay else ", reset_delay=False")
+                + (f", sparse_grad={self.bound}" if np.isfinite(self.bound) else ""))
 
     def forward(self, x, ctx):
         if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
@@ -644,9 +723,20 @@ class Leaky(Layer):
         I = x.reshape(TI, -1)  # (TI, N)
         U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) potential compared with theta
         S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
-        forward = klif.lif_forward if self.reset_delay else klif.lif_forward_nodelay
-        forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
-                self.surrogate.code, cast(self.surrogate.k), U, S)
+        self.active = None
+        if not self.reset_delay:
+            klif.lif_forward_nodelay(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero",
+                                     self.smooth, self.surrogate.code, cast(self.surrogate.k), U, S)
+        else:
+            if self.list_active and ctx.training and np.isfinite(self.bound):
+                nblk = (I.shape[1] + klif.BLOCK - 1) // klif.BLOCK
+                slots = nblk * T * klif.BLOCK  # room for every entry; pages are touched only as used
+                self.active = (self._work_array("act_n", (slots,), np.int32),  # (slots,) neuron
+                               self._work_array("act_g", (slots,), x.dtype),  # (slots,) sg'(U - theta)
+                               self._work_array("act_ptr", (nblk, T + 1), np.int64))  # (nblk, T+1)
+            klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
+                             self.surrogate.code, cast(self.surrogate.k), cast(self.bound), U, S,
+                             *(self.active or (None, None, None)))
         self.cache = (x.shape, U)
         fired = S if not self.smooth else U > self.threshold
         self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
@@ -663,10 +753,18 @@ class Leaky(Layer):
     def backward(self, dout):
         shape, U = self.cache
         T = U.shape[0]
-        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
         dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
         cast = U.dtype.type
-        backward = klif.lif_backward if self.reset_delay else klif.lif_backward_nodelay
-        backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                 self.surrogate.code, cast(self.surrogate.k), dI)
+        if isinstance(dout, ActiveGrad):  # dS at the listed entries only (sparse backward)
+            act_n, act_g, act_ptr = self.active
+            klif.lif_backward_active(dout.values, act_n, act_g, act_ptr, cast(self.beta), cast(self.threshold),
+                                     self.reset == "zero", U, dI)
+            return dI.reshape(shape)
+        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
+        if not self.reset_delay:
+            klif.lif_backward_nodelay(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
+                                      self.surrogate.code, cast(self.surrogate.k), dI)
+        else:
+            klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
+                              self.surrogate.code, cast(self.surrogate.k), cast(self.bound), dI)
         return dI.reshape(shape)

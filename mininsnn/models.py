@@ -23,7 +23,8 @@ __all__ = ["ARCHITECTURES", "build_model", "build_from_config", "reference_netwo
 
 def reference_network(input_shape, channels, num_classes, *, bits, beta, threshold, dropout,
                       batchnorm, surrogate="fast_sigmoid", slope=25.0, reset="subtract",
-                      reset_delay=True, quant_grad="ste+scale", dtype=np.float32, seed=0, fuse=True):
+                      reset_delay=True, quant_grad="ste+scale", sparse_grad=None, dtype=np.float32,
+                      seed=0, fuse=True):
     """The paper's conv-pool-(bn)-lif x2, fc-dropout-lif architecture at any size.
 
     input_shape (C, H, W); channels (c1, c2); the fc layer has a bias only in full precision.
@@ -43,7 +44,8 @@ def reference_network(input_shape, channels, num_classes, *, bits, beta, thresho
     spike_grad = sg.make_surrogate(surrogate, slope)
 
     def lif():
-        return Leaky(beta, threshold, spike_grad, reset=reset, reset_delay=reset_delay)
+        return Leaky(beta, threshold, spike_grad, reset=reset, reset_delay=reset_delay,
+                     sparse_grad=sparse_grad)
 
     layers = [("conv1", Conv2d(c_in, c1, 5, bias=False, bits=bits, dtype=dtype, rng=rng,
                                        quant_grad=quant_grad)),

@@ -41,6 +41,7 @@ class Network:
         if hasattr(self.layers[0], "needs_input_grad"):
             self.layers[0].needs_input_grad = False
         self.set_fusion(fuse)
+        self._link_sparse()
 
     # -- structure ---------------------------------------------------------------------------
     def set_fusion(self, fuse):
@@ -56,6 +57,13 @@ class Network:
             if isinstance(a, Conv2d) and isinstance(b, AvgPool2d) and a.stride == 1 and b.stride == b.k:
                 a.fused_pool = b.k
                 b.fused = True
+
+    def _link_sparse(self):
+        """A Leaky with a sparse backward (finite ``bound``) followed by a Conv2d: the Leaky lists
+        its active entries and the conv computes its input gradient only there (layers.ActiveGrad)."""
+        for a, b in zip(self.layers, self.layers[1:]):
+            if isinstance(a, Leaky) and isinstance(b, Conv2d) and np.isfinite(a.bound):
+                a.list_active, b.grad_at = True, a
 
     def set_smooth(self, smooth=True):
         """Smooth-twin mode: every neuron passes g(U - theta) on instead of a spike (gradient checks)."""

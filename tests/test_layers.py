@@ -277,13 +277,13 @@ def test_spike_pattern_kernels_equal_plain_kernels(c):
     layer.fused_pool = c["fuse"]
     s = (rng.random((c["TI"], c["B"], c["C"], c["H"], c["W"])) < c["rate"]).astype(np.uint8)
     y_spk = layer.forward(s, _ctx()).copy()
-    assert layer.cache[4]  # the pattern path was taken
+    assert layer.path == "spike"  # the pattern path was taken
     g = rng.standard_normal(y_spk.shape)
     layer.backward(g)
     dw_spk = layer.grads["weight"].copy()
     layer.zero_grad()
     y_plain = layer.forward(s.astype(np.float64), _ctx())
-    assert not layer.cache[4]
+    assert layer.path == "plain"
     layer.backward(g)
     np.testing.assert_allclose(y_spk, y_plain, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw_spk, layer.grads["weight"], rtol=1e-12, atol=1e-12)
@@ -292,3 +292,39 @@ def test_spike_pattern_kernels_equal_plain_kernels(c):
 def test_uint8_input_must_be_spikes():
     with pytest.raises(ValueError, match="0/1 spikes"):
         Conv2d(1, 2, 3).forward(np.full((1, 1, 1, 5, 5), 2, np.uint8), _ctx())
+
+
+@given(seed=st.integers(0, 2**31), bits=st.integers(2, 4), fuse=st.booleans(), rate=st.sampled_from([0.1, 0.5, 1.0]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_quantized_spike_conv_takes_exact_integer_lanes(seed, bits, fuse, rate, dtype):
+    """n-bit weights on 0/1 spikes run on int16 lanes ("spike-int") and give (scale / k^2) * A with the
+    exact integer sum A: compared with the float pattern kernels to rounding, and with the exact
+    integer convolution in float64 to one rounding. rate = 1 (every input 1) reaches large sums."""
+    from mininsnn.layers import box_sum, integer_lanes
+    from mininsnn.quant import quantize_forward
+    rng = np.random.default_rng(seed)
+    layer = Conv2d(16, 8, 5, bits=bits, dtype=dtype, rng=rng)
+    layer.fused_pool = 2 if fuse else None
+    s = (rng.random((2, 3, 16, 12, 12)) < rate).astype(np.uint8)
+    y = layer.forward(s, _ctx()).copy()
+    assert integer_lanes(bits, 16, 5, 2 if fuse else 1) == np.int16 and layer.path == "spike-int"
+    Wq, scale = quantize_forward(layer.params["weight"], bits)
+    k = 2 if fuse else 1
+    qf = box_sum(np.rint(Wq.astype(np.float64) / scale), k)  # integer codes of the fused kernel
+    A = np.empty((6, 8) + y.shape[3:])
+    from mininsnn.kernels.conv import conv2d_forward_plain
+    conv2d_forward_plain(s.reshape(6, 16, 12, 12), qf.transpose(1, 2, 3, 0), k, 0, A)
+    assert np.array_equal(A, np.rint(A))  # integers
+    want = (np.float64(dtype(scale) / dtype(k * k)) * A).astype(dtype)
+    np.testing.assert_array_equal(y.reshape(A.shape), want)
+    # the float pattern kernels, to rounding
+    y_float = layer.forward(s.astype(dtype), _ctx())
+    np.testing.assert_allclose(y, y_float, rtol=0, atol=64 * np.finfo(dtype).eps * np.abs(A).max() * scale)
+
+
+def test_integer_lanes_bound():
+    from mininsnn.layers import integer_lanes
+    assert integer_lanes(4, 16, 5, 2) == np.int16      # 16*25*4*7 = 11200
+    assert integer_lanes(4, 64, 5, 2) is None          # 44800 > 32767: float kernels
+    assert integer_lanes(8, 16, 5, 2) is None
+    assert integer_lanes(None, 16, 5, 2) is None

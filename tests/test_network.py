@@ -13,10 +13,12 @@ from tests.gradcheck import assert_close_grad, numeric_grad
 
 
 def small_net(seed=0, batchnorm=True, bits=None, dropout=0.2, beta=0.9, theta=0.5, fuse=True, surrogate=None,
-              reset="subtract", input_shape=(1, 16, 16), channels=(2, 3), dtype=np.float64, reset_delay=True):
+              reset="subtract", input_shape=(1, 16, 16), channels=(2, 3), dtype=np.float64, reset_delay=True,
+              sparse_grad=None):
     return reference_network(input_shape, channels, 4, bits=bits, beta=beta, threshold=theta,
                              surrogate=surrogate or sg.fast_sigmoid(2.0), dropout=dropout, batchnorm=batchnorm,
-                             reset=reset, reset_delay=reset_delay, seed=seed, dtype=dtype, fuse=fuse)
+                             reset=reset, reset_delay=reset_delay, seed=seed, dtype=dtype, fuse=fuse,
+                             sparse_grad=sparse_grad)
 
 
 def _margin(net, theta):
@@ -26,15 +28,21 @@ def _margin(net, theta):
 cases = st.fixed_dictionaries(dict(seed=st.integers(0, 2**31), batchnorm=st.booleans(), T=st.integers(2, 4),
                                    static=st.booleans(), fuse=st.booleans(), reset=st.sampled_from(["subtract", "zero"]),
                                    reset_delay=st.booleans(),
-                                   surr=st.sampled_from([sg.fast_sigmoid(2.0), sg.sigmoid(3.0), sg.atan(1.5)])))
+                                   surr=st.sampled_from([sg.fast_sigmoid(2.0), sg.sigmoid(3.0), sg.atan(1.5)]),
+                                   sparse_grad=st.sampled_from([None, None, 0.3])))
 
 
 @pytest.mark.slow
 @given(c=cases)
 def test_every_parameter_gradient_equals_finite_differences_in_smooth_twin(c):
+    """With sparse_grad B the first Leaky lists its active entries and conv2 computes its input
+    gradient there only (layers.ActiveGrad); the twin clips U - theta to [-B, B] in every Leaky."""
     theta = 0.5
     net = small_net(c["seed"], batchnorm=c["batchnorm"], fuse=c["fuse"], reset=c["reset"], surrogate=c["surr"],
-                    theta=theta, reset_delay=c["reset_delay"])
+                    theta=theta, reset_delay=c["reset_delay"],
+                    sparse_grad=c["sparse_grad"] if c["reset_delay"] else None)
+    sparse = c["sparse_grad"] is not None and c["reset_delay"]
+    assert ({l.name: l for l in net.layers}["conv2"].grad_at is not None) == sparse
     net.set_smooth(True)
     rng = np.random.default_rng(c["seed"])
     B, T = 3, c["T"]
@@ -48,6 +56,8 @@ def test_every_parameter_gradient_equals_finite_differences_in_smooth_twin(c):
 
     out = run()
     assume(_margin(net, theta) > 1e-3)  # the detached hard reset must not flip under perturbation
+    if sparse:  # nor an entry cross |U - theta| = B, where the twin has a kink
+        assume(min(np.abs(np.abs(l.cache[1] - theta) - c["sparse_grad"]).min() for l in net.neurons()) > 1e-3)
     g = rng.standard_normal(out.shape)
     net.zero_grad()
     net.backward(g)

@@ -8,6 +8,11 @@ Notation (SpikingJelly-style charge / fire / reset), for one neuron:
     S[t] = H(U[t] - theta)                    spike, strict step; smooth twin: S[t] = g(U[t] - theta)
     U[-1] = 0, R[0] = 0
 
+BPTT uses the surrogate sg'(U[t] - theta) for dS[t]/dU[t]. With a sparse-gradient bound B
+(``bound``; ``inf`` for the exact surrogate) it is truncated (Perez-Nieves & Goodman, NeurIPS 2021):
+
+    sg_B'(x) = sg'(x) if |x| <= B else 0;    smooth twin: g_B(x) = g(clip(x, -B, B)), so g_B' = sg_B'
+
 Shapes: I is (TI, N) with TI == T (dynamic input) or TI == 1 (static input: the same current at
 every step, stored once). U and S are (T, N); N is everything but time (batch * features).
 
@@ -37,39 +42,82 @@ from mininsnn.surrogate import ATAN, FAST_SIGMOID, SIGMOID, sg_grad, sg_primitiv
 BLOCK = 4096  # neurons per parallel work item
 
 
+@jit
+def _clip(x, bound):
+    """clip(x, -bound, bound); x itself when bound is inf."""
+    return min(max(x, -bound), bound)
+
+
+@jit
+def _list_active_row(U_t, lo, theta, sg_code, sg_k, bound, act_n, act_g, w):
+    """Append the entries of one row with |U - theta| <= bound to the active list from slot w:
+    act_n = neuron index lo + n, act_g = sg'(U - theta). Returns the next free slot."""
+    for n in range(U_t.shape[0]):
+        x = U_t[n] - theta
+        if abs(x) <= bound:
+            act_n[w] = lo + n
+            act_g[w] = sg_grad(sg_code, sg_k, x)
+            w += 1
+    return w
+
+
 @jit(parallel=True)
-def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+def lif_forward(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S, act_n, act_g, act_ptr):
     """Run the neuron over T steps.
 
     I: (TI, N) input current, TI in {1, T}
     U: (T, N) membrane potential, written
-    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(U - theta) instead of H)
-    beta, theta: scalars of I's dtype.
+    S: (T, N) spikes, written (uint8 0/1; with ``smooth``, float g(clip(U - theta, -bound, bound))
+    instead of H: the smooth twin of the (truncated) surrogate)
+    beta, theta, bound: scalars of I's dtype (bound = inf: no truncation).
+
+    act_n, act_g, act_ptr: None, or the *active list* written for the sparse backward: the entries
+    (t, n) with |U[t, n] - theta| <= bound, the only ones whose surrogate is not 0. Block b of
+    neurons (n in [b*BLOCK, (b+1)*BLOCK)) owns the slots from b*T*BLOCK on; its entries of step t
+    are the slots b*T*BLOCK + act_ptr[b, t] ... b*T*BLOCK + act_ptr[b, t+1] - 1, n ascending:
+    act_n (int32) the neuron, act_g (I's dtype) sg'(U[t, n] - theta).  act_n, act_g: (nblocks*T*BLOCK,);
+    act_ptr: (nblocks, T + 1) int64. Each row is listed right after it is computed, while in cache.
     """
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
     for blk in prange((N + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         hi = min(N, lo + BLOCK)
+        if act_n is not None:
+            act_ptr[blk, 0] = 0
         for t in range(T):
-            ti = t if TI > 1 else 0
-            tp = t - 1 if t > 0 else 0
-            for n in range(lo, hi):
-                u_prev = U[tp, n] if t > 0 else zero
-                fired = u_prev > theta  # R[t] = H(U[t-1] - theta); False at t = 0 since U[-1] = 0
-                u = beta * u_prev + I[ti, n]
-                if zero_reset:
-                    u = zero if fired else u  # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])
-                else:
-                    u = u - theta if fired else u  # U[t] = beta * U[t-1] + I[t] - theta * R[t]
-                U[t, n] = u
-                if smooth:
-                    S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
-                else:
-                    S[t, n] = u > theta  # S[t] = H(U[t] - theta)
+            # one row of the block at a time, each mode its own branch-free loop (so it vectorises)
+            It, Ut = I[t if TI > 1 else 0, lo:hi], U[t, lo:hi]
+            if t == 0:
+                for n in range(hi - lo):
+                    Ut[n] = beta * zero + It[n]  # U[-1] = 0, R[0] = 0
+            elif zero_reset:
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    # U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta)
+                    u = beta * Up[n] + It[n]
+                    Ut[n] = zero if Up[n] > theta else u
+            else:
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    # U[t] = beta * U[t-1] + I[t] - theta * R[t],  R[t] = H(U[t-1] - theta)
+                    u = beta * Up[n] + It[n]
+                    Ut[n] = u - theta if Up[n] > theta else u
+            if smooth:
+                for n in range(hi - lo):
+                    S[t, lo + n] = sg_primitive(sg_code, sg_k, _clip(Ut[n] - theta, bound))  # S[t] = g_B(U[t] - theta)
+            else:
+                St = S[t, lo:hi]
+                for n in range(hi - lo):
+                    St[n] = Ut[n] > theta  # S[t] = H(U[t] - theta)
+            if act_n is not None:
+                base = blk * T * BLOCK
+                w = _list_active_row(U[t, lo:hi], lo, theta, sg_code, sg_k, bound, act_n, act_g,
+                                     base + act_ptr[blk, t])
+                act_ptr[blk, t + 1] = w - base
 
 
-def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S):
+def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, bound, U, S, act_n, act_g, act_ptr):
     """Plain twin of :func:`lif_forward` (same arguments, same result): one neuron at a time."""
     TI, N = I.shape
     zero = theta - theta  # 0 in the input's dtype
@@ -89,36 +137,54 @@ def lif_forward_plain(I, T, beta, theta, zero_reset, smooth, sg_code, sg_k, U, S
                     u = u - theta
             U[t, n] = u
             if smooth:
-                S[t, n] = sg_primitive(sg_code, sg_k, u - theta)  # S[t] = g(U[t] - theta)
+                # S[t] = g_B(U[t] - theta) = g(clip(U[t] - theta, -B, B))
+                S[t, n] = sg_primitive(sg_code, sg_k, min(max(u - theta, -bound), bound))
             else:
                 S[t, n] = 1 if u > theta else 0  # S[t] = H(U[t] - theta)
             u_prev = u
+    if act_n is not None:  # the active list, in the layout lif_forward documents
+        for blk in range((N + BLOCK - 1) // BLOCK):
+            base, w = blk * T * BLOCK, 0
+            act_ptr[blk, 0] = 0
+            for t in range(T):
+                for n in range(blk * BLOCK, min(N, (blk + 1) * BLOCK)):
+                    x = U[t, n] - theta
+                    if abs(x) <= bound:  # sg_B'(x) != 0 only here
+                        act_n[base + w] = n
+                        act_g[base + w] = sg_grad(sg_code, sg_k, x)
+                        w += 1
+                act_ptr[blk, t + 1] = w
 
 
 @jit
-def _surrogate_grad_row(sg_code, sg_k, U_t, theta, g):
-    """g[n] = sg'(U_t[n] - theta) for one time step of a block. The choice of surrogate is made once
-    per row, outside the loop, so that the loop vectorises."""
+def _surrogate_grad_row(sg_code, sg_k, U_t, theta, bound, g):
+    """g[n] = sg_B'(U_t[n] - theta) for one time step of a block (0 where |U - theta| > bound). The
+    choice of surrogate is made once per row, outside the loop, so that the loop vectorises."""
+    zero = theta - theta
     if sg_code == FAST_SIGMOID:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(FAST_SIGMOID, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(FAST_SIGMOID, sg_k, x) if abs(x) <= bound else zero
     elif sg_code == SIGMOID:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(SIGMOID, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(SIGMOID, sg_k, x) if abs(x) <= bound else zero
     else:
         for n in range(g.shape[0]):
-            g[n] = sg_grad(ATAN, sg_k, U_t[n] - theta)
+            x = U_t[n] - theta
+            g[n] = sg_grad(ATAN, sg_k, x) if abs(x) <= bound else zero
 
 
 @jit(parallel=True)
-def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
     """BPTT through the neuron.
 
     dS: (T, N) dL/dS[t]
     U:  (T, N) membrane potential from the forward
     dI: (TI, N) dL/dI, written; with TI == 1 (static input) the sum over t of dL/dI[t]
+    bound: the sparse-gradient bound B (inf: the exact surrogate)
 
-        dU[t] = dS[t] * sg'(U[t] - theta) + dU[t+1] * dU[t+1]/dU[t]
+        dU[t] = dS[t] * sg_B'(U[t] - theta) + dU[t+1] * dU[t+1]/dU[t]
         dI[t] = dU[t] * dU[t]/dI[t]
     """
     T, N = dS.shape
@@ -127,31 +193,37 @@ def lif_backward(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
     for blk in prange((N + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         hi = min(N, lo + BLOCK)
-        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t]
+        carry = np.zeros(hi - lo, dtype=dI.dtype)  # dL/dU[t+1] * dU[t+1]/dU[t], then dU[t]
         sg = np.empty(hi - lo, dtype=dI.dtype)  # sg'(U[t] - theta) of this block
         if TI == 1:
             dI[0, lo:hi] = 0.0
         for t in range(T - 1, -1, -1):
             # fwd: S[t] = H(U[t] - theta)
-            # =>   dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
-            _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, sg)
-            tp = t - 1 if t > 0 else 0
-            for n in range(lo, hi):
-                dU = dS[t, n] * sg[n - lo] + carry[n - lo]
-                if zero_reset:
-                    # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
-                    # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
-                    dU = zero if (t > 0 and U[tp, n] > theta) else dU
-                # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
-                # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
-                carry[n - lo] = beta * dU
-                if TI == 1:
-                    dI[0, n] += dU  # static input: I[t] = I for every t, so dI = sum_t dU[t]
-                else:
-                    dI[t, n] = dU
+            # =>   dS[t]/dU[t] = sg_B'(U[t] - theta)   (surrogate; true derivative is a Dirac delta)
+            _surrogate_grad_row(sg_code, sg_k, U[t, lo:hi], theta, bound, sg)
+            dSt = dS[t, lo:hi]
+            for n in range(hi - lo):  # carry becomes dU[t] (a branch-free loop per mode: it vectorises)
+                carry[n] = dSt[n] * sg[n] + carry[n]
+            if zero_reset and t > 0:
+                # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta) detached
+                # =>   dU[t]/dI[t] = 1 - R[t] ;  dU[t]/dU[t-1] = beta * (1 - R[t])
+                Up = U[t - 1, lo:hi]
+                for n in range(hi - lo):
+                    carry[n] = zero if Up[n] > theta else carry[n]
+            # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]   (R detached)
+            # =>   dU[t]/dI[t] = 1 ;  dU[t]/dU[t-1] = beta
+            dIt = dI[0 if TI == 1 else t, lo:hi]
+            if TI == 1:
+                for n in range(hi - lo):
+                    dIt[n] += carry[n]  # static input: I[t] = I for every t, so dI = sum_t dU[t]
+                    carry[n] = beta * carry[n]
+            else:
+                for n in range(hi - lo):
+                    dIt[n] = carry[n]
+                    carry[n] = beta * carry[n]
 
 
-def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
+def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, bound, dI):
     """Plain twin of :func:`lif_backward` (same arguments, same result): one neuron at a time,
     t from T-1 down to 0, with dU[T] = 0."""
     T, N = dS.shape
@@ -162,9 +234,11 @@ def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
             dI[0, n] = 0
         dU_next = d(0)  # dL/dU[t+1], zero past the last step
         for t in range(T - 1, -1, -1):
-            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg'(U[t] - theta)   (surrogate)
+            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg_B'(U[t] - theta)   (surrogate, truncated)
             # fwd: U[t+1] = beta * U[t] + I[t+1] - theta * R[t+1]  (R detached)  =>  dU[t+1]/dU[t] = beta
-            dU = dS[t, n] * d(sg_grad(sg_code, sg_k, U[t, n] - theta)) + beta * dU_next
+            x = U[t, n] - theta
+            sg = d(sg_grad(sg_code, sg_k, x)) if abs(x) <= bound else d(0)
+            dU = dS[t, n] * sg + beta * dU_next
             if zero_reset and t > 0 and U[t - 1, n] > theta:
                 # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t])  =>  dU[t]/dI[t] = 0 when R[t] = 1,
                 # and nothing flows on to U[t-1]
@@ -172,6 +246,73 @@ def lif_backward_plain(dS, U, beta, theta, zero_reset, sg_code, sg_k, dI):
             # fwd: U[t] = beta * U[t-1] + I[t] - ...  =>  dU[t]/dI[t] = 1
             if TI == 1:
                 dI[0, n] += dU  # static input: I[t] = I at every step, so dI = sum_t dU[t]
+            else:
+                dI[t, n] = dU
+            dU_next = dU
+
+
+@jit(parallel=True)
+def lif_backward_active(dS_act, act_n, act_g, act_ptr, beta, theta, zero_reset, U, dI):
+    """BPTT through the neuron with the truncated surrogate, reading dS only where it matters.
+
+    dS_act: dL/dS[t, n] at the entries of the active list (act_n, act_g, act_ptr, as lif_forward
+    writes it), in its order;  U: (T, N) the forward's membrane potential (read only by the zero
+    reset, for R[t] = H(U[t-1] - theta));  dI: (TI, N) dL/dI, written, TI in {1, T}.
+
+        dU[t] = dS[t] * sg_B'(U[t] - theta) + beta * dU[t+1]         (sg_B' = act_g at listed entries, else 0)
+
+    the recursion of lif_backward with the same operations, so the result is the same bits as
+    lif_backward on a dense dS that equals dS_act at the listed entries (0 * dS adds nothing).
+    """
+    T, N = U.shape
+    TI = dI.shape[0]
+    zero = beta - beta
+    for blk in prange((N + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(N, lo + BLOCK)
+        base = blk * T * BLOCK
+        dU = np.zeros(hi - lo, dtype=dI.dtype)  # beta * dU[t+1], then dU[t]
+        if TI == 1:
+            dI[0, lo:hi] = 0.0
+        for t in range(T - 1, -1, -1):
+            # fwd: S[t] = H(U[t] - theta)  =>  dS[t]/dU[t] = sg_B'(U[t] - theta), 0 off the list
+            for e in range(base + act_ptr[blk, t], base + act_ptr[blk, t + 1]):
+                n = act_n[e] - lo
+                dU[n] = dS_act[e] * act_g[e] + dU[n]
+            if zero_reset and t > 0:
+                # fwd: U[t] = (beta * U[t-1] + I[t]) * (1 - R[t]),  R[t] = H(U[t-1] - theta)  =>  dU[t] = 0 where R[t] = 1
+                for n in range(lo, hi):
+                    dU[n - lo] = zero if U[t - 1, n] > theta else dU[n - lo]
+            for n in range(lo, hi):
+                # fwd: U[t] = beta * U[t-1] + I[t] - theta * R[t]  =>  dU[t]/dI[t] = 1 ; dU[t]/dU[t-1] = beta
+                if TI == 1:
+                    dI[0, n] += dU[n - lo]  # static input: dI = sum_t dU[t]
+                else:
+                    dI[t, n] = dU[n - lo]
+                dU[n - lo] = beta * dU[n - lo]
+
+
+def lif_backward_active_plain(dS_act, act_n, act_g, act_ptr, beta, theta, zero_reset, U, dI):
+    """Plain twin of :func:`lif_backward_active` (same arguments, same result): the active list
+    spread into a dense dS * sg_B' first, then the recursion one neuron at a time."""
+    T, N = U.shape
+    TI = dI.shape[0]
+    d = dI.dtype.type
+    g = np.zeros((T, N), dtype=dI.dtype)  # dS[t, n] * sg_B'(U[t, n] - theta), 0 off the list
+    for blk in range(act_ptr.shape[0]):
+        for t in range(T):
+            for e in range(blk * T * BLOCK + act_ptr[blk, t], blk * T * BLOCK + act_ptr[blk, t + 1]):
+                g[t, act_n[e]] = dS_act[e] * act_g[e]
+    for n in range(N):
+        if TI == 1:
+            dI[0, n] = 0
+        dU_next = d(0)
+        for t in range(T - 1, -1, -1):
+            dU = g[t, n] + beta * dU_next  # dU[t] = dS[t] sg_B'(U[t] - theta) + beta dU[t+1]
+            if zero_reset and t > 0 and U[t - 1, n] > theta:
+                dU = d(0)  # R[t] = 1: U[t] does not depend on U[t-1] or I[t]
+            if TI == 1:
+                dI[0, n] += dU
             else:
                 dI[t, n] = dU
             dU_next = dU
@@ -272,7 +413,7 @@ def lif_backward_nodelay(dS, V, beta, theta, zero_reset, sg_code, sg_k, dI):
         for t in range(T - 1, -1, -1):
             # fwd: S[t] = H(V[t] - theta)
             # =>   dS[t]/dV[t] = sg'(V[t] - theta)   (surrogate; true derivative is a Dirac delta)
-            _surrogate_grad_row(sg_code, sg_k, V[t, lo:hi], theta, sg)
+            _surrogate_grad_row(sg_code, sg_k, V[t, lo:hi], theta, np.inf, sg)  # no truncation
             for n in range(lo, hi):
                 dU = carry[n - lo]
                 if zero_reset:

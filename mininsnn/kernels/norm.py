@@ -7,7 +7,8 @@ X: (TI, B, C, M) with M = H*W. For every (t, c), over the n = B*M values of that
     y    = gamma[c] * xhat + beta[c]
 
 The kernels run one time step per parallel work item and read each step in memory order
-(b, c, m), keeping per-channel sums in small arrays. Below each kernel, ``<kernel>_plain`` is its
+(b, c, m), keeping float64 sums per (c, m) (vectorised over contiguous m), then adding the M
+lanes of each channel. Below each kernel, ``<kernel>_plain`` is its
 plain twin: the same arguments and result (up to rounding), one (t, c) at a time, the equations as
 written, in float64 (Python floats) like the fast kernels' statistics, not compiled.
 """
@@ -26,18 +27,20 @@ def batchnorm_forward(X, gamma, beta, eps, Y, Xhat, mean, var):
     TI, B, C, M = X.shape
     n = B * M
     for t in prange(TI):
-        s = np.zeros(C)  # float64 sums
+        # float64 sums, one lane per (c, m) over b (a vectorised pass in memory order), then over m
+        lanes = np.zeros((C, M))
         for b in range(B):
             for c in range(C):
                 for m in range(M):
-                    s[c] += X[t, b, c, m]
-        mu = s / n
-        s2 = np.zeros(C)
+                    lanes[c, m] += X[t, b, c, m]
+        mu = lanes.sum(axis=1) / n  # (C,)
+        lanes[:] = 0.0
         for b in range(B):
             for c in range(C):
                 for m in range(M):
                     d = X[t, b, c, m] - mu[c]
-                    s2[c] += d * d
+                    lanes[c, m] += d * d
+        s2 = lanes.sum(axis=1)  # (C,)
         inv_std = np.empty(C)
         for c in range(C):
             mean[t, c] = mu[c]
@@ -90,13 +93,14 @@ def batchnorm_backward(dY, Xhat, gamma, var, eps, dX, dgamma_t, dbeta_t):
     TI, B, C, M = dY.shape
     n = B * M
     for t in prange(TI):
-        sum_dy = np.zeros(C)
-        sum_dy_xh = np.zeros(C)
+        lanes_dy = np.zeros((C, M))  # float64 sums per (c, m) over b, then over m (as the forward)
+        lanes_dy_xh = np.zeros((C, M))
         for b in range(B):
             for c in range(C):
                 for m in range(M):
-                    sum_dy[c] += dY[t, b, c, m]
-                    sum_dy_xh[c] += dY[t, b, c, m] * Xhat[t, b, c, m]
+                    lanes_dy[c, m] += dY[t, b, c, m]
+                    lanes_dy_xh[c, m] += dY[t, b, c, m] * Xhat[t, b, c, m]
+        sum_dy, sum_dy_xh = lanes_dy.sum(axis=1), lanes_dy_xh.sum(axis=1)  # (C,)
         k = np.empty(C)
         for c in range(C):
             dbeta_t[t, c] = sum_dy[c]

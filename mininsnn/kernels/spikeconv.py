@@ -104,6 +104,67 @@ def spikeconv_forward(X, Tab, KW, stride, pad, rows, Y):
                     Y[n, o, i, j] = acc[i, j, o]
 
 
+@jit(parallel=True)
+def spikeconv_forward_int(X, Tab, KW, stride, pad, rows, scale, Y):
+    """The same convolution with integer weights, exactly: Y[n, o, i, j] = scale * A[n, o, i, j],
+
+        A[n, o, i, j] = sum_{c, kh, kw} q[o, c, kh, kw] X[n, c, i*s - p + kh, j*s - p + kw]     (integers)
+
+    X: (N, C, H, W) uint8 spikes;  Tab: (C, KH, 2^KW, O) integer pattern table of q (pattern_table);
+    rows as in spikeconv_forward;  scale: a scalar of Y's dtype;  Y: (N, O, OH, OW), written.
+    A is summed in Tab's integer dtype: the caller picks one that holds sum_{c,kh,kw} |q| (int16 for
+    4-bit weights: twice the lanes of float32 per vector, and a table half the size), so no sum
+    overflows and A is exact; Y is then scale * A rounded once.
+    """
+    N, C, H, Wd = X.shape
+    O = Tab.shape[3]
+    OH, OW = Y.shape[2], Y.shape[3]
+    full = (1 << KW) - 1
+    for n in prange(N):
+        acc = np.zeros((OH, OW, O), dtype=Tab.dtype)  # A[n] with channels last
+        for c in range(C):
+            for y in range(H):
+                M = _row_mask(X, n, c, y, pad)
+                if M == 0:
+                    continue
+                for i in range(rows[y, 0], rows[y, 1] + 1):
+                    kh = y + pad - i * stride
+                    for j in range(OW):
+                        m = (M >> (j * stride)) & full  # the spikes under kernel row kh at (i, j)
+                        if m == 0:
+                            continue
+                        for o in range(O):
+                            acc[i, j, o] += Tab[c, kh, m, o]
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    Y[n, o, i, j] = scale * acc[i, j, o]
+
+
+def spikeconv_forward_int_plain(X, Tab, KW, stride, pad, rows, scale, Y):
+    """Plain twin of :func:`spikeconv_forward_int` (same arguments, same result bit for bit): the
+    integer convolution tap by tap, in Python integers, then one product with the scale.
+
+        A[n, o, i, j] = sum_{c, kh, kw} q[o, c, kh, kw] * X[n, c, i*s - p + kh, j*s - p + kw],   q[o, c, kh, kw] = Tab[c, kh, 2^kw, o]
+        Y[n, o, i, j] = scale * A[n, o, i, j]
+    """
+    N, C, H, Wd = X.shape
+    KH, O = Tab.shape[1], Tab.shape[3]
+    OH, OW = Y.shape[2], Y.shape[3]
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    acc = 0  # a Python integer: no overflow
+                    for c in range(C):
+                        for kh in range(KH):
+                            for kw in range(KW):
+                                y, x = i * stride - pad + kh, j * stride - pad + kw
+                                if 0 <= y < H and 0 <= x < Wd:
+                                    acc += int(X[n, c, y, x]) * int(Tab[c, kh, 1 << kw, o])
+                    Y[n, o, i, j] = scale * Y.dtype.type(acc)
+
+
 def spikeconv_forward_plain(X, Tab, KW, stride, pad, rows, Y):
     """Plain twin of :func:`spikeconv_forward` (same arguments, same result up to rounding): the
     convolution tap by tap, no patterns.

@@ -13,7 +13,6 @@ Each ``forward`` is followed by its ``backward``; the maths is restated in ``doc
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from mininsnn import surrogate as sg
@@ -32,6 +31,10 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# A weight gradient sums over the T*B samples in this many slices (in parallel), then adds the
+# slices: a fixed count, not one per thread, so that a run gives the same bits with any
+# NUMBA_NUM_THREADS (a trial rerun by its command on another machine's worker count, say).
+GRAD_SLICES = 8
 SPIKE_DTYPE = np.dtype(np.uint8)
 
 
@@ -340,7 +343,7 @@ class Conv2d(Layer):
         X = x.reshape(N, C, H, W)
         dY = np.ascontiguousarray(dout.reshape(N, O, OH, OW))  # (N, O, OH, OW)
         # fwd: Y[n,o,i,j] = sum W[o,c,kh,kw] X[n,c,i*s-p+kh,j*s-p+kw]  =>  dW[o,c,kh,kw] = sum_n,i,j dY X
-        P = max(1, min(N, 2 * numba.get_num_threads()))
+        P = min(N, GRAD_SLICES)  # partial sums, a count fixed so the bits do not depend on threads
         if spikes:  # 0/1 input: gradient per window pattern, then unfolded onto the taps
             G_parts = self._work_array("G_parts", (P, C, KH, 1 << KW, O), dY.dtype)  # per-slice partial sums
             kspike.spikeconv_backward_weight(X, dY, KW, stride, self.padding, rows, G_parts)
@@ -584,7 +587,7 @@ class Linear(Layer):
         dY = np.ascontiguousarray(dout.reshape(N, self.out_features))
         # fwd: Y = X @ Wq^T + b  =>  dWq = dY^T @ X ;  db = sum_n dY ;  dX = dY @ Wq
         # fwd: Wq = quantize(W)  =>  dWq/dW = 1  (straight-through; see quant.py for "ste+scale")
-        P = max(1, min(N, 2 * numba.get_num_threads()))
+        P = min(N, GRAD_SLICES)  # partial sums, a count fixed so the bits do not depend on threads
         parts = self._work_array("parts", (P, self.out_features, F), dY.dtype)  # per-slice partial sums of dW
         klinear.linear_backward_weight(x.reshape(N, F), dY, parts)
         self.grads["weight"] += quantize_backward(parts.sum(axis=0), self.params["weight"],

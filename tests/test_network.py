@@ -222,3 +222,24 @@ def test_recorded_membranes_are_the_potentials_that_made_the_spikes(reset_delay)
     assert net.recorded == {}
     with pytest.raises(ValueError, match="record must be"):
         net.forward(x, num_steps=12, record="voltage")
+
+
+def test_a_training_step_gives_the_same_bits_with_any_number_of_threads():
+    """Weight gradients sum over a fixed number of slices (layers.GRAD_SLICES), so a step's
+    gradients, and hence a run, do not depend on NUMBA_NUM_THREADS."""
+    import numba
+    x = np.random.default_rng(0).random((32, 1, 28, 28)).astype(np.float32)
+    y = np.arange(32) % 10
+    grads = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            net = build_model("mnist-4bit", seed=4)
+            net.zero_grad()
+            net.backward(mse_count_loss(net.forward(x, num_steps=6), y)[1])
+            grads.append({k: g.copy() for k, g in net.grads.items()})
+    finally:
+        numba.set_num_threads(before)
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[0][k], grads[-1][k], err_msg=k)

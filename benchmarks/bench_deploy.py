@@ -69,7 +69,7 @@ def float_buffers(net):
     """Bytes of the float network's work arrays (layer buffers and caches) after a forward."""
     seen, total = set(), 0
     for layer in net.layers:
-        arrays = list(layer._buffers.values())
+        arrays = list(layer._work.values())
         if isinstance(layer.cache, tuple):
             arrays += [c for c in layer.cache if isinstance(c, np.ndarray)]
         for arr in arrays:

@@ -13,7 +13,7 @@
    apart, the trained weights with only the reset kind or only its timing changed.
    Printed as a Markdown table (docs/nir.md holds the one measured on the runs of RESULTS.md).
 3. With ``--snntorch-python``, an interpreter that has torch, snnTorch and nirtorch: snnTorch's
-   own ``import_from_nir`` runs the file (examples/nir_snntorch_side.py) on the first
+   own ``import_from_nir`` runs the file (parity/nir_snntorch_side.py) on the first
    ``--snntorch-samples`` test images, and its output spike counts are compared with step 2's reading.
 """
 import argparse
@@ -130,7 +130,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             xs, _ = test.get_batch(np.arange(n))
             np.save(Path(tmp) / "x.npy", xs)
-            side = Path(__file__).with_name("nir_snntorch_side.py")
+            side = Path(__file__).parents[1] / "parity" / "nir_snntorch_side.py"
             subprocess.run([a.snntorch_python, str(side), str(out), str(Path(tmp) / "x.npy"), str(T),
                             str(Path(tmp) / "counts.npy")], check=True)
             snn = np.load(Path(tmp) / "counts.npy")

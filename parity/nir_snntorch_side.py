@@ -1,4 +1,4 @@
-"""snnTorch side of examples/nir_export.py: run a NIR file with snnTorch's ``import_from_nir``.
+"""snnTorch side of examples/nir_export.py (NIR files as snnTorch reads them): run a NIR file with snnTorch's ``import_from_nir``.
 
     python nir_snntorch_side.py MODEL.nir X.npy T COUNTS.npy
 

@@ -3,7 +3,11 @@
 
     python benchmarks/deploy_agreement.py                       # both models, full test sets, T = 100
     python benchmarks/deploy_agreement.py --limit 512           # a quick look
-    python benchmarks/deploy_agreement.py --out benchmarks/deploy_agreement.md
+    python benchmarks/deploy_agreement.py --out benchmarks/deploy_agreement.md \
+        --json benchmarks/deploy_agreement.json --fmnist-dir ../shared/data/fashion-mnist
+
+The JSON record (headline numbers and the C export's sizes of each model) is what RESULTS.md's
+deployment table is made from (python -m experiments.make_report).
 
 For each trained 4-bit model (the pretrained models that ship in mininsnn/pretrained by default, or
 a training checkpoint given with --mnist / --fmnist) and each number representation (fractional bits F, leak), on the test set at T = 100:
@@ -204,6 +208,7 @@ def main():
     p.add_argument("--fmnist-dir", default=None, help="folder of the Fashion-MNIST files "
                    "(default: where mininsnn.data looks)")
     p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--json", default=None, help="write the headline numbers here (for RESULTS.md)")
     p.add_argument("--float64", type=int, default=0, metavar="N",
                    help="only compare float32 and integer spikes with a float64 model on N "
                         "images of each test set")
@@ -222,6 +227,31 @@ def main():
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n", encoding="utf-8")
+    if a.json:
+        write_record(a.json, results, command.strip(), a.num_steps, (a.mnist, a.fmnist))
+
+
+def write_record(path, results, command, T, specs):
+    """The headline numbers (per model: float accuracy; per representation: F, same class, int
+    accuracy) and the C export's sizes of each model's default representation, as JSON."""
+    import json
+    import tempfile
+
+    from mininsnn.deploy.cexport import export_c
+    models = []
+    for r, spec in zip(results, specs):
+        state, config, _ = read_model(spec)
+        with tempfile.TemporaryDirectory() as d:
+            _, const, ram = export_c(convert(state, validate_config(config)), d, "m")
+        models.append({"label": r["label"], "model": str(r["ckpt"]), "epoch": r["epoch"],
+                       "n": r["n"], "float_acc": r["float_acc"], "c_const_bytes": const,
+                       "c_state_bytes": ram,
+                       "rows": [{"name": name, "F": st["F"], "same": st["same"],
+                                 "int_acc": st["int_acc"]}
+                                for name, m, st in r["rows"] if m is not None]})
+    record = {"command": command, "num_steps": T, "machine": platform.machine(),
+              "made": time.strftime("%Y-%m-%d"), "models": models}
+    Path(path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

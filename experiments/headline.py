@@ -139,6 +139,28 @@ def zeros(runs) -> str:
     return "\n".join(lines)
 
 
+def deploy(record_path) -> str:
+    """The integer engine against the float model, from the record benchmarks/deploy_agreement.py
+    writes (--json): per model, the default representation and the coarsest one measured."""
+    import json
+    rec = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    lines = ["| model | test images | float model, test acc % | integer engine | F per layer | "
+             "same class as the float model | integer engine, test acc % | C export: const / RAM |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in rec["models"]:
+        for row in m["rows"]:
+            if row["name"] not in ("F = max", "F = max, shift leak"):
+                continue
+            name = {"F = max": "default (F = max)", "F = max, shift leak": "shift-only leak"}[
+                row["name"]]
+            sizes = (f"{m['c_const_bytes'] / 1000:.1f} KB / {m['c_state_bytes'] / 1000:.1f} KB"
+                     if row["name"] == "F = max" else "")
+            lines.append(f"| `{m['model']}` (epoch {m['epoch']}) | {m['n']} | "
+                         f"{100 * m['float_acc']:.2f} | {name} | {'/'.join(map(str, row['F']))} | "
+                         f"{100 * row['same']:.2f} % | {100 * row['int_acc']:.2f} | {sizes} |")
+    return "\n".join(lines) + f"\n\n`{rec['command']}`, T = {rec['num_steps']}."
+
+
 def main(args):
     if len(args) < 2 or args[0] not in ("settings", "aims", "schedules", "zeros"):
         sys.exit(__doc__)

@@ -159,6 +159,7 @@ def fills(r=RUNS):
         "FULL_PRECISION": lambda: headline.settings(prefixes(
             "mnist-fp-cosine", "mnist-4bit-cosine-scalegrad",
             "fmnist-fp-cosine", "fmnist-4bit-cosine-scalegrad"), first=10),
+        "DEPLOY": lambda: headline.deploy(ROOT / "benchmarks" / "deploy_agreement.json"),
     }
 
 

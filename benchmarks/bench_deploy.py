@@ -122,7 +122,7 @@ def main():
     N1 = int(np.prod(model.layers[0].out_shape))
     N2 = int(np.prod(model.layers[1].out_shape))
     K = model.num_classes
-    per_sample = 8 * N1 + 4 * N1 + 4 * N1 + N1 + 4 * N1 + 2 * N2 + 4 * N2 * 2 + N2 + 4 * N2 + 16 * K
+    per_sample = 8 * N1 + 4 * N1 + 4 * N1 + N1 + 4 * N1 + 2 * N2 + 4 * N2 * 2 + N2 + 4 * N2 * 2 + 16 * K
     weights = sum(arr.nbytes for arr in nbe.prepare(model)[:5])
     print(f"  working set at batch {B}: float {float_peak / 2**20:.1f} MiB (its layers' work "
           f"arrays); int (NumPy) {numpy_peak / 2**20:.1f} MiB (peak, it runs "

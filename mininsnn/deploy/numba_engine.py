@@ -88,22 +88,14 @@ def _may_fire(I, th, leak):
 
 
 @jit
-def _active(S, active):
-    """Writes the indices n with S[n] != 0 to the start of ``active``; returns their number.
-    Reads 8 spikes at a time (most words are all zero)."""
+def _active(S, index, active):
+    """Writes index[n] for the n with S[n] != 0 to the start of ``active``; returns their number.
+    Branch-free (always write, advance by the spike): a branch per neuron mispredicts at the
+    spike rates of a trained network (10-20 %) and cost more than the LIF step itself."""
     k = 0
-    N = S.shape[0]
-    W8 = S[: N - N % 8].view(np.uint64)
-    for w in range(W8.shape[0]):
-        if W8[w] != 0:
-            for n in range(8 * w, 8 * w + 8):
-                if S[n]:
-                    active[k] = n
-                    k += 1
-    for n in range(N - N % 8, N):
-        if S[n]:
-            active[k] = n
-            k += 1
+    for n in range(S.shape[0]):
+        active[k] = index[n]
+        k += np.int64(S[n])
     return k
 
 
@@ -142,31 +134,35 @@ def _conv_input(x, Wt, stride, A):
 
 
 @jit
-def _conv_spikes(active, k, where, Wt, stride, A):
-    """A[i, j, :] = sum over the k spikes active[:k] of Wt[c, y - i*s, x - j*s, :], where
-    where[n] = (c, y, x, i_lo, i_hi, j_lo, j_hi) of input neuron n (``_spike_table``).
-    Wt: (C, KH, KW, O);  A: (OH, OW, O) written (int16 when the proof allows it)."""
+def _conv_spikes(active, k, start, pairs, Wt, A, O):
+    """A[i, j, :] = sum over the k spikes active[:k] of Wt[c, y - i*s, x - j*s, :], flattened:
+    input neuron n reaches the pairs[start[n]:start[n+1]] = (offset of A[i, j, 0], offset of
+    Wt[c, kh, kw, 0]) (``_pair_table``), and each pair adds one contiguous row of O weights.
+    Wt: (C*KH*KW*O,) flat (C, KH, KW, O);  A: (OH*OW*O,) written (int16 when the proof allows)."""
     A[:] = 0
     for e in range(k):
         n = active[e]
-        c, y, xx = where[n, 0], where[n, 1], where[n, 2]
-        for i in range(where[n, 3], where[n, 4] + 1):
-            kh = y - i * stride
-            for j in range(where[n, 5], where[n, 6] + 1):
-                row = A[i, j]                      # (O,) contiguous
-                w = Wt[c, kh, xx - j * stride]     # (O,) contiguous
-                for o in range(row.shape[0]):
-                    row[o] += w[o]
+        for q in range(start[n], start[n + 1]):
+            row = A[pairs[q, 0]:pairs[q, 0] + O]       # slices: no index checks in the row loop
+            w = Wt[pairs[q, 1]:pairs[q, 1] + O]
+            for o in range(O):
+                row[o] += w[o]
 
 
-def _spike_table(H, W, C, KH, KW, stride, OH, OW):
-    """where[(y*W + x)*C + c] = (c, y, x, i_lo, i_hi, j_lo, j_hi): the outputs an input spike
-    reaches (no division per spike in the kernel)."""
-    n = np.arange(H * W * C)
-    c, x, y = n % C, n // C % W, n // C // W
-    i_lo, i_hi = np.maximum(0, (y - KH + stride) // stride), np.minimum(OH - 1, y // stride)
-    j_lo, j_hi = np.maximum(0, (x - KW + stride) // stride), np.minimum(OW - 1, x // stride)
-    return np.ascontiguousarray(np.stack([c, y, x, i_lo, i_hi, j_lo, j_hi], axis=1).astype(np.int32))
+def _pair_table(H, W, C, KH, KW, stride, OH, OW, O):
+    """(start, pairs) for ``_conv_spikes``: the input neuron n = (y*W + x)*C + c (channels last)
+    reaches the outputs (i, j) with 0 <= y - i*s < KH and 0 <= x - j*s < KW; for each, the pair
+    ((i*OW + j)*O, ((c*KH + y - i*s)*KW + x - j*s)*O). Built once per model, in plain Python."""
+    start, pairs = [0], []
+    for y in range(H):
+        for x in range(W):
+            for c in range(C):
+                for i in range(max(0, (y - KH + stride) // stride), min(OH - 1, y // stride) + 1):
+                    for j in range(max(0, (x - KW + stride) // stride), min(OW - 1, x // stride) + 1):
+                        pairs.append(((i * OW + j) * O,
+                                      ((c * KH + y - i * stride) * KW + x - j * stride) * O))
+                start.append(len(pairs))
+    return np.array(start, np.int32), np.array(pairs, np.int32).reshape(-1, 2)
 
 
 @jit
@@ -202,12 +198,12 @@ def _drive_coefs(sign, F, bias, O, N):
 
 
 @jit(parallel=True)
-def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
+def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
     """The three-layer integer network over T steps for every sample.
 
     x: (TI, B, C, H, W): TI = 1 for a static image (fed at every step), else TI = T frames.
-    W1t, W2t: (C, KH, KW, O) channels last;  W3t: (F, O) with F in layer 2's channels-last order;
-    where2: layer 1 neuron -> outputs of layer 2 (_spike_table).  geo: int64 [stride1, stride2,
+    W1t: (C, KH, KW, O) channels last;  W2t: the same, flat;  W3t: (F, O) with F in layer 2's
+    channels-last order;  start2, pairs2: layer 1 neuron -> rows of layer 2 (_pair_table).  geo: int64 [stride1, stride2,
     F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3].  chan: (3, 3, Omax) int32 rows sign, bias, theta.
     leak: int64 [mode, a, beta_q].  counts: (B, O3) int32 written.  rec1/2/3: (T, B, N) uint8
     spike records in channels-last order, or (0, 0, 0) arrays for none.
@@ -226,7 +222,7 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
     cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
     for b in prange(B):
         A1 = np.zeros((OH1, OW1, O1), np.int64)
-        A2 = np.zeros((OH2, OW2, O2), W2t.dtype)
+        A2 = np.zeros(N2, W2t.dtype)
         A3 = np.zeros(O3, np.int32)
         I1 = np.empty(N1, np.int32)
         I2 = np.empty(N2, np.int32)
@@ -239,6 +235,7 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
         S3 = np.zeros(O3, np.uint8)
         act1 = np.empty(N1, np.int32)
         act2 = np.empty(N2, np.int32)
+        all2 = np.arange(N2).astype(np.int32)
         sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
         sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
         sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
@@ -263,9 +260,7 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
         for t in range(T):
             if static:
                 _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, Sc)
-                k1 = _active(Sc, act1)
-                for e in range(k1):
-                    act1[e] = cand[act1[e]]
+                k1 = _active(Sc, cand, act1)
                 if record:
                     S1[:] = 0
                     for e in range(k1):
@@ -274,14 +269,14 @@ def _run(x, static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero_reset, count
                 _conv_input(x[t, b], W1t, s1, A1)
                 _current(A1.reshape(N1), sg1, F1, bi1, I1)
                 _lif_step(V1, I1, one1, zero1, th1, leak, zero_reset, S1)
-                k1 = _active(S1, act1)
-            _conv_spikes(act1, k1, where2, W2t, s2, A2)
+                k1 = _active(S1, cand, act1)
+            _conv_spikes(act1, k1, start2, pairs2, W2t, A2, O2)
             if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
-                _lif_step(V2, A2.reshape(N2), cf2, bs2, th2, leak, zero_reset, S2)
+                _lif_step(V2, A2, cf2, bs2, th2, leak, zero_reset, S2)
             else:
-                _current(A2.reshape(N2), sg2, F2, bi2, I2)
+                _current(A2, sg2, F2, bi2, I2)
                 _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
-            k2 = _active(S2, act2)
+            k2 = _active(S2, all2, act2)
             _linear_spikes(act2, k2, W3t, A3)
             if F3 >= 0:
                 _lif_step(V3, A3, cf3, bs3, th3, leak, zero_reset, S3)
@@ -310,8 +305,9 @@ def prepare(model: IntegerModel):
     W1t = np.ascontiguousarray(L1.weight.transpose(1, 2, 3, 0).astype(np.int32))
     # int16 accumulators and weights where the proof allows it: twice the lanes per vector
     W2t = np.ascontiguousarray(L2.weight.transpose(1, 2, 3, 0).astype(
-        np.int16 if L2.acc_bits == 16 else np.int32))
-    where2 = _spike_table(OH1, OW1, O1, L2.weight.shape[2], L2.weight.shape[3], L2.stride, OH2, OW2)
+        np.int16 if L2.acc_bits == 16 else np.int32)).reshape(-1)
+    start2, pairs2 = _pair_table(OH1, OW1, O1, L2.weight.shape[2], L2.weight.shape[3], L2.stride,
+                                 OH2, OW2, O2)
     # fc input index in the float model's (C, H, W) flatten order -> channels-last (H, W, C)
     W3 = L3.weight.reshape(O3, O2, OH2, OW2).transpose(2, 3, 1, 0).reshape(OH2 * OW2 * O2, O3)
     W3t = np.ascontiguousarray(W3.astype(np.int32))
@@ -324,7 +320,7 @@ def prepare(model: IntegerModel):
                     OH1, OW1, O1, OH2, OW2, O2, O3], np.int64)
     mode, a, bq = model.leak
     leak = np.array([MULTIPLY if mode == "multiply" else SHIFT, a, bq], np.int64)
-    arrays = (W1t, W2t, W3t, where2, geo, chan, leak, model.reset == "zero")
+    arrays = (W1t, W2t, W3t, start2, pairs2, geo, chan, leak, model.reset == "zero")
     model._numba_arrays = arrays
     return arrays
 
@@ -342,13 +338,13 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     """Spike counts (B, classes) int32 of the integer model; with ``record`` also a dict layer name
     -> spikes (T, B, *out_shape) of every LIF layer (as engine.forward records them)."""
     x, static, T = check_input(model, x, num_steps)
-    W1t, W2t, W3t, where2, geo, chan, leak, zero = prepare(model)
+    W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero = prepare(model)
     B = x.shape[0] if static else x.shape[1]
     counts = np.zeros((B, model.num_classes), np.int32)
     sizes = [int(np.prod(L.out_shape)) for L in model.layers]
     recs = [np.zeros((T, B, n) if record else (0, 0, 0), np.uint8) for n in sizes]
-    _run(np.ascontiguousarray(x[None] if static else x), static, T, W1t, W2t, W3t, where2, geo, chan, leak, zero, counts,
-         *recs)
+    _run(np.ascontiguousarray(x[None] if static else x), static, T, W1t, W2t, W3t, start2, pairs2,
+         geo, chan, leak, zero, counts, *recs)
     if not record:
         return counts
     return counts, {L.name: _to_chw(r, L.out_shape) for L, r in zip(model.layers, recs)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import os
 import struct
@@ -67,19 +68,38 @@ _IDX_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+# deflate cannot inflate data more than 1032-fold: a header declaring more is refused unread
+_GZIP_MAX_RATIO = 1032
 
 
 # ----------------------------------------------------------------------------- IDX files
 
 
 def _read_raw_bytes(path) -> bytes:
-    """The uncompressed content of `path` (gunzipped if it starts with the gzip magic 1f 8b)."""
+    """The uncompressed content of `path` (gunzipped if it starts with the gzip magic 1f 8b).
+
+    A gzip stream is decompressed only as far as the IDX header inside it says the file goes,
+    plus one byte: a stream that inflates to far more than its header declares (a "gzip bomb")
+    costs no more memory than the declared file, and the extra byte makes ``_parse_idx`` report
+    the length mismatch. (A stream read to its end also has its CRC checked.)"""
     path = Path(path)
     data = path.read_bytes()
     if data[:2] != b"\x1f\x8b":
         return data
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            head = stream.read(4)
+            if len(head) < 4 or head[2] not in _IDX_TYPES or head[3] == 0:
+                return head + stream.read()       # not an IDX header: _parse_idx says what is wrong
+            head += stream.read(4 * head[3])
+            if len(head) < 4 + 4 * head[3]:
+                return head
+            dims = struct.unpack_from(f">{head[3]}I", head, 4)
+            declared = math.prod(dims) * _IDX_TYPES[head[2]].itemsize
+            if declared > _GZIP_MAX_RATIO * len(data):
+                raise ValueError(f"{path}: header declares {declared} bytes of items, more than a "
+                                 f"{len(data)}-byte gzip file can hold")
+            return head + stream.read(declared + 1)
     except EOFError as e:  # gzip stream ends before its end-of-stream marker
         raise ValueError(f"{path}: truncated gzip file ({e})") from None
     except (OSError, zlib.error) as e:  # bad header, bad CRC or length, corrupt deflate data

@@ -104,6 +104,29 @@ def test_corrupt_gzip_crc_raises(tmp_path):
         read_idx(path)
 
 
+def test_gzip_bomb_is_not_inflated_past_its_header(tmp_path):
+    # the header declares 10 images (7,840 bytes); the stream inflates to 64 MB more
+    import tracemalloc
+    raw = idx_bytes(np.zeros((10, 28, 28), np.uint8)) + bytes(64 << 20)
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(raw, compresslevel=9))
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"bomb-idx3-ubyte\.gz: payload length mismatch"):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak     # the declared file and the gzip bytes, not 64 MB
+
+
+def test_gzip_header_declaring_more_than_deflate_can_hold_is_refused_unread(tmp_path):
+    raw = bytes([0, 0, 8, 3]) + struct.pack(">3I", 1 << 20, 1 << 10, 1 << 10)   # 1 TiB of pixels
+    path = tmp_path / "huge.gz"
+    path.write_bytes(gzip.compress(raw))
+    with pytest.raises(ValueError, match=r"huge\.gz: header declares 1099511627776 bytes"):
+        read_idx(path)
+
+
 @pytest.mark.parametrize("magic", [b"\x01\x00\x08\x01", b"\x00\x01\x08\x01", b"PK\x03\x04"])
 def test_wrong_magic_raises(tmp_path, magic):
     raw = idx_bytes(np.arange(4, dtype=np.uint8))

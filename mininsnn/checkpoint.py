@@ -27,10 +27,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import tempfile
 
 import h5py
 import numpy as np
+
+from mininsnn.atomic import atomic_file
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
@@ -110,12 +111,6 @@ def _write_items(grp: h5py.Group, tree: dict, where: str) -> None:
         _write_node(grp, key, value, f"{where}/{key}")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_file(tmp: str, tree: dict) -> None:
     """The HDF5 file ``tmp`` holding ``tree``. A failed write (disk full, I/O error) raises
     OSError with the errno HDF5 reports: HDF5 raises a RuntimeError when flushing or closing a
@@ -149,33 +144,8 @@ def save_checkpoint(path, tree: dict) -> None:
     """Write ``tree`` (a dict) to the HDF5 file ``path`` atomically (see the module docstring)."""
     if not isinstance(tree, dict):
         raise ValueError("a checkpoint tree must be a dict")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())                 # mkstemp makes it 0600; use the umask
+    with atomic_file(path) as tmp:
         _write_file(tmp, tree)
-        with open(tmp, "rb") as fh:                      # data on disk before the rename
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:                                                 # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # ---------------------------------------------------------------------------------------------

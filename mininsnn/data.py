@@ -17,12 +17,13 @@ import io
 import math
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from mininsnn.atomic import atomic_file
 
 __all__ = [
     "read_idx",
@@ -293,17 +294,14 @@ def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
     gzip container's). On any failure the temp file is removed and dest is left untouched.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_file(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as f:
             try:
                 with urllib.request.urlopen(url, timeout=60) as resp:
                     while chunk := resp.read(1 << 20):
                         f.write(chunk)
             except OSError as e:  # URLError, HTTPError, timeouts, refused connections
                 raise OSError(f"download of {url} failed: {e}") from None
-            f.flush()
-            os.fsync(f.fileno())
         try:
             raw = _read_raw_bytes(tmp)
         except ValueError as e:
@@ -314,14 +312,6 @@ def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
                 f"download of {url}: checksum error: sha256 of the uncompressed content is {got}, "
                 f"expected {sha256[stem]}; nothing was written to {dest}"
             )
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def fashion_mnist_search_dirs(root=None) -> list:

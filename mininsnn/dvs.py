@@ -24,11 +24,12 @@ import json
 import os
 import struct
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from mininsnn.atomic import atomic_file
 
 __all__ = [
     "read_aedat31",
@@ -405,12 +406,6 @@ def _default_cache_dir(root: Path) -> Path:
     return base / "mininsnn" / f"dvsgesture-{tag}"
 
 
-def _chmod_like_new_file(path) -> None:
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 class DVSGesture:
     """DVS128 Gesture, preprocessed once into an HDF5 cache, batches streamed from it.
 
@@ -515,9 +510,7 @@ class DVSGesture:
 
         n, T, S = len(self._samples), self.T, self.size
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.cache_path.stem}.", suffix=".h5.tmp", dir=self.cache_path.parent)
-        os.close(fd)
-        try:
+        with atomic_file(self.cache_path, suffix=".h5.tmp") as tmp:
             with h5py.File(tmp, "w") as f:
                 frames = f.create_dataset("frames", shape=(n, T, 2, S, S), dtype=np.uint16, chunks=(1, T, 2, S, S),
                                           compression="gzip", compression_opts=4, shuffle=True, fletcher32=True)
@@ -536,12 +529,6 @@ class DVSGesture:
                 f.attrs["format_version"] = CACHE_FORMAT_VERSION
                 f.attrs["source_fingerprint"] = self._fingerprint
                 f.attrs["complete"] = True
-            _chmod_like_new_file(tmp)  # mkstemp creates 0600; give the cache the usual permissions
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     def _log(self, msg: str) -> None:
         if self.verbose:

@@ -43,11 +43,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mininsnn.atomic import atomic_file
 from mininsnn.config import ConfigError
 
 __all__ = ["NIRError", "DEFAULT_DT", "FORMAT", "FORMAT_VERSION", "to_nir", "write_nir",
@@ -281,27 +281,9 @@ def write_nir(path, source, config=None, *, dt: float = DEFAULT_DT,
         raise NIRError(f"{path} is a folder; pass a file path such as {path / 'model.nir'}")
     graph = to_nir(source, config, dt=dt, latent_weights=latent_weights)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         nir.write(tmp, graph)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # =============================================================================================

@@ -18,12 +18,11 @@ out). The sd is the sample standard deviation (n - 1); with one run only its val
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mininsnn.atomic import atomic_file
 from mininsnn.config import ConfigError
 from mininsnn.runs import read_metrics
 
@@ -189,13 +188,6 @@ def plot_report(groups: dict, path) -> Path:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize="small")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=".png") as tmp:      # savefig takes the format from the name
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

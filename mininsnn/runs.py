@@ -70,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mininsnn.atomic import write_text
 from mininsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mininsnn.config import ConfigError
 
@@ -120,19 +121,9 @@ def writing(path):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a crash leaves either
-    the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    """Write ``text`` to ``path`` atomically (``mininsnn.atomic``), through the fixed temporary
+    name ``.NAME.tmp`` that the clean-up of a run folder knows."""
+    write_text(path, text, temp=path.with_name(f".{path.name}.tmp"))
 
 
 def _write_text_if_changed(path: Path, text: str) -> bool:

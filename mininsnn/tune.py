@@ -60,13 +60,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mininsnn.config import CONFIGS, SETTINGS, ConfigError, make_config, validate_config
+from mininsnn.atomic import write_text
+from mininsnn.config import SETTINGS, ConfigError, make_config, validate_config
 
 __all__ = ["PAPER_SPACE", "import_optuna", "parse_param", "read_space_file", "check_space",
            "grid_points", "train_argv", "StudySpec", "open_storage", "open_study",
@@ -493,17 +493,7 @@ def _serialize_sqlite(engine) -> None:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _first_difference(stored, wanted, prefix="") -> str:

@@ -504,7 +504,10 @@ def test_a_killed_worker_s_trial_fails_and_the_study_goes_on(tmp_path, kind):
     import optuna
     folder = tmp_path / kind
     n = 4
-    args = [kind, folder, *TINY, "--epochs", 3, "--heartbeat", 2]
+    # epochs of ~0.5 s (TINY's take ~10 ms): the victim cannot finish its trial between the
+    # poll that sees its first epoch done and the kill
+    args = [kind, folder, *TINY, "--subset", 384, "--num-steps", 40, "--epochs", 3,
+            "--heartbeat", 2]
     args += (["--trials", n, "--param", "lr=1e-3:1e-1:log", "--pruner", "none"]
              if kind == "tune" else ["--grid", "seed=0:3"])
     victim = mininsnn(*args, wait=False)
@@ -518,9 +521,9 @@ def test_a_killed_worker_s_trial_fails_and_the_study_goes_on(tmp_path, kind):
                         f":{victim.pid}") and t.user_attrs.get("epochs_done", 0) >= 1:
                     return t
         t = _wait(victims_trial, 180, "a trial of the victim")
-        survivor = mininsnn(*args, "--sampler-seed", 1, wait=False)
         victim.send_signal(signal.SIGKILL)                 # mid-trial: no chance to tell
         victim.wait()
+        survivor = mininsnn(*args, "--sampler-seed", 1, wait=False)
         out, _ = survivor.communicate(timeout=300)
     finally:
         for p in (victim, survivor):

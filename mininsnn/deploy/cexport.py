@@ -16,12 +16,13 @@ multiplications by 2^F; the overflow proof keeps every intermediate within its t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
 
 import numpy as np
 
+from mininsnn.atomic import atomic_file
 from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["export_c", "c_sizes", "CExportError"]
@@ -297,26 +298,13 @@ int {name}_predict(const uint8_t *input, int32_t num_steps, {name}_state *st, ui
 
 
 def _write_atomic_pair(out_dir, files):
-    """Write name -> text into out_dir; temporaries first, then the renames (nothing half-written)."""
-    tmps = []
-    try:
+    """Write name -> text into out_dir; all temporaries first, then the renames (nothing
+    half-written: a failure before the renames removes every temporary)."""
+    with contextlib.ExitStack() as stack:
         for fname, text in files.items():
-            fd, tmp = tempfile.mkstemp(prefix="." + fname + ".", suffix=".tmp", dir=out_dir)
-            with os.fdopen(fd, "w", encoding="ascii") as f:
+            tmp = stack.enter_context(atomic_file(os.path.join(out_dir, fname)))
+            with open(tmp, "w", encoding="ascii") as f:
                 f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            tmps.append((tmp, os.path.join(out_dir, fname)))
-        for tmp, dst in tmps:
-            os.replace(tmp, dst)
-    except BaseException:
-        for tmp, _ in tmps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        raise
 
 
 def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):

@@ -17,15 +17,15 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
+from mininsnn.atomic import write_bytes
 from mininsnn.deploy import conversion as cv
 
-__all__ = ["ModelFileError", "save_integer_model", "load_integer_model", "atomic_write_bytes",
+__all__ = ["ModelFileError", "save_integer_model", "load_integer_model", 
            "read_npz", "FORMAT", "VERSION"]
 
 FORMAT = "mininsnn-integer-model"
@@ -34,28 +34,6 @@ VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: missing, truncated, corrupted, foreign or inconsistent."""
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder (fsync, os.replace)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _sha(a):
@@ -125,7 +103,7 @@ def model_arrays_meta(model: cv.IntegerModel):
 def save_integer_model(model: cv.IntegerModel, path) -> None:
     """Write ``model`` to ``path`` (.npz), atomically."""
     arrays, meta = model_arrays_meta(model)
-    atomic_write_bytes(path, _npz_bytes(arrays, meta))
+    write_bytes(path, _npz_bytes(arrays, meta))
 
 
 def _int(v, lo, hi, what, path):

@@ -209,7 +209,7 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
     spike records in channels-last order, or (0, 0, 0) arrays for none.
     """
     B = x.shape[1]
-    s1, s2 = geo[0], geo[1]
+    s1 = geo[0]                                   # (stride2 lives in the pair table)
     F1, F2, F3 = geo[2], geo[3], geo[4]
     OH1, OW1, O1, OH2, OW2, O2, O3 = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     N1, N2 = OH1 * OW1 * O1, OH2 * OW2 * O2

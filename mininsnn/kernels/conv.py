@@ -208,7 +208,7 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, pool, dX):
     N, O, OH, OW = dY.shape
     C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
     O4, KC = Wm.shape[0], Wm.shape[1]
-    R, R4 = OH * OW, (OH * OW + 3) // 4 * 4
+    R4 = (OH * OW + 3) // 4 * 4
     step = pool * stride  # window (i, j) starts at k*s*i in the padded input
     m = (pool - 1) * stride  # margin of Q, so that y + p - a*s + m >= 0
     L = KW * C  # one kernel row (kw, c)

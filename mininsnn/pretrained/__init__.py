@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mininsnn.deploy.modelfile import ModelFileError, _npz_bytes, atomic_write_bytes, read_npz
+from mininsnn.atomic import write_bytes
+from mininsnn.deploy.modelfile import ModelFileError, _npz_bytes, read_npz
 
 __all__ = ["NAMES", "ModelFileError", "path_of", "read", "read_file", "load", "load_integer",
            "save_pretrained", "latent_weights"]
@@ -71,7 +72,7 @@ def save_pretrained(path, state, config, provenance):
         else:
             arrays[k] = v
     meta = {"format": FORMAT, "version": 1, "config": config, "provenance": provenance}
-    atomic_write_bytes(path, _npz_bytes(arrays, meta, compressed=True))
+    write_bytes(path, _npz_bytes(arrays, meta, compressed=True))
 
 
 def read_file(path):

@@ -1,13 +1,15 @@
 """The integer forward as Numba kernels: the same integers as ``engine.py``, spike for spike.
 
-One sample per parallel work item; inside it the time loop is outermost and every layer advances
-one step (as the C export does). Work arrays are channels-last, (OH, OW, O), so the event-driven
-conv adds contiguous rows: each spike of the previous layer at (y, x, c) adds W[:, c, kh, kw] to
-every output (i, j) its window reaches,
+One sample per parallel work item. Layer 1 depends on nothing after it, so it runs all T steps
+first and lists, for each of its neurons, the steps it fired at; conv2 then adds each neuron's
+weight rows at all of its steps at once, and layers 2 and 3 advance step by step. Work arrays are
+channels-last, (OH, OW, O), so the event-driven conv adds contiguous rows: a spike of layer 1 at
+(y, x, c) and step t adds W[:, c, kh, kw] to every output (i, j) its window reaches,
 
-    A[i, j, :] += Wt[c, y - i*s, x - j*s, :]         (Wt[c, kh, kw, o] = W[o, c, kh, kw])
+    A[t, i, j, :] += Wt[c, y - i*s, x - j*s, :]         (Wt[c, kh, kw, o] = W[o, c, kh, kw])
 
-and silent inputs cost nothing. Equations of each step: engine.py and conversion.py.
+and silent inputs cost nothing. Integer sums in any order are the same integers, so this order
+gives the NumPy engine's and the C export's spikes (tests). Equations: engine.py, conversion.py.
 """
 
 from __future__ import annotations
@@ -197,16 +199,43 @@ def _drive_coefs(sign, F, bias, O, N):
     return cf, bs
 
 
+@jit
+def _conv_spike_trains(nc, cand, tstart, times, start, pairs, Wt, A, N, O):
+    """A[t*N + i*OW*O + j*O + o] (all steps at once) = the sum over the layer-1 spikes at step t of
+    their weight rows, neuron by neuron: candidate e (neuron cand[e]) fired at the steps
+    times[tstart[e]:tstart[e+1]]; each row it reaches (``_pair_table``) is added at each of them.
+    The per-row set-up is paid once per neuron instead of once per spike; integer sums in any
+    order are the same integers (the proof bounds every partial sum too)."""
+    A[:] = 0
+    for e in range(nc):
+        t0, t1 = tstart[e], tstart[e + 1]
+        if t0 == t1:
+            continue
+        n = cand[e]
+        for q in range(start[n], start[n + 1]):
+            w = Wt[pairs[q, 1]:pairs[q, 1] + O]
+            a0 = pairs[q, 0]
+            for u in range(t0, t1):
+                base = times[u] * N + a0
+                row = A[base:base + O]
+                for o in range(O):
+                    row[o] += w[o]
+
+
 @jit(parallel=True)
 def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
-    """The three-layer integer network over T steps for every sample.
+    """The three-layer integer network over T steps for every sample, one sample per thread.
+
+    Layer 1 does not depend on what follows it, so it runs all T steps first and lists, neuron by
+    neuron, the steps it fired at; conv2 then adds every row of every neuron at all its steps
+    (``_conv_spike_trains``); layers 2 and 3 advance step by step.
 
     x: (TI, B, C, H, W): TI = 1 for a static image (fed at every step), else TI = T frames.
     W1t: (C, KH, KW, O) channels last;  W2t: the same, flat;  W3t: (F, O) with F in layer 2's
-    channels-last order;  start2, pairs2: layer 1 neuron -> rows of layer 2 (_pair_table).  geo: int64 [stride1, stride2,
-    F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3].  chan: (3, 3, Omax) int32 rows sign, bias, theta.
-    leak: int64 [mode, a, beta_q].  counts: (B, O3) int32 written.  rec1/2/3: (T, B, N) uint8
-    spike records in channels-last order, or (0, 0, 0) arrays for none.
+    channels-last order;  start2, pairs2: layer 1 neuron -> rows of layer 2 (``_pair_table``).
+    geo: int64 [stride1, stride2, F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3].  chan: (3, 3, Omax)
+    int32 rows sign, bias, theta.  leak: int64 [mode, a, beta_q].  counts: (B, O3) int32 written.
+    rec1/2/3: (T, B, N) uint8 spike records in channels-last order, or (0, 0, 0) arrays for none.
     """
     B = x.shape[1]
     s1 = geo[0]                                   # (stride2 lives in the pair table)
@@ -220,25 +249,22 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
     one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
     cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
     cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
+    all2 = np.arange(N2).astype(np.int32)
     for b in prange(B):
         A1 = np.zeros((OH1, OW1, O1), np.int64)
-        A2 = np.zeros(N2, W2t.dtype)
         A3 = np.zeros(O3, np.int32)
         I1 = np.empty(N1, np.int32)
         I2 = np.empty(N2, np.int32)
         I3 = np.empty(O3, np.int32)
-        V1 = np.zeros(N1, np.int32)
         V2 = np.zeros(N2, np.int32)
         V3 = np.zeros(O3, np.int32)
-        S1 = np.zeros(N1, np.uint8)
         S2 = np.zeros(N2, np.uint8)
         S3 = np.zeros(O3, np.uint8)
-        act1 = np.empty(N1, np.int32)
         act2 = np.empty(N2, np.int32)
-        all2 = np.arange(N2).astype(np.int32)
         sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
         sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
         sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
+        # ---- layer 1, all steps: S1[t, e] for candidate e (neuron cand[e])
         nc = N1      # static input: only the neurons that can ever fire are simulated
         cand = np.arange(N1).astype(np.int32)
         if static:   # layer 1's current is the same at every step: computed once
@@ -249,32 +275,50 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
                 if _may_fire(I1[n], th1[n], leak):
                     cand[nc] = n
                     nc += 1
-        Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta, S
+        Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta
         Ic = np.empty(nc, np.int32)
         thc = np.empty(nc, np.int32)
-        Sc = np.zeros(nc, np.uint8)
         for e in range(nc):
             Ic[e], thc[e] = I1[cand[e]], th1[cand[e]]
-        for o in range(O3):
-            counts[b, o] = 0
+        S1 = np.zeros((T, nc), np.uint8)
         for t in range(T):
+            if t > 0:
+                S1[t] = S1[t - 1]            # R[t] = S[t-1] for the reset
             if static:
-                _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, Sc)
-                k1 = _active(Sc, cand, act1)
-                if record:
-                    S1[:] = 0
-                    for e in range(k1):
-                        S1[act1[e]] = 1
+                _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, S1[t])
             else:
                 _conv_input(x[t, b], W1t, s1, A1)
                 _current(A1.reshape(N1), sg1, F1, bi1, I1)
-                _lif_step(V1, I1, one1, zero1, th1, leak, zero_reset, S1)
-                k1 = _active(S1, cand, act1)
-            _conv_spikes(act1, k1, start2, pairs2, W2t, A2, O2)
+                _lif_step(Vc, I1, one1, zero1, thc, leak, zero_reset, S1[t])
+            if record:
+                for e in range(nc):
+                    rec1[t, b, cand[e]] = S1[t, e]
+        # the steps each candidate fired at (branch-free: write the step, advance by the spike)
+        tstart = np.zeros(nc + 1, np.int32)
+        for t in range(T):
+            for e in range(nc):
+                tstart[e + 1] += S1[t, e]
+        for e in range(nc):
+            tstart[e + 1] += tstart[e]
+        times = np.empty(tstart[nc] + 1, np.int32)
+        fill = tstart[:nc].copy()
+        for e in range(nc):
+            k = fill[e]
+            for t in range(T):
+                times[k] = t
+                k += S1[t, e]
+        # ---- conv2 at all steps
+        A2 = np.zeros(T * N2, W2t.dtype)
+        _conv_spike_trains(nc, cand, tstart, times, start2, pairs2, W2t, A2, N2, O2)
+        # ---- layers 2 and 3, step by step
+        for o in range(O3):
+            counts[b, o] = 0
+        for t in range(T):
+            A2t = A2[t * N2:(t + 1) * N2]
             if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
-                _lif_step(V2, A2, cf2, bs2, th2, leak, zero_reset, S2)
+                _lif_step(V2, A2t, cf2, bs2, th2, leak, zero_reset, S2)
             else:
-                _current(A2, sg2, F2, bi2, I2)
+                _current(A2t, sg2, F2, bi2, I2)
                 _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
             k2 = _active(S2, all2, act2)
             _linear_spikes(act2, k2, W3t, A3)
@@ -286,7 +330,6 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
             for o in range(O3):
                 counts[b, o] += S3[o]
             if record:
-                rec1[t, b] = S1
                 rec2[t, b] = S2
                 rec3[t, b] = S3
 

@@ -15,11 +15,9 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import io  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
-from contextlib import redirect_stdout  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -50,19 +48,13 @@ def peak_bytes(fn):
 
 
 def blas_info():
-    """The BLAS NumPy was built with and, if threadpoolctl is installed, the kernel set it runs
-    (only the float engine's conv1 and input gradient use BLAS; the integer engines never do)."""
-    try:
-        from threadpoolctl import threadpool_info
-        return "; ".join(f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')}"
-                         for d in threadpool_info() if d.get("user_api") == "blas")
-    except ImportError:
-        buf = io.StringIO()
-        with redirect_stdout(buf):
-            np.show_config()
-        names = [ln.split(":", 1)[1].strip() for ln in buf.getvalue().splitlines()
-                 if ln.strip().startswith("name:")]
-        return f"{names[0] if names else 'unknown'} (install threadpoolctl for its kernel set)"
+    """The OpenBLAS kernel set NumPy runs with (only the float engine's conv1 uses BLAS; the
+    integer engines never do), from bench_step's reader, and the host's OpenBLAS variables."""
+    from bench_step import blas_info as openblas   # this folder is on sys.path when run as a script
+    b = openblas()
+    return (f"OpenBLAS core {b['openblas_core']} ({b['openblas_config']}), OPENBLAS_CORETYPE="
+            f"{b['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}; "
+            f"CPU {b['cpu']}")
 
 
 def float_buffers(net):
@@ -94,9 +86,10 @@ def main():
     x = load_mnist("test").images[:B][:, None]
     xf = (x / np.float32(255)).astype(np.float32)
     xn = load_mnist("test").images[:a.numpy_images][:, None]
-    # warm-up (JIT compilation)
-    net.forward(xf[:8], num_steps=T)
-    nbe.predict(model, x[:8], T)
+    # warm-up: JIT compilation, and the float engine's work arrays at this batch size (its
+    # first call at a new shape allocates ~600 MiB and ran at a sixth of its speed)
+    net.forward(xf, num_steps=T)
+    nbe.predict(model, x, T)
     print(f"{a.model}, batch {B}, T = {T}, {numba.get_num_threads()} Numba threads, "
           f"{os.cpu_count()} CPUs; BLAS: {blas_info()}")
     npe.predict(model, xn[:2], T)       # builds the NumPy engine's tables once

@@ -314,6 +314,23 @@ def test_numpy_and_numba_engines_give_identical_spikes(case):
     assert np.array_equal(counts, out.sum(axis=0))
 
 
+@pytest.mark.parametrize("width", [32, 64])
+@pytest.mark.parametrize("static", [True, False])
+def test_numba_engine_s_fixed_width_rows_give_the_numpy_engine_s_spikes(width, static):
+    # conv2 widths 32 and 64 (the paper's networks) take their own constant-length row loops
+    net = small_model(width, 4, 0.9, 1.0, "subtract", channels=(3, width), gains="random")
+    model = cv.convert(net.state_dict(), net.config, input_shape=SHAPE, static=static)
+    rng = np.random.default_rng(width)
+    T = 12
+    x = rng.integers(0, 256, (6,) + SHAPE if static else (T, 6) + SHAPE).astype(np.uint8)
+    out, rec = npe.forward(model, x, T, record=True)
+    counts, rec2 = nbe.forward(model, x, T, record=True)
+    assert rec["conv1"].any() and rec["conv2"].any()        # spikes reach conv2's rows
+    for k in rec:
+        assert np.array_equal(rec[k], rec2[k]), k
+    assert np.array_equal(counts, out.sum(axis=0))
+
+
 def test_engines_reject_bad_input_in_one_line():
     from mininsnn import pretrained
     model = pretrained.load_integer("mnist-4bit")

@@ -115,9 +115,9 @@ def main():
     N1 = int(np.prod(model.layers[0].out_shape))
     N2 = int(np.prod(model.layers[1].out_shape))
     K = model.num_classes
-    # layer 1: A1, I1, cand, Vc/Ic/thc (<= N1 each), S1 (T, nc), tstart + fill, the spike steps
+    # layer 1: A1, I1, cand, Vc/Ic/thc (<= N1 each), S1 (T, nc), tstart, the spike steps
     # (<= T nc, int32); conv2's A2 (T, N2) int16; layers 2 and 3 step by step
-    per_sample = (8 + 4 + 4 + 12) * N1 + T * N1 + 8 * N1 + 4 * T * N1 + 2 * T * N2 \
+    per_sample = (8 + 4 + 4 + 12) * N1 + T * N1 + 4 * N1 + 4 * T * N1 + 2 * T * N2 \
         + (4 + 4 + 1 + 4) * N2 + 16 * K
     weights = sum(arr.nbytes for arr in nbe.prepare(model)[:5])
     print(f"  working set at batch {B}: float {float_peak / 2**20:.1f} MiB (its layers' work "

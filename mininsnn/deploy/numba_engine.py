@@ -90,13 +90,13 @@ def _may_fire(I, th, leak):
 
 
 @jit
-def _active(S, index, active):
-    """Writes index[n] for the n with S[n] != 0 to the start of ``active``; returns their number.
+def _active(S, active):
+    """Writes the n with S[n] != 0 to the start of ``active``; returns their number.
     Branch-free (always write, advance by the spike): a branch per neuron mispredicts at the
     spike rates of a trained network (10-20 %) and cost more than the LIF step itself."""
     k = 0
     for n in range(S.shape[0]):
-        active[k] = index[n]
+        active[k] = n
         k += np.int64(S[n])
     return k
 
@@ -135,24 +135,8 @@ def _conv_input(x, Wt, stride, A):
                             A[i, j, o] += v * Wt[c, kh, kw, o]
 
 
-@jit
-def _conv_spikes(active, k, start, pairs, Wt, A, O):
-    """A[i, j, :] = sum over the k spikes active[:k] of Wt[c, y - i*s, x - j*s, :], flattened:
-    input neuron n reaches the pairs[start[n]:start[n+1]] = (offset of A[i, j, 0], offset of
-    Wt[c, kh, kw, 0]) (``_pair_table``), and each pair adds one contiguous row of O weights.
-    Wt: (C*KH*KW*O,) flat (C, KH, KW, O);  A: (OH*OW*O,) written (int16 when the proof allows)."""
-    A[:] = 0
-    for e in range(k):
-        n = active[e]
-        for q in range(start[n], start[n + 1]):
-            row = A[pairs[q, 0]:pairs[q, 0] + O]       # slices: no index checks in the row loop
-            w = Wt[pairs[q, 1]:pairs[q, 1] + O]
-            for o in range(O):
-                row[o] += w[o]
-
-
 def _pair_table(H, W, C, KH, KW, stride, OH, OW, O):
-    """(start, pairs) for ``_conv_spikes``: the input neuron n = (y*W + x)*C + c (channels last)
+    """(start, pairs) for ``_conv_spike_trains``: the input neuron n = (y*W + x)*C + c (channels last)
     reaches the outputs (i, j) with 0 <= y - i*s < KH and 0 <= x - j*s < KW; for each, the pair
     ((i*OW + j)*O, ((c*KH + y - i*s)*KW + x - j*s)*O). Built once per model, in plain Python."""
     start, pairs = [0], []
@@ -270,7 +254,6 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
     one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
     cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
     cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
-    all2 = np.arange(N2).astype(np.int32)
     for b in prange(B):
         A1 = np.zeros((OH1, OW1, O1), np.int64)
         A3 = np.zeros(O3, np.int32)
@@ -321,10 +304,11 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
                 tstart[e + 1] += S1[t, e]
         for e in range(nc):
             tstart[e + 1] += tstart[e]
+        # after its last spike a neuron's loop keeps writing one slot past its list: the next
+        # neuron's first slot (which that neuron rewrites), or for the last neuron this spare one
         times = np.empty(tstart[nc] + 1, np.int32)
-        fill = tstart[:nc].copy()
         for e in range(nc):
-            k = fill[e]
+            k = tstart[e]
             for t in range(T):
                 times[k] = t
                 k += S1[t, e]
@@ -341,7 +325,7 @@ def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_rese
             else:
                 _current(A2t, sg2, F2, bi2, I2)
                 _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
-            k2 = _active(S2, all2, act2)
+            k2 = _active(S2, act2)
             _linear_spikes(act2, k2, W3t, A3)
             if F3 >= 0:
                 _lif_step(V3, A3, cf3, bs3, th3, leak, zero_reset, S3)

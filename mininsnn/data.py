@@ -91,7 +91,7 @@ def _read_raw_bytes(path) -> bytes:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
             head = stream.read(4)
             if len(head) < 4 or head[2] not in _IDX_TYPES or head[3] == 0:
-                return head + stream.read()       # not an IDX header: _parse_idx says what is wrong
+                return head              # not an IDX header: _parse_idx says what is wrong from it
             head += stream.read(4 * head[3])
             if len(head) < 4 + 4 * head[3]:
                 return head

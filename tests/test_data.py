@@ -119,6 +119,18 @@ def test_gzip_bomb_is_not_inflated_past_its_header(tmp_path):
     assert peak < 4 << 20, peak     # the declared file and the gzip bytes, not 64 MB
 
 
+def test_gzip_bomb_with_a_wrong_header_is_not_inflated(tmp_path):
+    import tracemalloc
+    path = tmp_path / "bad-magic.gz"
+    path.write_bytes(gzip.compress(b"PK\x03\x04" + bytes(64 << 20), compresslevel=9))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"bad-magic\.gz: wrong magic number 0x504b0304"):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
 def test_gzip_header_declaring_more_than_deflate_can_hold_is_refused_unread(tmp_path):
     raw = bytes([0, 0, 8, 3]) + struct.pack(">3I", 1 << 20, 1 << 10, 1 << 10)   # 1 TiB of pixels
     path = tmp_path / "huge.gz"

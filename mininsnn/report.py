@@ -29,8 +29,8 @@ from mininsnn.config import ConfigError
 from mininsnn.plot import figure
 from mininsnn.runs import read_metrics
 
-__all__ = ["RunSummary", "find_runs", "best_row", "summarize_run", "group_runs", "spread", "report_rows",
-           "format_report", "plot_report"]
+__all__ = ["RunSummary", "find_runs", "best_row", "summarize_run", "group_runs", "spread",
+           "report_rows", "format_report", "plot_report"]
 
 # settings that say where or how a run was made, not what it is (never a group of their own)
 IGNORED = ("seed",)

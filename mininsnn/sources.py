@@ -94,8 +94,8 @@ def resolve(src, *, dt: float | None = None, read_nir=None, hint: str | None = N
     if path.is_dir():
         ckpt = run_checkpoint(path)
         if ckpt is None:
-            raise SourceError(f"{path} has no best.h5 or last.h5; pass "
-                              f"{hint or 'a run folder, a checkpoint file or a pretrained model name'}")
+            hint = hint or "a run folder, a checkpoint file or a pretrained model name"
+            raise SourceError(f"{path} has no best.h5 or last.h5; pass {hint}")
     elif path.is_file():
         ckpt = path
     elif hint is not None:

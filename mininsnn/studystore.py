@@ -24,7 +24,7 @@ INSTALL_HINT = 'pip install -e ".[tune]"'
 def import_optuna():
     """The optuna module, or a one-line ConfigError saying how to install it."""
     try:
-        import optuna
+        import optuna                    # an optional extra
     except ImportError:
         raise ConfigError(f"studies need optuna, an optional extra: {INSTALL_HINT}") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # mininsnn prints its own lines
@@ -67,7 +67,7 @@ def default_storage(folder) -> str:
 def shown_url(url: str) -> str:
     """The storage URL with any password hidden."""
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url     # with optuna (an optional extra)
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1] if "@" in url else url
@@ -77,7 +77,7 @@ def _storage_url(url: str):
     """(SQLAlchemy URL, URL text, engine keywords) of --storage ``url``, with a driver that is
     installed; or a one-line ConfigError: not a URL, unknown scheme, driver not installed."""
     import sqlalchemy                    # with optuna (an optional extra)
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url     # with optuna (an optional extra)
 
     shown = shown_url(url)
     try:
@@ -157,7 +157,7 @@ def _serialize_sqlite(engine) -> None:
     processes could both read WAITING and both run the same trial (seen here with two workers,
     and reported as optuna issue #4002). Serialised transactions remove that race; they cost
     nothing that matters next to a training run."""
-    from sqlalchemy import event
+    from sqlalchemy import event     # with optuna (an optional extra)
 
     @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_connection, record):

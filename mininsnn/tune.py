@@ -48,8 +48,8 @@ returns when the study has its trials; `mininsnn report` reads the trial folders
 
 Optuna is an optional extra (``pip install -e ".[tune]"``): mininsnn.studystore imports it inside
 the functions that need it; the search spaces (mininsnn.searchspace) and :func:`train_argv` work
-without it. The command line (mininsnn.commands.study) passes its parser in (StudySpec.parse_train):
-nothing here imports a command.
+without it. The command line (mininsnn.commands.study) passes its parser in
+(StudySpec.parse_train): nothing here imports a command.
 """
 from __future__ import annotations
 

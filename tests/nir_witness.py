@@ -12,8 +12,9 @@ node once per time step, in float64. Continuous-time neurons are stepped with fo
 
 then z = 1 where v > v_threshold, and v <- v_reset there. A node with several incoming edges gets
 their sum. Edges that close a cycle (found by a depth-first walk from the Input node) carry the
-value their source produced at the previous step (zero at step 0), so in ``lif -> w_rec -> lif``
-the recurrent input at step t is ``w_rec S[t-1]``.
+value their source produced at the previous step, so in ``lif -> w_rec -> lif`` the recurrent
+input at step t is ``W S[t-1] + b``; at step 0 every spike before it is 0 (S[-1] = 0), so such an
+edge carries what its source gives for silent input: an Affine's bias b, else 0.
 """
 import numpy as np
 
@@ -138,6 +139,11 @@ def _apply(n, h, state, dt):
     raise NotImplementedError(f"witness: no rule for {type(n).__name__}")
 
 
+def _at_rest(n):
+    """A node's output for silent input (before step 0): an Affine's bias, else 0."""
+    return _f(n.bias) if isinstance(n, nir.Affine) else 0.0
+
+
 def simulate(graph, x, dt, record=False):
     """Run ``graph`` on x: (T, B, *input shape) float64, one frame per step. Returns the value
     reaching the Output node at every step, (T, B, ...); with ``record=True`` also
@@ -155,8 +161,8 @@ def simulate(graph, x, dt, record=False):
             if isinstance(n, nir.Input):
                 h = xt
             else:
-                parts = [prev.get(a) if (a, k) in delayed else now[a] for a in preds[k]]
-                parts = [p for p in parts if p is not None]       # step 0: no delayed value yet
+                parts = [prev.get(a, _at_rest(nodes[a])) if (a, k) in delayed else now[a]
+                         for a in preds[k]]
                 h = sum(parts[1:], parts[0])
             now[k] = _apply(n, h, states[k], dt)
             if isinstance(n, (nir.LIF, nir.IF, nir.CubaLIF)):

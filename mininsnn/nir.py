@@ -48,8 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from mininsnn.atomic import atomic_file
-from mininsnn.nir_read import (DEFAULT_DT, FORMAT, FORMAT_VERSION, NIRError, _PRODUCER, _nir,
-                               _one_line, from_nir, read_nir, reconstruct_latent_weight)
+from mininsnn.nir_graph import (DEFAULT_DT, FORMAT, FORMAT_VERSION, NIRError, _PRODUCER, _nir,
+                                _one_line)
+from mininsnn.nir_read import from_nir, read_nir, reconstruct_latent_weight
 
 __all__ = ["NIRError", "DEFAULT_DT", "FORMAT", "FORMAT_VERSION", "to_nir", "write_nir",
            "from_nir", "read_nir", "reconstruct_latent_weight"]

@@ -353,6 +353,13 @@ def _dtype(gmeta, nodes, names):
     return np.dtype(np.float32)
 
 
+def _layer_name(name, rec):
+    """'lif1' for a recurrent neuron 'lif1.lif' whose weight is 'lif1.w_rec' (a subgraph, inlined
+    or written flat with such names), else the node's name."""
+    head = name.rpartition(".")[0]
+    return head if rec is not None and head and rec[0].rpartition(".")[0] == head else name
+
+
 def _layers(reader, nodes, chain, loops, shape, use_metadata):
     layers = []
     for name in chain[1:-1]:
@@ -364,7 +371,7 @@ def _layers(reader, nodes, chain, loops, shape, use_metadata):
             raise
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
             reader.fail(name, f"malformed {type(node).__name__} node ({_one_line(e)})")
-        layers.append((name, layer))
+        layers.append((_layer_name(name, rec), layer))
     want = _shape_of(getattr(nodes[chain[-1]], "output_type", None), "output")
     if want is not None and want not in (shape, (1,) + shape):
         raise NIRError(f"{reader.where}: the output node declares shape {want}, the last node "

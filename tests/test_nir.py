@@ -162,7 +162,7 @@ def _conv(x, W, b, stride, pad):
 
 def nir_simulate(graph, frames, dt):
     """Spikes of each neuron node and the output, stepping NIR's ODEs with forward Euler:
-    LIF  v <- v + dt/tau (v_leak - v) + dt r/tau I;  IF  v <- v + dt r I;  z = v > v_threshold;
+    LIF  v <- v + dt/tau (v_leak - v) + dt r/tau I;  IF  v <- v + r I (per step);  z = v > v_threshold;
     v <- v_reset where z. frames: (T, B, *input shape), float64."""
     order, node = ["input"], "input"
     succ = dict(graph.edges)
@@ -189,7 +189,7 @@ def nir_simulate(graph, frames, dt):
                 if isinstance(n, nir.LIF):
                     u = u + dt / n.tau * (n.v_leak - u) + dt * n.r / n.tau * h
                 else:
-                    u = u + dt * n.r * h
+                    u = u + n.r * h          # IF: per step, v += r I (as Sinabs, Norse, snnTorch run it)
                 z = u > n.v_threshold
                 v[name] = np.where(z, n.v_reset, u)
                 h = z.astype(np.float64)

@@ -178,14 +178,18 @@ def _batchnorm_node(nir, layer, shape, dt, latent):
 
 
 def _neuron_facts(layer) -> dict:
-    """The neuron's exact constructor facts (scalars or per-neuron arrays), for the metadata."""
+    """The neuron's exact constructor facts (scalars or per-neuron arrays), for the metadata;
+    ``learned`` names the learnable ones (they are in the state dict as ``<layer>.beta`` ...)."""
     facts = dict(reset=layer.reset, reset_delay=layer.reset_delay,
                  surrogate=layer.surrogate.name, slope=float(layer.surrogate.k),
-                 nir_exact=layer.reset == "zero" and not layer.reset_delay)
+                 nir_exact=layer.reset == "zero" and not layer.reset_delay,
+                 learned=",".join(k for k in layer.params if k not in ("W_rec", "b_rec")))
     for key in ("alpha", "beta", "threshold", "syn_gain", "gain", "drive", "v_reset"):
-        v = getattr(layer, key, None)
-        if v is not None:
-            facts[key] = np.array(v, copy=True) if isinstance(v, np.ndarray) else float(v)
+        try:
+            v = layer.value(key)
+        except KeyError:       # a Leaky has no alpha or syn_gain
+            continue
+        facts[key] = np.array(v, copy=True) if np.ndim(v) else float(v)
     return facts
 
 

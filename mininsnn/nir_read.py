@@ -330,6 +330,9 @@ class _Reader:
                 if key in meta:
                     v = np.asarray(meta[key])
                     kw[key] = float(v) if v.ndim == 0 else v.astype(self.dtype)
+            learned = [k for k in str(meta.get("learned", "")).split(",") if k]
+            if learned:
+                kw.update({f"learn_{k}": True for k in learned}, dtype=self.dtype)
         except (KeyError, ValueError, TypeError) as e:
             self.fail(name, f"bad neuron metadata: {_one_line(e)}")
         return kind, kw

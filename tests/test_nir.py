@@ -308,9 +308,9 @@ def test_foreign_step_is_the_users_dt_not_tau_over_r():
     tau / r (which gave beta = 0 for Norse's r = 1 neuron)."""
     graph = _foreign_mlp(beta=0.9, dt=1e-3)          # snnTorch-style r = tau / dt = 10 at dt = 1e-3
     lif = from_nir(graph).neurons()[0]               # at 1e-4: tau = 1e-2, beta 0.99, gain r dt / tau 0.1
-    np.testing.assert_allclose([lif.beta, lif.gain, lif.drive], [0.99, 0.1, 0.0], rtol=1e-12)
+    np.testing.assert_allclose([lif.beta, lif.value("gain"), lif.value("drive")], [0.99, 0.1, 0.0], rtol=1e-12)
     lif = from_nir(graph, dt=1e-3).neurons()[0]
-    np.testing.assert_allclose([lif.beta, lif.gain], [0.9, 1.0], rtol=1e-12)
+    np.testing.assert_allclose([lif.beta, lif.value("gain")], [0.9, 1.0], rtol=1e-12)
 
 
 def test_foreign_per_neuron_taus_leak_and_reset_read_exactly():
@@ -322,8 +322,8 @@ def test_foreign_per_neuron_taus_leak_and_reset_read_exactly():
     lif = net.neurons()[0]
     tau = graph.nodes["lif1"].tau
     np.testing.assert_allclose(lif.beta, 1 - 1e-4 / tau, rtol=1e-6)
-    np.testing.assert_allclose(lif.drive, 1e-4 * 0.1 / tau, rtol=1e-6)
-    np.testing.assert_allclose(lif.v_reset, -0.3, rtol=1e-7)
+    np.testing.assert_allclose(lif.value("drive"), 1e-4 * 0.1 / tau, rtol=1e-6)
+    np.testing.assert_allclose(lif.value("v_reset"), -0.3, rtol=1e-7)
     x = np.random.default_rng(2).normal(0.5, 1.0, (16, 5, 2, 3, 3)).astype(np.float32)
     out = net.forward(x, record="membrane")
     margin = min(np.abs(m - 0.6).min() for m in net.recorded["membrane"].values())

@@ -83,7 +83,7 @@ def test_norse_single_lif_neuron_fires_where_the_papers_simulators_do(tmp_path, 
     net = read_nir(_write(tmp_path, graph), dt=DT)
     lif = net.neurons()[0]
     assert net.input_shape == (1,) and net.dtype == np.float64
-    np.testing.assert_allclose([lif.beta, lif.gain, lif.drive], [0.96, 0.04, 0.0], rtol=1e-12)
+    np.testing.assert_allclose([lif.beta, lif.value("gain"), lif.value("drive")], [0.96, 0.04, 0.0], rtol=1e-12)
     out, rec = _run(net, x)
     steps = np.flatnonzero(out[:, 0, 0])
     assert len(steps) == 4
@@ -96,7 +96,7 @@ def test_the_step_is_the_users_dt(tmp_path):
     """At dt = 1 ms the same neuron leaks 0.4 per step and gets 0.4 of each input spike."""
     path = _write(tmp_path, _norse_lif())
     lif = read_nir(path, dt=1e-3).neurons()[0]
-    np.testing.assert_allclose([lif.beta, lif.gain], [0.6, 0.4], rtol=1e-12)
+    np.testing.assert_allclose([lif.beta, lif.value("gain")], [0.6, 0.4], rtol=1e-12)
     with pytest.raises(NIRError, match=r"g.nir: node '1': tau = 0.0025 is shorter than the step "
                                        r"dt = 0.01"):
         read_nir(path, dt=1e-2)
@@ -148,7 +148,7 @@ def test_if_reads_as_v_plus_r_i_per_step_whatever_dt():
     graph.nodes["if2"].r = np.full(5, 2.0)
     for dt in (1e-4, 1e-3):
         lif = from_nir(graph, dt=dt).layers[-1]
-        assert np.all(np.asarray(lif.beta) == 1) and np.all(np.asarray(lif.gain) == 2.0)
+        assert np.all(np.asarray(lif.beta) == 1) and np.all(np.asarray(lif.value("gain")) == 2.0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def _takes(node, shape, nir):
         return len(shape) == 3 and shape[0] == np.shape(node.weight)[1]
     if type(node).__name__ in _NEURONS:
         sizes = [np.shape(getattr(node, f)) for f in ("v_threshold", "r") if hasattr(node, f)]
-        return all(s in ((), (1,), shape) for s in sizes) and len(shape) <= 3
+        return all(s in ((), (1,), shape, (1,) + shape) for s in sizes) and len(shape) <= 3
     return len(shape) <= 3      # mininsnn's samples are vectors or (C, H, W) images
 
 

@@ -72,8 +72,11 @@ class _Reader:
         return self.array(name, node, field).astype(self.dtype)
 
     def param(self, name, node, field, shape, positive=False):
-        """A neuron parameter as float64 of the layer's shape: one value or an array of it."""
+        """A neuron parameter as float64 of the layer's shape: one value or an array that
+        broadcasts to it (a leading batch dimension of 1 dropped)."""
         a = self.array(name, node, field).astype(np.float64)
+        if a.ndim == len(shape) + 1 and a.shape[0] == 1:   # Sinabs: the state's batch dim of 1
+            a = a[0]
         try:
             a = np.broadcast_to(a.reshape(a.shape if a.size != 1 else ()), shape)
         except ValueError:

@@ -91,10 +91,13 @@ def _pool(x, n, reduce):
 
 
 def _flatten(x, n):
-    """NIR's Flatten counts dims per sample (start_dim 0 = the first dim after the batch)."""
-    nd = x.ndim - 1
-    start, end = int(n.start_dim) % nd, int(n.end_dim) % nd
-    return x.reshape(x.shape[: start + 1] + (-1,) + x.shape[end + 2:])
+    """NIR's Flatten counts the dims of its input_type: per sample (start_dim 0 = the first dim
+    after the batch), unless that type has the batch dim too (Sinabs writes [0, 0, 0, 0])."""
+    typ = (n.input_type or {}).get("input")
+    with_batch = typ is not None and np.ndim(typ) == 1 and len(typ) == x.ndim
+    nd, off = (x.ndim, 0) if with_batch else (x.ndim - 1, 1)
+    start, end = int(n.start_dim) % nd + off, int(n.end_dim) % nd + off
+    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
 def _f(a):

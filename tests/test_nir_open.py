@@ -106,10 +106,14 @@ def test_the_step_is_the_users_dt(tmp_path):
 # (b) a small CNN of Sinabs's form: Conv2d stride 2 padding 1, IF, SumPool2d, Flatten, Affine, IF
 
 def _sinabs_cnn(rng, batch_dim=False, one_value=False, dtype=np.float64):
+    """batch_dim: a batch dimension of 1 in the Input's type and in the IF parameters (Sinabs
+    sizes them like its membrane state), and Flatten as Sinabs writes it (start_dim 1 counting the
+    batch, input_type [0, 0, 0, 0])."""
     C, O, H = 2, 4, 8
     shape1, n_out = (O, H // 2, H // 2), 5
+    lead = (1,) if batch_dim else ()
     per = (lambda s, v: np.full((1,), v, dtype)) if one_value else \
-        (lambda s, v: np.full(s, v, dtype) * rng.uniform(0.8, 1.2, s).astype(dtype))
+        (lambda s, v: np.full(lead + s, v, dtype) * rng.uniform(0.8, 1.2, lead + s).astype(dtype))
     return _chain(
         ("input", nir.Input(input_type=np.array(([1] if batch_dim else []) + [C, H, H]))),
         ("conv", nir.Conv2d(input_shape=(H, H), weight=rng.normal(0.3, 0.6, (O, C, 3, 3)).astype(dtype),
@@ -118,7 +122,8 @@ def _sinabs_cnn(rng, batch_dim=False, one_value=False, dtype=np.float64):
         ("if1", nir.IF(r=per(shape1, 1.0), v_threshold=per(shape1, 1.0), v_reset=per(shape1, 0.0) * 0)),
         ("pool", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
                                padding=np.array([0, 0]))),
-        ("flat", nir.Flatten(input_type={"input": np.array([O, 2, 2])}, start_dim=0, end_dim=-1)),
+        ("flat", nir.Flatten(input_type={"input": np.array([0, 0, 0, 0] if batch_dim else [O, 2, 2])},
+                             start_dim=1 if batch_dim else 0, end_dim=-1)),
         ("fc", nir.Affine(weight=rng.normal(0.2, 0.5, (n_out, O * 4)).astype(dtype),
                           bias=rng.normal(0, 0.1, n_out).astype(dtype))),
         ("if2", nir.IF(r=per((n_out,), 1.0), v_threshold=per((n_out,), 1.5), v_reset=per((n_out,), 0.0) * 0)),

@@ -184,11 +184,9 @@ def _neuron_facts(layer) -> dict:
                  surrogate=layer.surrogate.name, slope=float(layer.surrogate.k),
                  nir_exact=layer.reset == "zero" and not layer.reset_delay,
                  learned=",".join(k for k in layer.params if k not in ("W_rec", "b_rec")))
-    for key in ("alpha", "beta", "threshold", "syn_gain", "gain", "drive", "v_reset"):
-        try:
-            v = layer.value(key)
-        except KeyError:       # a Leaky has no alpha or syn_gain
-            continue
+    cuba = ("alpha", "syn_gain") if "Synaptic" in type(layer).__name__ else ()
+    for key in cuba + ("beta", "threshold", "gain", "drive", "v_reset"):
+        v = layer.value(key)
         facts[key] = np.array(v, copy=True) if np.ndim(v) else float(v)
     return facts
 

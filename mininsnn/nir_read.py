@@ -251,7 +251,7 @@ class _Reader:
     def neuron(self, name, node, meta, shape, rec):
         """LIF / IF / CubaLIF (and its recurrent weight node ``rec``: (name, node) or None) ->
         Leaky / Synaptic (RLeaky / RSynaptic): the metadata's exact layer, else NIR's semantics."""
-        from mininsnn import neurons
+        from mininsnn import neurons, recurrent
 
         kind, kw = self.neuron_metadata(name, meta) if meta else self.neuron_nir(name, node, shape)
         try:
@@ -259,7 +259,8 @@ class _Reader:
                 return getattr(neurons, kind)(**kw)
             n = int(np.prod(shape))
             W, b = self.recurrent_weights(rec, n, len(shape))
-            layer = getattr(neurons, "R" + kind)(n, **kw)
+            layer = getattr(recurrent, "R" + kind)(n, **{**kw, "dtype": self.dtype}, bias=b is not None,
+                                                   rng=np.random.default_rng(0))
             layer.params["W_rec"][...] = W
             if b is not None:
                 layer.params["b_rec"][...] = b

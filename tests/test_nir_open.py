@@ -19,7 +19,8 @@ nir = pytest.importorskip("nir", reason="the optional package 'nir' is not insta
 
 from mininsnn.layers import Flatten, Linear, SumPool2d  # noqa: E402
 from mininsnn.network import Network  # noqa: E402
-from mininsnn.neurons import Leaky, RLeaky, RSynaptic, Synaptic  # noqa: E402
+from mininsnn.neurons import Leaky, Synaptic  # noqa: E402
+from mininsnn.recurrent import RLeaky, RSynaptic  # noqa: E402
 from mininsnn.nir import NIRError, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
 from nir_witness import simulate  # noqa: E402
@@ -267,7 +268,7 @@ def _neuron_layer(kind, rng, n, reset="zero", reset_delay=False):
         kw.update(alpha=_per_neuron(rng, n, 0.3, 0.9), syn_gain=_per_neuron(rng, n, 0.5, 1.5))
     if kind in ("Leaky", "Synaptic"):
         return {"Leaky": Leaky, "Synaptic": Synaptic}[kind](**kw)
-    layer = {"RLeaky": RLeaky, "RSynaptic": RSynaptic}[kind](n, **kw)
+    layer = {"RLeaky": RLeaky, "RSynaptic": RSynaptic}[kind](n, **kw, dtype=np.float64)
     layer.params["W_rec"][...] = rng.normal(0, 0.7, (n, n))
     if layer.params.get("b_rec") is not None:
         layer.params["b_rec"][...] = rng.normal(0, 0.1, n)
@@ -407,3 +408,20 @@ def test_a_branch_is_refused_not_half_run():
     g = _rnn(rng, "flat")
     g.edges.append(("fc", "readout"))
     _refused(g, "x.nir: node 'fc' feeds both")
+
+
+def test_recurrent_layer_without_bias_round_trips(tmp_path):
+    rng = np.random.default_rng(8)
+    lif = RLeaky(4, 0.8, 0.7, reset="zero", reset_delay=False, bias=False, dtype=np.float64, rng=rng)
+    lif.params["W_rec"][...] *= 2
+    net = Network([("fc", Linear(3, 4, dtype=np.float64, rng=rng)), ("lif", lif)], (3,),
+                  dtype=np.float64).eval()
+    x = rng.random((25, 2, 3)) * 3
+    out, _ = _run(net, x)
+    path = write_nir(tmp_path / "r.nir", net)
+    for use in (True, False):
+        back = read_nir(path, use_metadata=use)   # without metadata: an Affine with bias 0
+        assert "b_rec" not in back.layers[1].params if use else not back.layers[1].params["b_rec"].any()
+        np.testing.assert_array_equal(_run(back, x)[0], out)
+    np.testing.assert_array_equal(simulate(nir.read(path), x, DT), out)
+    assert 0 < out.mean() < 1

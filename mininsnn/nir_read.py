@@ -309,7 +309,7 @@ class _Reader:
             self.fail(name, f"a recurrent weight must be ({n}, {n}) on a layer of {n} neurons "
                             f"in one dimension, got weight {W.shape}")
         meta = _metadata(node, True) if self.use else {}
-        if isinstance(node, self.nir.Linear) or meta.get("has_bias") is False:
+        if isinstance(node, self.nir.Linear) or not meta.get("has_bias", True):
             if isinstance(node, self.nir.Affine) and (self.weights(name, node, "bias") != 0).any():
                 self.fail(name, "the bias is not zero but the layer had none")
             return W, None

@@ -421,6 +421,48 @@ class AvgPool2d(Layer):
         return dX.reshape(self.cache)
 
 
+class SumPool2d(Layer):
+    """k x k sum pooling, stride (default k), zero padding p (Sinabs' ``SumPool2d``, NIR's
+    ``SumPool2d``):  Y[n, c, i, j] = sum_{a, b < k} X[n, c, i*s - p + a, j*s - p + b], 0 outside.
+    Takes float input or uint8 spikes (then the output is float32: sums of spikes are small
+    integers, exact in float32)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.k = _check_positive_int("SumPool2d", "kernel_size", kernel_size)
+        self.stride = self.k if stride is None else _check_positive_int("SumPool2d", "stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"SumPool2d: expected padding to be an integer >= 0, got {padding!r}")
+        self.padding = int(padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.k}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, x.shape[2:], allow_spikes=True)
+        TI, B, C, H, W = x.shape
+        k, s, p = self.k, self.stride, self.padding
+        if H + 2 * p < k or W + 2 * p < k:
+            raise ValueError(f"{self.name}: input {H}x{W} (padding {p}) is smaller than the {k}x{k} window")
+        OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+        Y = self._work_array("Y", (TI * B, C, OH, OW), dtype)  # (N, C, OH, OW)
+        kpool.sumpool_forward(x.reshape(TI * B, C, H, W), k, s, p, Y)
+        self.cache = x.shape
+        return Y.reshape(TI, B, C, OH, OW)
+
+    def backward(self, dout):
+        TI, B, C, H, W = self.cache
+        dX = self._work_array("dX", (TI * B, C, H, W), dout.dtype)  # (N, C, H, W)
+        dY = np.ascontiguousarray(dout.reshape(TI * B, C, *dout.shape[3:]))
+        kpool.sumpool_backward(dY, self.k, self.stride, self.padding, dX)
+        return dX.reshape(self.cache)
+
+
 class MaxPool2d(Layer):
     """k x k max pooling (stride defaults to k); ties go to the first maximum in row-major order."""
 

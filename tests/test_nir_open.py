@@ -23,7 +23,7 @@ from mininsnn.neurons import Leaky, Synaptic  # noqa: E402
 from mininsnn.recurrent import RLeaky, RSynaptic  # noqa: E402
 from mininsnn.nir import NIRError, from_nir, read_nir, to_nir, write_nir  # noqa: E402
 
-from nir_witness import simulate  # noqa: E402
+from tests.nir_witness import simulate  # noqa: E402
 
 DT = 1e-4
 

@@ -275,6 +275,8 @@ class _Reader:
         dt, kind = self.dt, type(node).__name__
 
         def p(field, positive=False):
+            if getattr(node, field, None) is None and field in _OPTIONAL:   # NIR's defaults
+                return np.full(shape, _OPTIONAL[field])
             return self.param(name, node, field, shape, positive)
 
         def decay(field):   # 1 - dt/tau of forward Euler, refused where the step leaves [0, 1)
@@ -342,6 +344,8 @@ class _Reader:
         return kind, kw
 
 
+#: optional neuron fields and NIR's default for them
+_OPTIONAL = {"v_reset": 0.0, "w_in": 1.0}
 #: the neuron facts mininsnn's writer stores in metadata and its reader passes back
 _NEURON_FACTS = ("alpha", "beta", "threshold", "syn_gain", "gain", "drive", "v_reset")
 

@@ -425,3 +425,14 @@ def test_recurrent_layer_without_bias_round_trips(tmp_path):
         np.testing.assert_array_equal(_run(back, x)[0], out)
     np.testing.assert_array_equal(simulate(nir.read(path), x, DT), out)
     assert 0 < out.mean() < 1
+
+
+def test_optional_fields_take_nirs_defaults():
+    """A LIF without v_reset resets to 0; a CubaLIF without w_in weighs its input by 1."""
+    g = _norse_lif()
+    g.nodes["1"].v_reset = None
+    lif = from_nir(g).neurons()[0]
+    assert lif.value("v_reset") == 0.0
+    g = _rnn(np.random.default_rng(0), "flat")
+    g.nodes["lif"].w_in = None
+    np.testing.assert_allclose(from_nir(g).neurons()[0].value("syn_gain"), DT / g.nodes["lif"].tau_syn)

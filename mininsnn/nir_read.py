@@ -353,8 +353,17 @@ _NEURON_FACTS = ("alpha", "beta", "threshold", "syn_gain", "gain", "drive", "v_r
 # =============================================================================================
 # from a graph to a Network
 
-def _dtype(gmeta, nodes, names):
-    """The network's dtype: mininsnn's metadata, else the first float32/float64 weights."""
+def _dtype(gmeta, nodes, names, dtype, where):
+    """The network's dtype: the one asked for, mininsnn's metadata, else the first float32 or
+    float64 weights, else float32."""
+    if dtype is not None:
+        try:
+            asked = np.dtype(dtype)
+        except TypeError:
+            asked = None
+        if asked not in (np.float32, np.float64):
+            raise NIRError(f"{where}: dtype must be float32 or float64, got {dtype!r}")
+        return asked
     if gmeta.get("dtype") in ("float32", "float64"):
         return np.dtype(gmeta["dtype"])
     for k in names:
@@ -408,7 +417,7 @@ def _with_omitted(layers, input_name, gmeta, where):
 
 
 def from_nir(graph, *, dt: float = DEFAULT_DT, use_metadata: bool = True,
-             where: str = "NIR graph"):
+             where: str = "NIR graph", dtype=None):
     """The Network (eval mode) of a ``nir.NIRGraph``; see :func:`read_nir`."""
     from mininsnn.config import validate_config
     from mininsnn.network import Network
@@ -425,7 +434,7 @@ def from_nir(graph, *, dt: float = DEFAULT_DT, use_metadata: bool = True,
     nodes, edges = _inline(graph, nir, where)
     for name, node in nodes.items():
         _check_fields(node, name, where, nir)
-    dtype = _dtype(gmeta, nodes, list(nodes))
+    dtype = _dtype(gmeta, nodes, list(nodes), dtype, where)
     loops = _fold_recurrence(nodes, edges, where, nir)
     chain = _chain(nodes, edges, where, nir)
     if len(chain) < 3:
@@ -443,14 +452,15 @@ def from_nir(graph, *, dt: float = DEFAULT_DT, use_metadata: bool = True,
     return net.eval()
 
 
-def read_nir(path, *, dt: float = DEFAULT_DT, use_metadata: bool = True):
+def read_nir(path, *, dt: float = DEFAULT_DT, use_metadata: bool = True, dtype=None):
     """The Network (eval mode) stored in the NIR file ``path``.
 
     Written by mininsnn (``write_nir``): the same network, its run configuration as
     ``net.config``. Otherwise (or with ``use_metadata=False``, which reads a mininsnn file the way
     another tool does) NIR's semantics stepped with forward Euler at ``dt`` seconds per step
-    (default 1e-4, snnTorch's); see the module docstring. Every problem is a one-line NIRError
-    naming the file, the node and the field."""
+    (default 1e-4, snnTorch's); see the module docstring. ``dtype`` (float32 or float64): the
+    network's; default the file's weights' (mininsnn's metadata: the network's as written). Every
+    problem is a one-line NIRError naming the file, the node and the field."""
     nir = _nir()
     where = os.fspath(path)
     if not os.path.isfile(where):
@@ -463,4 +473,4 @@ def read_nir(path, *, dt: float = DEFAULT_DT, use_metadata: bool = True):
     except Exception as e:                           # noqa: BLE001 - h5py/nir raise anything
         raise NIRError(f"{where}: not a readable NIR file (truncated, damaged or not NIR): "
                        f"{_one_line(e)}") from None
-    return from_nir(graph, dt=dt, use_metadata=use_metadata, where=where)
+    return from_nir(graph, dt=dt, use_metadata=use_metadata, where=where, dtype=dtype)

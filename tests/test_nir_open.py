@@ -436,3 +436,12 @@ def test_optional_fields_take_nirs_defaults():
     g = _rnn(np.random.default_rng(0), "flat")
     g.nodes["lif"].w_in = None
     np.testing.assert_allclose(from_nir(g).neurons()[0].value("syn_gain"), DT / g.nodes["lif"].tau_syn)
+
+
+def test_dtype_can_be_asked_for(tmp_path):
+    path = _write(tmp_path, _norse_lif())
+    assert read_nir(path).dtype == np.float64                     # the file's weights
+    net = read_nir(path, dtype="float32")
+    out, _ = _run(net, _paper_input())
+    assert net.dtype == np.float32 and np.flatnonzero(out[:, 0, 0]).tolist() == [460, 510, 710, 760]
+    _refused(path, "g.nir: dtype must be float32 or float64, got 'int8'", dtype="int8")

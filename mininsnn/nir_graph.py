@@ -91,12 +91,11 @@ def _fold_recurrence(nodes, edges, where, nir):
                 and type(nodes.get(b)).__name__ in _NEURONS:
             if [e for e in edges if a in e and e not in ((a, b), (b, a))]:
                 continue    # not a pure loop: the chain check names what is wrong
-            if b in loops:
+            if loops.get(b, a) != a:
                 raise NIRError(f"{where}: node {b!r}: two recurrent loops on one layer")
             loops[b] = a
     for b, a in loops.items():
-        edges.remove((a, b))
-        edges.remove((b, a))
+        edges[:] = [e for e in edges if e not in ((a, b), (b, a))]
         loops[b] = (a, nodes.pop(a))
     return loops
 

@@ -14,6 +14,8 @@ a NumPy simulator of NIR's equations that shares no code with mininsnn.
 import h5py
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 nir = pytest.importorskip("nir", reason="the optional package 'nir' is not installed")
 
@@ -469,3 +471,35 @@ def test_learned_per_channel_parameters_round_trip(tmp_path):
     np.testing.assert_array_equal(_run(read_nir(path, use_metadata=False), x)[0], out)
     np.testing.assert_array_equal(simulate(nir.read(path), x, DT), out)
     assert 0 < out.mean() < 1
+
+
+@settings(deadline=None, max_examples=40)
+@given(seed=st.integers(0, 2**31), kind=st.sampled_from(["LIF", "IF", "CubaLIF"]), recurrent=st.booleans(),
+       dt=st.sampled_from([1e-4, 1e-3, 5e-4]), uniform=st.booleans())
+def test_any_parameters_match_the_witness(seed, kind, recurrent, dt, uniform):
+    """Random parameters (per neuron or one value), any step dt: the reader's network and the
+    witness give the same spikes."""
+    rng = np.random.default_rng(seed)
+    n = 4
+    u = (lambda lo, hi: np.full(n, rng.uniform(lo, hi))) if uniform else (lambda lo, hi: rng.uniform(lo, hi, n))
+    common = dict(v_threshold=u(0.3, 1.5), v_reset=u(-0.3, 0.2))
+    if kind == "IF":
+        cell = nir.IF(r=u(0.3, 2.0), **common)
+    elif kind == "LIF":
+        cell = nir.LIF(tau=dt * u(1.0, 20.0), r=u(0.3, 3.0), v_leak=u(-0.5, 0.5), **common)
+    else:
+        cell = nir.CubaLIF(tau_syn=dt * u(1.0, 10.0), tau_mem=dt * u(1.0, 20.0), r=u(0.3, 3.0),
+                           v_leak=u(-0.5, 0.5), w_in=u(0.3, 3.0), **common)
+    nodes = {"input": nir.Input(input_type=np.array([3])),
+             "fc": nir.Affine(weight=rng.normal(0, 1.5, (n, 3)), bias=rng.normal(0, 0.3, n)),
+             "cell": cell, "output": nir.Output(output_type=np.array([n]))}
+    edges = [("input", "fc"), ("fc", "cell"), ("cell", "output")]
+    if recurrent:
+        nodes["w_rec"] = nir.Affine(weight=rng.normal(0, 0.8, (n, n)), bias=rng.normal(0, 0.2, n))
+        edges += [("cell", "w_rec"), ("w_rec", "cell")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    net = from_nir(graph, dt=dt)
+    x = rng.random((25, 2, 3)) * 2
+    out, rec = _run(net, x)
+    assume(_margin(rec, net) > 1e-9)
+    np.testing.assert_array_equal(out, simulate(graph, x, dt))

@@ -15,7 +15,7 @@ like Linear's weight and bias, U(-1/sqrt(n), 1/sqrt(n)). Kernels: kernels/recurr
 import numpy as np
 
 from mininsnn.kernels import recurrent as krec
-from mininsnn.layers import SPIKE_DTYPE, _check_positive_int, _uniform_init
+from mininsnn.layers import GRAD_SLICES, SPIKE_DTYPE, _check_positive_int, _uniform_init
 from mininsnn.neurons import _LIF_DEFAULTS, PARAM_RULES, Neuron
 
 __all__ = ["RLeaky", "RSynaptic"]
@@ -78,7 +78,9 @@ class _Recurrent(Neuron):
         krec.recurrent_backward(W, par, mode, n, Xin, M, C, dS, dXin, dpar)
         # fwd: Xin[t] = X[t] + W_rec S[t-1] + b_rec  =>  dW_rec = sum_{t>=1} dXin[t]^T S[t-1], db_rec = sum dXin
         if T > 1:
-            self.grads["W_rec"] += dXin[1:].reshape(-1, n).T @ S[:-1].reshape(-1, n).astype(dt)
+            parts = self._work_array("parts", (min(GRAD_SLICES, (T - 1) * shape[1]), n, n), dt)  # (P, n, n)
+            krec.recurrent_backward_weight(dXin, S, n, parts)  # partial sums of dW_rec^T
+            self.grads["W_rec"] += parts.sum(axis=0).T
         if "b_rec" in self.params:
             self.grads["b_rec"] += dXin.reshape(-1, n).sum(axis=0)
         self._add_param_grads(dpar, (shape[1], n))

@@ -125,9 +125,14 @@ def check_neuron_fd(layer, x, ctx, seed):
     def loss():
         return float((layer.forward(x, ctx) * g).sum())
 
-    assert_close_grad(dx, numeric_grad(loss, x), what=f"{layer.name} input")
-    for key, p in layer.params.items():
-        assert_close_grad(layer.grads[key], numeric_grad(loss, p), what=f"{layer.name}.{key}")
+    for what, analytic, p in [("input", dx, x)] + [(k, layer.grads[k], v) for k, v in layer.params.items()]:
+        numeric = numeric_grad(loss, p)
+        if np.abs(numeric).max() < 1e-4:
+            # a gradient this small (a saturated surrogate) is below what the differences of a loss
+            # of size ~1 resolve relatively: hold it to their absolute accuracy (~1e-11) instead
+            np.testing.assert_allclose(analytic, numeric, rtol=0, atol=1e-9, err_msg=f"{layer.name}.{what}")
+        else:
+            assert_close_grad(analytic, numeric, what=f"{layer.name}.{what}")
 
 
 @settings(deadline=None)

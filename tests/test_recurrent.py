@@ -141,3 +141,18 @@ def test_bad_hyperparameters(make, msg):
 def test_wrong_width_is_refused():
     with pytest.raises(ValueError, match=r"RLeaky: expected input of shape \(T, B, 3\)"):
         RLeaky(3, 0.5).forward(np.zeros((2, 1, 4), np.float32), Context(T=2, training=False, rng=None))
+
+
+@settings(deadline=None)
+@given(c=kernel_cases, P=st.integers(1, 4), smooth=st.booleans())
+def test_weight_gradient_kernel_equals_plain_twin(c, P, smooth):
+    """dW_rec^T by the spikes that fired, in P slices, = the plain triple sum (within rounding:
+    the slices add in another order)."""
+    rng = np.random.default_rng(c["seed"])
+    T, N, d = c["T"], c["B"] * c["n"], np.dtype(c["dtype"])
+    dXin = rng.standard_normal((T, N)).astype(d)
+    S = rng.random((T, N)).astype(d) if smooth else (rng.random((T, N)) < 0.3).astype(np.uint8)
+    parts, ref = np.full((P, c["n"], c["n"]), 9.0, d), np.empty((1, c["n"], c["n"]), d)
+    krec.recurrent_backward_weight(dXin, S, c["n"], parts)
+    krec.recurrent_backward_weight_plain(dXin, S, c["n"], ref)
+    np.testing.assert_allclose(parts.sum(axis=0), ref[0], rtol=1e-5 if d == np.float32 else 1e-12, atol=1e-5)

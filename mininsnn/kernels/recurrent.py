@@ -34,11 +34,13 @@ def recurrent_forward(Wt, par, mode, n, Xin, M, S, C):
         lo = b * n
         for t in range(T):
             if t > 0:
+                row, s_prev = Xin[t, lo:lo + n], S[t - 1, lo:lo + n]
                 for j in range(n):  # Xin[t] += W S[t-1], one input neuron (one row of Wt) at a time
-                    s = S[t - 1, lo + j]
+                    s = s_prev[j]
                     if s != 0:
+                        w = Wt[j]
                         for i in range(n):
-                            Xin[t, lo + i] += s * Wt[j, i]
+                            row[i] += s * w[i]
             _forward_row(Xin, t, t, par, mode, M, S, C, lo, lo + n)
 
 
@@ -83,11 +85,13 @@ def recurrent_backward(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
         for t in range(T - 1, -1, -1):
             if t < T - 1:
                 # fwd: Xin[t+1, i] = ... + sum_j W[i, j] S[t, j]  =>  dS[t, j] += sum_i dXin[t+1, i] W[i, j]
+                row, d_next = dS_tot[t, lo:lo + n], dXin[t + 1, lo:lo + n]
                 for i in range(n):
-                    d = dXin[t + 1, lo + i]
+                    d = d_next[i]
                     if d != 0:
+                        w = W[i]
                         for j in range(n):
-                            dS_tot[t, lo + j] += d * W[i, j]
+                            row[j] += d * w[j]
             _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, lo, lo + n)
 
 
@@ -128,3 +132,43 @@ def recurrent_backward_plain(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
                     if cuba:
                         dpar[ALPHA, k] += dI * (C[t - 1, k] if t > 0 else d(0))
                         dpar[SYN_GAIN, k] += dI * x
+
+
+@jit(parallel=True)
+def recurrent_backward_weight(dXin, S, n, parts):
+    """fwd: Xin[t, i] = ... + sum_j W[i, j] S[t-1, j]  =>  dW[i, j] = sum_{t >= 1, b} dXin[t, i] S[t-1, j],
+    collected transposed, by the spikes that fired: G[j, :] += S[t-1, j] dXin[t, :] (G = dW^T).
+
+    dXin: (T, N);  S: (T, N) spikes (uint8) or the smooth twin's floats;  parts: (P, n, n), written:
+    the partial sums of G over P fixed slices of the (t, b) pairs, summed by the caller (a count
+    that does not depend on the threads, so neither do the bits)."""
+    T, N = dXin.shape
+    B = N // n
+    P = parts.shape[0]
+    pairs = (T - 1) * B  # (t, b) with t >= 1, as r = (t - 1) * B + b
+    for p in prange(P):
+        G = parts[p]
+        G[...] = 0.0
+        for r in range(p * pairs // P, (p + 1) * pairs // P):
+            t, lo = 1 + r // B, (r % B) * n
+            s_prev, d = S[t - 1, lo:lo + n], dXin[t, lo:lo + n]
+            for j in range(n):
+                s = s_prev[j]
+                if s != 0:
+                    g = G[j]
+                    for i in range(n):
+                        g[i] += s * d[i]
+
+
+def recurrent_backward_weight_plain(dXin, S, n, parts):
+    """Plain twin of :func:`recurrent_backward_weight`: the whole sum in slice 0, one entry at a time.
+
+        G[j, i] = sum_{t >= 1, b} S[t-1, b, j] dXin[t, b, i]      (G = dW^T)
+    """
+    T, N = dXin.shape
+    parts[...] = 0
+    for t in range(1, T):
+        for b in range(N // n):
+            for j in range(n):
+                for i in range(n):
+                    parts[0, j, i] += S[t - 1, b * n + j] * dXin[t, b * n + i]

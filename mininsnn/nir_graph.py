@@ -174,9 +174,13 @@ def _scan_file(where):
 
 
 def _shape_of(types, key):
+    """A node's input or output shape, or None where it gives none (missing, empty, or all 0 as
+    Sinabs writes an unknown one)."""
     v = types.get(key) if isinstance(types, dict) else types
     a = None if v is None else np.atleast_1d(np.asarray(v))
-    return None if a is None or a.size == 0 or a.dtype.kind not in "iu" else tuple(int(d) for d in a)
+    if a is None or a.size == 0 or a.dtype.kind not in "iu" or not a.any():
+        return None
+    return tuple(int(d) for d in a)
 
 
 def _takes(node, shape, nir):

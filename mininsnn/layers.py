@@ -692,13 +692,3 @@ class Dropout(Layer):
         # fwd: Y = X * mask  =>  dX = dY * mask   (summed over t for a static input)
         dX = dout * mask
         return dX.sum(axis=0, keepdims=True) if shape[0] != dX.shape[0] else dX
-
-
-def __getattr__(name):
-    """``mininsnn.layers.Leaky``, the neuron's old home, for code not yet moved to
-    :mod:`mininsnn.neurons`. Resolved lazily, at attribute access: mininsnn.neurons imports this
-    module, so an import at the top would be a cycle."""
-    if name == "Leaky":
-        from mininsnn.neurons import Leaky  # lazy: see above
-        return Leaky
-    raise AttributeError(f"module 'mininsnn.layers' has no attribute {name!r}")

@@ -176,4 +176,4 @@ def test_infer_reads_a_nir_graph(tmp_path, capsys):
     bad(["infer", str(tmp_path / "f.nir"), "--input", str(tmp_path / "y.npy"), "--engine",
          "float"], capsys, "expected numbers (N, 4) or (N, T, 4)")
     bad(["infer", str(tmp_path / "f.nir"), "--input", str(tmp_path / "steps.npy"), "--engine",
-         "float", "--dt", "1e-3"], capsys, "f.nir: ")       # gain 10: refused
+         "float", "--dt", "2e-3"], capsys, "f.nir: ")       # tau 1 ms shorter than dt: refused

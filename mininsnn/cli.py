@@ -226,6 +226,7 @@ def _train(a, argv) -> int:
         trainer.prepare_branch_dir(command_line(argv), branch)
     else:
         trainer.prepare_run_dir(command_line(argv))
+    trainer.record_data()                   # data.json: the files the data sets were read from
     try:
         history = trainer.fit()
     except KeyboardInterrupt:

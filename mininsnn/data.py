@@ -32,6 +32,7 @@ __all__ = [
     "load_fashion_mnist",
     "BatchIterator",
     "load_data",
+    "data_files",
     "SampleRange",
     "hold_out",
     "MNIST_SHA256",
@@ -315,19 +316,22 @@ def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
 
 
 def fashion_mnist_search_dirs(root=None) -> list:
-    """The folders load_fashion_mnist looks in, in order."""
-    dirs = [Path(root)] if root is not None else []
-    return dirs + [_default_dir("fashion-mnist"), *FASHION_MNIST_SYSTEM_DIRS]
+    """The folders load_fashion_mnist looks in, in order: ``root`` alone when it is given (a
+    folder the user names is the only place looked at), else the default and system folders."""
+    if root is not None:
+        return [Path(root)]
+    return [_default_dir("fashion-mnist"), *FASHION_MNIST_SYSTEM_DIRS]
 
 
 def load_fashion_mnist(split: str = "train", root=None, download: bool = False, verify: bool = True,
                        base_url: str = FASHION_MNIST_URL) -> ImageDataset:
     """Fashion-MNIST train (60000) or test (10000) split.
 
-    Looks in `root`, then $MININSNN_DATA/fashion-mnist or <repo>/datasets/fashion-mnist, then
-    /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist). If the split is in none
-    of them and download=True, the four official files are downloaded from `base_url` into `root`
-    (or the default folder), each checked by sha256 and written atomically.
+    Looks in `root` only, when it is given; without it in $MININSNN_DATA/fashion-mnist or
+    <repo>/datasets/fashion-mnist, then /usr/share/datasets/fashion-mnist (Debian package
+    dataset-fashion-mnist). If the split is in none of them and download=True, the four official
+    files are downloaded from `base_url` into `root` (or the default folder), each checked by
+    sha256 and written atomically.
     """
     stems = _check_split(split)
     searched = fashion_mnist_search_dirs(root)
@@ -341,9 +345,12 @@ def load_fashion_mnist(split: str = "train", root=None, download: bool = False, 
             if _find(dest_dir, stem) is None:
                 _download_verified(base + stem + ".gz", dest_dir / (stem + ".gz"), stem, FASHION_MNIST_SHA256)
         return _load_pair(dest_dir, split, "fashion-mnist", FASHION_MNIST_SHA256, verify, 10)
+    where = (f"in {root} (the folder named is the only one searched; without it: "
+             f"{', '.join(str(d) for d in fashion_mnist_search_dirs())})" if root is not None
+             else f"in one of {', '.join(str(d) for d in searched)}")
     raise FileNotFoundError(
-        f"Fashion-MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} in one of "
-        f"{', '.join(str(d) for d in searched)}. To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+        f"Fashion-MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} {where}. "
+        "To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
         "or pass download=True (--download on the command line) to fetch the official files, "
         f"or copy the four IDX files into {searched[0]}."
     )
@@ -446,6 +453,21 @@ def hold_out(dataset, n: int):
         return tuple(ImageDataset(im, lb, f"{dataset.name}-{tag}", dataset.num_classes,
                                   dataset.sources) for im, lb, tag in parts)
     return SampleRange(dataset, 0, N - n), SampleRange(dataset, N - n, N)
+
+
+def data_files(dataset) -> list[dict]:
+    """The files ``dataset`` was read from, for a run's record (a run folder's data.json): for
+    MNIST and Fashion-MNIST each IDX file's absolute path, size in bytes and sha256 as stored;
+    for DVS128 Gesture its folder (:meth:`mininsnn.dvs.DVSGesture.data_files`); [] for a data
+    set made in memory. Views (:class:`SampleRange`, subsets) name the files of what they view."""
+    while isinstance(dataset, SampleRange):
+        dataset = dataset.dataset
+    if not isinstance(dataset, ImageDataset):
+        record = getattr(dataset, "data_files", None)
+        return record() if record is not None else []
+    return [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size,
+             "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
+            for p in (dataset.sources or ())]
 
 
 # ----------------------------------------------------------------------------- by configuration

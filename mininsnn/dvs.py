@@ -620,6 +620,14 @@ class DVSGesture:
         view._index = self._index[:n]
         return view
 
+    def data_files(self) -> list[dict]:
+        """The record of the files read (mininsnn.data.data_files): the folder, how many event
+        files of this split it holds, their total size and the fingerprint (names, sizes,
+        mtimes) that also keys the cache."""
+        return [{"path": str(self.root.resolve()), "files": len(self._sources),
+                 "bytes": sum(f.stat().st_size for f in self._sources),
+                 "fingerprint": self._fingerprint}]
+
     def close(self) -> None:
         if self._h5["file"] is not None:
             self._h5["file"].close()

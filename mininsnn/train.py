@@ -31,6 +31,7 @@ Configurations: mininsnn.config; data: mininsnn.data.load_data; progress: minins
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -41,11 +42,12 @@ from mininsnn import __version__
 from mininsnn.checkpoint import load_checkpoint, save_checkpoint
 from mininsnn.config import (BRANCHABLE_KEYS, ConfigError, check_same_config, test_steps,
                              validate_config)
-from mininsnn.data import BatchIterator
+from mininsnn.data import BatchIterator, data_files
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights, find_nonfinite
 from mininsnn.progress import Progress
 from mininsnn.quant import quantize_forward
-from mininsnn.runs import CHECKPOINT_KIND, RunFolder, WriteError, check_training_tree, writing
+from mininsnn.runs import (CHECKPOINT_KIND, RunFolder, WriteError, atomic_write_text,
+                           check_training_tree, writing)
 from mininsnn.schedule import make_schedule
 
 __all__ = ["TrainingError", "Trainer", "build_net", "forward", "evaluate", "make_schedule_of",
@@ -321,6 +323,22 @@ class Trainer:
                     self.keep_epochs = self.keep_epochs or \
                         self.run.epoch_checkpoint(1).parent.is_dir()
                     self.run.repair(self.state(), self.keep_epochs)
+        except WriteError as e:
+            raise self._write_failed(e) from None
+
+    def record_data(self) -> None:
+        """Write data.json in the run folder: the files this command's data sets were read from
+        (mininsnn.data.data_files: path, size, sha256), by split. Each command that trains the
+        run rewrites it; a kill mid-write leaves ``.data.json.tmp``, which the next write
+        renames into place. TrainingError if the write fails."""
+        if self.run is None:
+            return
+        sets = {"train": self.train_set, "valid": self.valid_set, "test": self.test_set}
+        record = {"data_files": {k: data_files(ds) for k, ds in sets.items() if ds is not None}}
+        path = self.run.path / "data.json"
+        try:
+            with self.run.locked(), writing(path):
+                atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         except WriteError as e:
             raise self._write_failed(e) from None
 

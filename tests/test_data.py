@@ -505,11 +505,14 @@ def test_fashion_mnist_from_given_dir(isolated_fmnist):
     assert train.name == "fashion-mnist-train" and train.num_classes == 10
 
 
-def test_fashion_mnist_system_dir_is_searched(isolated_fmnist):
+def test_fashion_mnist_system_dir_is_searched_only_when_no_folder_is_named(isolated_fmnist):
     images, _ = tiny_split(isolated_fmnist / "system")
-    ds = load_fashion_mnist("train", root=isolated_fmnist / "nothing-here", verify=False)
+    ds = load_fashion_mnist("train", verify=False)
     np.testing.assert_array_equal(ds.images, images)
     assert ds.sources[0].parent == isolated_fmnist / "system"
+    (isolated_fmnist / "nothing-here").mkdir()
+    with pytest.raises(FileNotFoundError, match="the only one searched"):
+        load_fashion_mnist("train", root=isolated_fmnist / "nothing-here", verify=False)
 
 
 def test_fashion_mnist_missing_message(isolated_fmnist):

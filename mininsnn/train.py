@@ -187,26 +187,29 @@ class Trainer:
         """One optimisation step on batch (x, y). Returns (loss, accuracy, lr)."""
         from mininsnn.loss import accuracy
         cfg, net = self.config, self.net
-        lr = self.schedule.lr(self.step)
-        spk = forward(net, x, cfg["num_steps"])              # (T, B, classes)
-        self._check_finite("BatchNorm statistic", net.buffers)
-        loss, dspk = self.loss_fn(spk, y)
-        loss = float(loss)
-        if not math.isfinite(loss) or not np.isfinite(dspk).all():
-            raise TrainingError(self._diverged(f"the loss became {loss}"))
-        acc = float(accuracy(spk, y))
-        net.zero_grad()
-        net.backward(dspk)
-        grads = net.grads
-        self._check_finite("the gradient of", grads)
-        if cfg["grad_clip"]:
-            clip_grad_norm(grads, 1.0)
-        if cfg["weight_clip"]:
-            clip_weights(net.params, -1.0, 1.0)
-        self.opt.step(grads, lr=lr)
-        self._check_finite("weight", net.params)
-        self._check_finite("Adam's first moment of", self.opt.exp_avg)
-        self._check_finite("Adam's second moment of", self.opt.exp_avg_sq)
+        # a diverging run overflows here; the checks below stop it at the first NaN or inf
+        # with one line naming it, which NumPy's RuntimeWarnings would only precede
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            lr = self.schedule.lr(self.step)
+            spk = forward(net, x, cfg["num_steps"])              # (T, B, classes)
+            self._check_finite("BatchNorm statistic", net.buffers)
+            loss, dspk = self.loss_fn(spk, y)
+            loss = float(loss)
+            if not math.isfinite(loss) or not np.isfinite(dspk).all():
+                raise TrainingError(self._diverged(f"the loss became {loss}"))
+            acc = float(accuracy(spk, y))
+            net.zero_grad()
+            net.backward(dspk)
+            grads = net.grads
+            self._check_finite("the gradient of", grads)
+            if cfg["grad_clip"]:
+                clip_grad_norm(grads, 1.0)
+            if cfg["weight_clip"]:
+                clip_weights(net.params, -1.0, 1.0)
+            self.opt.step(grads, lr=lr)
+            self._check_finite("weight", net.params)
+            self._check_finite("Adam's first moment of", self.opt.exp_avg)
+            self._check_finite("Adam's second moment of", self.opt.exp_avg_sq)
         self.step += 1
         return loss, acc, lr
 

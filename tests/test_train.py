@@ -519,3 +519,19 @@ def test_lr_1e30_exits_1_with_one_line_and_writes_no_checkpoint(tmp_path, capsys
     assert err.startswith("error: the run diverged at batch ") and err.count("\n") == 1
     assert "holds no checkpoint (no epoch had finished); start a new run with a smaller --lr than 1e+30" in err
     assert not (out / "last.h5").exists() and not (out / "best.h5").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lr", ["1e300", "1e20"])
+def test_a_diverged_run_prints_its_error_and_nothing_else(tmp_path, lr):
+    """In a process of its own (pytest would catch NumPy's RuntimeWarnings), with every warning
+    shown each time it occurs: the one-line error is all of stderr."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-W", "always", "-m", "mininsnn.cli", "train",
+                          "--epochs", "2", "--subset", "48", "--test-subset", "32",
+                          "--num-steps", "4", "--batch-size", "16", "--lr", lr,
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: the run diverged at batch ")
+    assert out.stderr.count("\n") == 1, out.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mininsnn import data
+from mininsnn import data, idx
 from mininsnn.data import BatchIterator, ImageDataset, load_fashion_mnist, load_mnist, read_idx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -237,7 +237,7 @@ expectations = st.fixed_dictionaries({}, optional={"dtype": st.sampled_from([np.
 def test_idx_header_fields_fuzzed_against_an_oracle(raw, expect):
     want = idx_oracle(raw, **expect)
     try:
-        arr = data._parse_idx(raw, "fuzz-idx", **expect)
+        arr = idx.parse_idx(raw, "fuzz-idx", **expect)
     except ValueError as e:       # never OverflowError, MemoryError or a nameless numpy error
         assert want is None, (raw[:24], expect, str(e))
         msg = str(e)

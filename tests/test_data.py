@@ -598,6 +598,7 @@ def test_fashion_mnist_download_bad_file_leaves_nothing(isolated_fmnist, http_fo
     assert not any(n.endswith(".part") for n in names)
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_fashion_mnist_download_official_files_loopback(isolated_fmnist, http_folder):
     folder, url = http_folder

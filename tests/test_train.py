@@ -46,6 +46,7 @@ def assert_same_state(a: dict, b: dict):
            [{k: v for k, v in r.items() if k not in timing} for r in b["history"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["cosine", "halve_on_rise"])
 def test_resume_is_bit_identical(tmp_path, data, schedule):
     train, test = data
@@ -71,6 +72,7 @@ def test_resume_is_bit_identical(tmp_path, data, schedule):
            (tmp_path / "split" / "steps.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_resume_test_is_sensitive_to_the_dropout_rng(data):
     # the bit-identity above is not vacuous: a different dropout stream changes the weights
     train, test = data

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a clon
 
 from mininsnn.config import make_config  # noqa: E402
 from mininsnn.data import BatchIterator, load_mnist  # noqa: E402
-from mininsnn.loss import accuracy, mse_count_loss  # noqa: E402
+from mininsnn.loss import accuracy, mse_count_loss, predict  # noqa: E402
 from mininsnn.models import build_from_config  # noqa: E402
 from mininsnn.optim import Adam  # noqa: E402
 from mininsnn.schedule import make_schedule  # noqa: E402
@@ -45,12 +45,12 @@ schedule = make_schedule("cosine", cfg["lr"], T_max=cfg["T_max"])   # lr of batc
 
 
 def evaluate(dataset):
-    """Share of ``dataset`` classified right (most output spikes), in eval mode."""
+    """How many images of ``dataset`` the network classifies right, in eval mode."""
     net.eval()                    # BatchNorm uses its running statistics, Dropout is off
     correct = 0
     for x, y in BatchIterator(dataset, cfg["batch_size"], shuffle=False).epoch(0):
         spikes = net.forward(x, num_steps=T)                          # (T, B, 10)
-        correct += round(accuracy(spikes, y) * len(y))
+        correct += int((predict(spikes) == y).sum())    # predicted: the most spikes
     net.train()
     return correct
 

@@ -12,7 +12,7 @@ The first run preprocesses every sample (3 ms bins, 32x32, T = 100 train / 600 t
 cache in <data-dir>/cache/; later runs start at once.
 
 --synthetic writes a tiny DvsGesture folder (one training user, one test user, 12 gestures each,
-AEDAT 3.1 files made by mininsnn.dvs.write_aedat31) to a temporary folder and trains on it, so the
+AEDAT 3.1 files made by mininsnn.aedat.write_aedat31) to a temporary folder and trains on it, so the
 whole pipeline (reader -> cache -> batches -> mininsnn.models.build_model("dvs-4bit") -> trainer)
 runs end to end without the real data; its accuracy means nothing.
 

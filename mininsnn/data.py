@@ -1,9 +1,7 @@
 """Image data sets (MNIST, Fashion-MNIST) and the seeded batch iterator shared by all data sets.
 
-IDX format (LeCun): a 4-byte big-endian magic number ``00 00 <type> <ndim>``, then ``ndim``
-big-endian uint32 dimensions, then the row-major payload. Files may be gzip-compressed (detected by
-the magic bytes ``1f 8b``, not by the file name). Header arithmetic is done with Python integers,
-so dimensions whose product exceeds 2**63 (e.g. 65536**4) are reported, never wrapped.
+The IDX files behind MNIST and Fashion-MNIST are read, checked and downloaded by mininsnn.idx
+(``read_idx`` is re-exported here).
 
 Images stay uint8 in memory; ``ImageDataset.get_batch`` converts only the requested batch to
 float32 in [0, 1], so a 60000-image set costs 47 MB, not 188 MB.
@@ -11,19 +9,13 @@ float32 in [0, 1], so a 60000-image set costs 47 MB, not 188 MB.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import math
 import os
-import struct
-import urllib.request
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from mininsnn.atomic import atomic_file
+from mininsnn.idx import download_verified, read_idx, read_idx_checked
 
 __all__ = [
     "read_idx",
@@ -32,6 +24,7 @@ __all__ = [
     "load_fashion_mnist",
     "BatchIterator",
     "load_data",
+    "data_files",
     "SampleRange",
     "hold_out",
     "MNIST_SHA256",
@@ -60,109 +53,6 @@ _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# IDX type code -> big-endian dtype of the payload.
-_IDX_TYPES = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-# deflate cannot inflate data more than 1032-fold: a header declaring more is refused unread
-_GZIP_MAX_RATIO = 1032
-
-
-# ----------------------------------------------------------------------------- IDX files
-
-
-def _read_raw_bytes(path) -> bytes:
-    """The uncompressed content of `path` (gunzipped if it starts with the gzip magic 1f 8b).
-
-    A gzip stream is decompressed only as far as the IDX header inside it says the file goes,
-    plus one byte: a stream that inflates to far more than its header declares (a "gzip bomb")
-    costs no more memory than the declared file, and the extra byte makes ``_parse_idx`` report
-    the length mismatch. (A stream read to its end also has its CRC checked.)"""
-    path = Path(path)
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            head = stream.read(4)
-            if len(head) < 4 or head[2] not in _IDX_TYPES or head[3] == 0:
-                return head              # not an IDX header: _parse_idx says what is wrong from it
-            head += stream.read(4 * head[3])
-            if len(head) < 4 + 4 * head[3]:
-                return head
-            dims = struct.unpack_from(f">{head[3]}I", head, 4)
-            declared = math.prod(dims) * _IDX_TYPES[head[2]].itemsize
-            if declared > _GZIP_MAX_RATIO * len(data):
-                raise ValueError(f"{path}: header declares {declared} bytes of items, more than a "
-                                 f"{len(data)}-byte gzip file can hold")
-            return head + stream.read(declared + 1)
-    except EOFError as e:  # gzip stream ends before its end-of-stream marker
-        raise ValueError(f"{path}: truncated gzip file ({e})") from None
-    except (OSError, zlib.error) as e:  # bad header, bad CRC or length, corrupt deflate data
-        raise ValueError(f"{path}: corrupt gzip file ({e})") from None
-
-
-def _parse_idx(raw: bytes, path, dtype=None, ndim=None, count=None, count_of="") -> np.ndarray:
-    """Parse the bytes of an uncompressed IDX file (see :func:`read_idx`); every inconsistency
-    raises ValueError naming ``path``. ``count_of`` ends the message of a wrong ``count``."""
-    if len(raw) < 4:
-        raise ValueError(f"{path}: too short for an IDX file ({len(raw)} bytes, header needs 4)")
-    magic = f"0x{raw[:4].hex()}"
-    if raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: wrong magic number {magic} (an IDX file starts with 00 00 <type> <ndim>)")
-    type_code, nd = raw[2], raw[3]
-    if type_code not in _IDX_TYPES:
-        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x} in magic number {magic} "
-                         f"(known: {', '.join(f'0x{c:02x}' for c in _IDX_TYPES)})")
-    if nd == 0:
-        raise ValueError(f"{path}: magic number {magic} declares 0 dimensions")
-    item = _IDX_TYPES[type_code]
-    if dtype is not None and item.newbyteorder("=") != np.dtype(dtype):
-        raise ValueError(f"{path}: magic number {magic} declares {item.newbyteorder('=').name} items "
-                         f"(type code 0x{type_code:02x}), expected {np.dtype(dtype).name}")
-    if ndim is not None and nd != ndim:
-        raise ValueError(f"{path}: magic number {magic} declares {nd} dimensions, expected {ndim}")
-    header_len = 4 + 4 * nd
-    if len(raw) < header_len:
-        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, {nd} dimensions need {header_len})")
-    dims = struct.unpack_from(f">{nd}I", raw, 4)  # Python ints: the products below cannot wrap
-    if count is not None and dims[0] != count:
-        raise ValueError(f"{path}: holds {dims[0]} items, expected {count}{count_of}")
-    expected = math.prod(dims) * item.itemsize
-    found = len(raw) - header_len
-    if found != expected:
-        raise ValueError(
-            f"{path}: payload length mismatch: dimensions {dims} of {item.itemsize}-byte items need "
-            f"{expected} bytes after the {header_len}-byte header, found {found}"
-        )
-    if expected == 0:  # NumPy refuses shapes whose non-zero dimensions span >= 2**63 bytes
-        if math.prod(d for d in dims if d) * item.itemsize > np.iinfo(np.intp).max:
-            raise ValueError(f"{path}: dimensions {dims} are too large for an array, even an empty one")
-        return np.zeros(dims, item.newbyteorder("="))
-    arr = np.frombuffer(raw, dtype=item, offset=header_len).reshape(dims)
-    return arr.astype(item.newbyteorder("="), copy=True)  # native byte order, writable
-
-
-def read_idx(path, dtype=None, ndim=None, count=None) -> np.ndarray:
-    """Read an IDX file (gzip or raw). Returns a writable array in native byte order.
-
-    The contract: the array returned has exactly the header's dimensions and item type, and
-    every file that is not a complete IDX file of what the caller asked for raises ValueError
-    naming the file (and the magic number when the header is wrong): a truncated or corrupt
-    gzip stream, a magic number not of the form 00 00 <type> <ndim>, an unknown type code, 0
-    dimensions, a truncated header, a payload whose length differs from the dimensions'
-    product (computed without overflow), and, when given:
-
-        dtype   the item type (e.g. np.uint8: MNIST's images and labels; a float file is refused)
-        ndim    the number of dimensions (3 for images (N, H, W), 1 for labels (N,))
-        count   the first dimension, the number of items (a label file: the number of images)
-    """
-    return _parse_idx(_read_raw_bytes(path), path, dtype, ndim, count)
 
 
 # ----------------------------------------------------------------------------- data set
@@ -247,24 +137,12 @@ def _check_split(split: str):
     return _SPLIT_FILES[split]
 
 
-def _load_checked(path: Path, stem: str, sha256: dict, verify: bool, **expect) -> np.ndarray:
-    raw = _read_raw_bytes(path)
-    if verify:
-        got = hashlib.sha256(raw).hexdigest()
-        if got != sha256[stem]:
-            raise ValueError(
-                f"{path}: sha256 of the uncompressed content is {got}, expected {sha256[stem]} "
-                "(file corrupt or not the official release; pass verify=False to load it anyway)"
-            )
-    return _parse_idx(raw, path, **expect)
-
-
 def _load_pair(folder: Path, split: str, name: str, sha256: dict, verify: bool, num_classes: int):
     img_stem, lbl_stem = _SPLIT_FILES[split]
     img_path, lbl_path = _find(folder, img_stem), _find(folder, lbl_stem)
-    images = _load_checked(img_path, img_stem, sha256, verify, dtype=np.uint8, ndim=3)
-    labels = _load_checked(lbl_path, lbl_stem, sha256, verify, dtype=np.uint8, ndim=1, count=len(images),
-                           count_of=f" (one label per image of {img_path})")
+    images = read_idx_checked(img_path, sha256[img_stem] if verify else None, dtype=np.uint8, ndim=3)
+    labels = read_idx_checked(lbl_path, sha256[lbl_stem] if verify else None, dtype=np.uint8, ndim=1,
+                              count=len(images), count_of=f" (one label per image of {img_path})")
     return ImageDataset(images, labels, f"{name}-{split}", num_classes, sources=(img_path, lbl_path))
 
 
@@ -287,47 +165,23 @@ def load_mnist(split: str = "train", root=None, verify: bool = True) -> ImageDat
     return _load_pair(folder, split, "mnist", MNIST_SHA256, verify, 10)
 
 
-def _download_verified(url: str, dest: Path, stem: str, sha256: dict) -> None:
-    """Fetch `url` to `dest` atomically: temp file in dest's folder, check, then rename.
-
-    The check is the sha256 of the uncompressed content (see datasets/README.md for why not the
-    gzip container's). On any failure the temp file is removed and dest is left untouched.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(dest, suffix=".part") as tmp:
-        with open(tmp, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as resp:
-                    while chunk := resp.read(1 << 20):
-                        f.write(chunk)
-            except OSError as e:  # URLError, HTTPError, timeouts, refused connections
-                raise OSError(f"download of {url} failed: {e}") from None
-        try:
-            raw = _read_raw_bytes(tmp)
-        except ValueError as e:
-            raise ValueError(f"download of {url} is not a valid file: {e}") from None
-        got = hashlib.sha256(raw).hexdigest()
-        if got != sha256[stem]:
-            raise ValueError(
-                f"download of {url}: checksum error: sha256 of the uncompressed content is {got}, "
-                f"expected {sha256[stem]}; nothing was written to {dest}"
-            )
-
-
 def fashion_mnist_search_dirs(root=None) -> list:
-    """The folders load_fashion_mnist looks in, in order."""
-    dirs = [Path(root)] if root is not None else []
-    return dirs + [_default_dir("fashion-mnist"), *FASHION_MNIST_SYSTEM_DIRS]
+    """The folders load_fashion_mnist looks in, in order: ``root`` alone when it is given (a
+    folder the user names is the only place looked at), else the default and system folders."""
+    if root is not None:
+        return [Path(root)]
+    return [_default_dir("fashion-mnist"), *FASHION_MNIST_SYSTEM_DIRS]
 
 
 def load_fashion_mnist(split: str = "train", root=None, download: bool = False, verify: bool = True,
                        base_url: str = FASHION_MNIST_URL) -> ImageDataset:
     """Fashion-MNIST train (60000) or test (10000) split.
 
-    Looks in `root`, then $MININSNN_DATA/fashion-mnist or <repo>/datasets/fashion-mnist, then
-    /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist). If the split is in none
-    of them and download=True, the four official files are downloaded from `base_url` into `root`
-    (or the default folder), each checked by sha256 and written atomically.
+    Looks in `root` only, when it is given; without it in $MININSNN_DATA/fashion-mnist or
+    <repo>/datasets/fashion-mnist, then /usr/share/datasets/fashion-mnist (Debian package
+    dataset-fashion-mnist). If the split is in none of them and download=True, the four official
+    files are downloaded from `base_url` into `root` (or the default folder), each checked by
+    sha256 and written atomically.
     """
     stems = _check_split(split)
     searched = fashion_mnist_search_dirs(root)
@@ -339,11 +193,14 @@ def load_fashion_mnist(split: str = "train", root=None, download: bool = False, 
         base = base_url if base_url.endswith("/") else base_url + "/"
         for stem in FASHION_MNIST_SHA256:
             if _find(dest_dir, stem) is None:
-                _download_verified(base + stem + ".gz", dest_dir / (stem + ".gz"), stem, FASHION_MNIST_SHA256)
+                download_verified(base + stem + ".gz", dest_dir / (stem + ".gz"), FASHION_MNIST_SHA256[stem])
         return _load_pair(dest_dir, split, "fashion-mnist", FASHION_MNIST_SHA256, verify, 10)
+    where = (f"in {root} (the folder named is the only one searched; without it: "
+             f"{', '.join(str(d) for d in fashion_mnist_search_dirs())})" if root is not None
+             else f"in one of {', '.join(str(d) for d in searched)}")
     raise FileNotFoundError(
-        f"Fashion-MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} in one of "
-        f"{', '.join(str(d) for d in searched)}. To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+        f"Fashion-MNIST {split} split not found: expected {' and '.join(s + '[.gz]' for s in stems)} {where}. "
+        "To get it: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
         "or pass download=True (--download on the command line) to fetch the official files, "
         f"or copy the four IDX files into {searched[0]}."
     )
@@ -446,6 +303,21 @@ def hold_out(dataset, n: int):
         return tuple(ImageDataset(im, lb, f"{dataset.name}-{tag}", dataset.num_classes,
                                   dataset.sources) for im, lb, tag in parts)
     return SampleRange(dataset, 0, N - n), SampleRange(dataset, N - n, N)
+
+
+def data_files(dataset) -> list[dict]:
+    """The files ``dataset`` was read from, for a run's record (a run folder's data.json): for
+    MNIST and Fashion-MNIST each IDX file's absolute path, size in bytes and sha256 as stored;
+    for DVS128 Gesture its folder (:meth:`mininsnn.dvs.DVSGesture.data_files`); [] for a data
+    set made in memory. Views (:class:`SampleRange`, subsets) name the files of what they view."""
+    while isinstance(dataset, SampleRange):
+        dataset = dataset.dataset
+    if not isinstance(dataset, ImageDataset):
+        record = getattr(dataset, "data_files", None)
+        return record() if record is not None else []
+    return [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size,
+             "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
+            for p in (dataset.sources or ())]
 
 
 # ----------------------------------------------------------------------------- by configuration

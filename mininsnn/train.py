@@ -31,6 +31,7 @@ Configurations: mininsnn.config; data: mininsnn.data.load_data; progress: minins
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -41,11 +42,12 @@ from mininsnn import __version__
 from mininsnn.checkpoint import load_checkpoint, save_checkpoint
 from mininsnn.config import (BRANCHABLE_KEYS, ConfigError, check_same_config, test_steps,
                              validate_config)
-from mininsnn.data import BatchIterator
+from mininsnn.data import BatchIterator, data_files
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights, find_nonfinite
 from mininsnn.progress import Progress
 from mininsnn.quant import quantize_forward
-from mininsnn.runs import CHECKPOINT_KIND, RunFolder, WriteError, check_training_tree, writing
+from mininsnn.runs import (CHECKPOINT_KIND, RunFolder, WriteError, atomic_write_text,
+                           check_training_tree, writing)
 from mininsnn.schedule import make_schedule
 
 __all__ = ["TrainingError", "Trainer", "build_net", "forward", "evaluate", "make_schedule_of",
@@ -185,26 +187,29 @@ class Trainer:
         """One optimisation step on batch (x, y). Returns (loss, accuracy, lr)."""
         from mininsnn.loss import accuracy
         cfg, net = self.config, self.net
-        lr = self.schedule.lr(self.step)
-        spk = forward(net, x, cfg["num_steps"])              # (T, B, classes)
-        self._check_finite("BatchNorm statistic", net.buffers)
-        loss, dspk = self.loss_fn(spk, y)
-        loss = float(loss)
-        if not math.isfinite(loss) or not np.isfinite(dspk).all():
-            raise TrainingError(self._diverged(f"the loss became {loss}"))
-        acc = float(accuracy(spk, y))
-        net.zero_grad()
-        net.backward(dspk)
-        grads = net.grads
-        self._check_finite("the gradient of", grads)
-        if cfg["grad_clip"]:
-            clip_grad_norm(grads, 1.0)
-        if cfg["weight_clip"]:
-            clip_weights(net.params, -1.0, 1.0)
-        self.opt.step(grads, lr=lr)
-        self._check_finite("weight", net.params)
-        self._check_finite("Adam's first moment of", self.opt.exp_avg)
-        self._check_finite("Adam's second moment of", self.opt.exp_avg_sq)
+        # a diverging run overflows here; the checks below stop it at the first NaN or inf
+        # with one line naming it, which NumPy's RuntimeWarnings would only precede
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            lr = self.schedule.lr(self.step)
+            spk = forward(net, x, cfg["num_steps"])              # (T, B, classes)
+            self._check_finite("BatchNorm statistic", net.buffers)
+            loss, dspk = self.loss_fn(spk, y)
+            loss = float(loss)
+            if not math.isfinite(loss) or not np.isfinite(dspk).all():
+                raise TrainingError(self._diverged(f"the loss became {loss}"))
+            acc = float(accuracy(spk, y))
+            net.zero_grad()
+            net.backward(dspk)
+            grads = net.grads
+            self._check_finite("the gradient of", grads)
+            if cfg["grad_clip"]:
+                clip_grad_norm(grads, 1.0)
+            if cfg["weight_clip"]:
+                clip_weights(net.params, -1.0, 1.0)
+            self.opt.step(grads, lr=lr)
+            self._check_finite("weight", net.params)
+            self._check_finite("Adam's first moment of", self.opt.exp_avg)
+            self._check_finite("Adam's second moment of", self.opt.exp_avg_sq)
         self.step += 1
         return loss, acc, lr
 
@@ -321,6 +326,22 @@ class Trainer:
                     self.keep_epochs = self.keep_epochs or \
                         self.run.epoch_checkpoint(1).parent.is_dir()
                     self.run.repair(self.state(), self.keep_epochs)
+        except WriteError as e:
+            raise self._write_failed(e) from None
+
+    def record_data(self) -> None:
+        """Write data.json in the run folder: the files this command's data sets were read from
+        (mininsnn.data.data_files: path, size, sha256), by split. Each command that trains the
+        run rewrites it; a kill mid-write leaves ``.data.json.tmp``, which the next write
+        renames into place. TrainingError if the write fails."""
+        if self.run is None:
+            return
+        sets = {"train": self.train_set, "valid": self.valid_set, "test": self.test_set}
+        record = {"data_files": {k: data_files(ds) for k, ds in sets.items() if ds is not None}}
+        path = self.run.path / "data.json"
+        try:
+            with self.run.locked(), writing(path):
+                atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         except WriteError as e:
             raise self._write_failed(e) from None
 

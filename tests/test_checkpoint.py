@@ -42,6 +42,7 @@ def assert_same(a, b):
         assert a == b
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=st.dictionaries(keys, trees, max_size=4))
 def test_round_trip_is_exact(tmp_path, tree):

@@ -1,5 +1,6 @@
 """The command line (mininsnn.cli) and the example scripts: a smoke run, resume, eval, plot, and
 bad input that must exit with code 2 without writing anything."""
+import hashlib
 import json
 import os
 import runpy
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mininsnn import data
 from mininsnn.checkpoint import load_checkpoint
 from mininsnn.cli import main
 from mininsnn.runs import machine
@@ -208,9 +210,43 @@ def test_example_mnist_runs_the_reference_config(tmp_path, monkeypatch):
 def test_example_fmnist_uses_its_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     os.mkdir("empty")
+    # whatever this machine holds, every other place Fashion-MNIST could come from is empty
+    monkeypatch.setenv("MININSNN_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "empty",))
     assert run_example("train_fmnist.py", ["--data-dir", "empty"], monkeypatch) == 2
     assert "Fashion-MNIST" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["empty"]
+
+
+def test_a_named_data_dir_is_the_only_place_looked_at(tmp_path, monkeypatch, capsys):
+    """A system copy of Fashion-MNIST (here four files with the official names) is not used
+    when --data-dir names a folder, even an empty one."""
+    system = tmp_path / "system"
+    system.mkdir()
+    for stem in data.FASHION_MNIST_SHA256:
+        (system / (stem + ".gz")).write_bytes(b"not the official file")
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIRS", (system,))
+    monkeypatch.setenv("MININSNN_DATA", str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    assert main(["train", "--config", "fmnist-4bit", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err and f"in {tmp_path / 'empty'} (" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_run_records_its_data_files(smoke_run):
+    _, out = smoke_run
+    record = json.loads((out / "data.json").read_text())["data_files"]
+    assert sorted(record) == ["test", "train"]
+    mnist = REPO / "datasets" / "mnist"
+    for split, stem in (("train", "train"), ("test", "t10k")):
+        files = [mnist / f"{stem}-images-idx3-ubyte.gz", mnist / f"{stem}-labels-idx1-ubyte.gz"]
+        assert record[split] == [{"path": str(f.resolve()), "bytes": f.stat().st_size,
+                                  "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                                 for f in files]
 
 
 @pytest.mark.slow

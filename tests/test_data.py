@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mininsnn import data
+from mininsnn import data, idx
 from mininsnn.data import BatchIterator, ImageDataset, load_fashion_mnist, load_mnist, read_idx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -237,7 +237,7 @@ expectations = st.fixed_dictionaries({}, optional={"dtype": st.sampled_from([np.
 def test_idx_header_fields_fuzzed_against_an_oracle(raw, expect):
     want = idx_oracle(raw, **expect)
     try:
-        arr = data._parse_idx(raw, "fuzz-idx", **expect)
+        arr = idx.parse_idx(raw, "fuzz-idx", **expect)
     except ValueError as e:       # never OverflowError, MemoryError or a nameless numpy error
         assert want is None, (raw[:24], expect, str(e))
         msg = str(e)
@@ -505,11 +505,14 @@ def test_fashion_mnist_from_given_dir(isolated_fmnist):
     assert train.name == "fashion-mnist-train" and train.num_classes == 10
 
 
-def test_fashion_mnist_system_dir_is_searched(isolated_fmnist):
+def test_fashion_mnist_system_dir_is_searched_only_when_no_folder_is_named(isolated_fmnist):
     images, _ = tiny_split(isolated_fmnist / "system")
-    ds = load_fashion_mnist("train", root=isolated_fmnist / "nothing-here", verify=False)
+    ds = load_fashion_mnist("train", verify=False)
     np.testing.assert_array_equal(ds.images, images)
     assert ds.sources[0].parent == isolated_fmnist / "system"
+    (isolated_fmnist / "nothing-here").mkdir()
+    with pytest.raises(FileNotFoundError, match="the only one searched"):
+        load_fashion_mnist("train", root=isolated_fmnist / "nothing-here", verify=False)
 
 
 def test_fashion_mnist_missing_message(isolated_fmnist):
@@ -595,6 +598,7 @@ def test_fashion_mnist_download_bad_file_leaves_nothing(isolated_fmnist, http_fo
     assert not any(n.endswith(".part") for n in names)
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_fashion_mnist_download_official_files_loopback(isolated_fmnist, http_folder):
     folder, url = http_folder

@@ -111,6 +111,7 @@ CASES = st.fixed_dictionaries({
     "batchnorm": st.booleans(), "static": st.booleans()})
 
 
+@pytest.mark.slow
 @settings(max_examples=25)
 @given(case=CASES)
 def test_integer_engine_follows_the_float_model(case):

@@ -294,6 +294,7 @@ def test_uint8_input_must_be_spikes():
         Conv2d(1, 2, 3).forward(np.full((1, 1, 1, 5, 5), 2, np.uint8), _ctx())
 
 
+@pytest.mark.slow
 @given(seed=st.integers(0, 2**31), bits=st.integers(2, 4), fuse=st.booleans(), rate=st.sampled_from([0.1, 0.5, 1.0]),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_quantized_spike_conv_takes_exact_integer_lanes(seed, bits, fuse, rate, dtype):

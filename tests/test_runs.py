@@ -120,8 +120,9 @@ def straight(tmp_path_factory):
 def test_the_straight_run_commits_last_h5_first(straight):
     out, _, rows, replaced = straight
     # the start, then epoch 1 (best), epoch 2 (not the best), epoch 3 (best again), each in the
-    # order of mininsnn.runs's docstring: last.h5, best.h5, the kept epoch, the metrics
-    assert replaced == ["config.json", "metrics.jsonl", "metrics.csv",
+    # order of mininsnn.runs's docstring: last.h5, best.h5, the kept epoch, the metrics (the
+    # start also records the data files read, data.json)
+    assert replaced == ["config.json", "metrics.jsonl", "metrics.csv", "data.json",
                         "last.h5", "best.h5", "epoch001.h5", "metrics.jsonl", "metrics.csv",
                         "last.h5", "epoch002.h5", "metrics.jsonl", "metrics.csv",
                         "last.h5", "best.h5", "epoch003.h5", "metrics.jsonl", "metrics.csv"]

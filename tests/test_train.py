@@ -46,6 +46,7 @@ def assert_same_state(a: dict, b: dict):
            [{k: v for k, v in r.items() if k not in timing} for r in b["history"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["cosine", "halve_on_rise"])
 def test_resume_is_bit_identical(tmp_path, data, schedule):
     train, test = data
@@ -71,6 +72,7 @@ def test_resume_is_bit_identical(tmp_path, data, schedule):
            (tmp_path / "split" / "steps.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_resume_test_is_sensitive_to_the_dropout_rng(data):
     # the bit-identity above is not vacuous: a different dropout stream changes the weights
     train, test = data
@@ -519,3 +521,19 @@ def test_lr_1e30_exits_1_with_one_line_and_writes_no_checkpoint(tmp_path, capsys
     assert err.startswith("error: the run diverged at batch ") and err.count("\n") == 1
     assert "holds no checkpoint (no epoch had finished); start a new run with a smaller --lr than 1e+30" in err
     assert not (out / "last.h5").exists() and not (out / "best.h5").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lr", ["1e300", "1e20"])
+def test_a_diverged_run_prints_its_error_and_nothing_else(tmp_path, lr):
+    """In a process of its own (pytest would catch NumPy's RuntimeWarnings), with every warning
+    shown each time it occurs: the one-line error is all of stderr."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-W", "always", "-m", "mininsnn.cli", "train",
+                          "--epochs", "2", "--subset", "48", "--test-subset", "32",
+                          "--num-steps", "4", "--batch-size", "16", "--lr", lr,
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: the run diverged at batch ")
+    assert out.stderr.count("\n") == 1, out.stderr

@@ -174,6 +174,7 @@ def run(a, argv) -> int:
         trainer.prepare_branch_dir(R.command_line(argv), branch)
     else:
         trainer.prepare_run_dir(R.command_line(argv))
+    trainer.record_data()  # data.json: the files the data sets were read from
     try:
         history = trainer.fit()
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from experiments import RUNS, errors, headline, levels, make_report, records, \
 from mininsnn.cli import main
 from mininsnn.runs import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
 
 TINY = ["--subset", "64", "--test-subset", "32", "--num-steps", "4", "--batch-size", "16"]

@@ -25,27 +25,24 @@ Backward, ``quant_grad``:
 
 import numpy as np
 
+from mininsnn import rules
+from mininsnn.config import DEFAULTS
+from mininsnn.rules import QUANT_GRADS
+
 __all__ = ["check_bits", "check_quant_grad", "quantize_forward", "quantize_backward",
            "quant_levels", "latent_from_codes", "QUANT_GRADS"]
 
-QUANT_GRADS = ("ste", "ste+scale")
-
 
 def check_bits(bits, where="quantizer"):
-    """None (full precision) or an int in 2..16; anything else is a ValueError naming ``where``."""
-    if bits is None:
-        return None
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
-        raise ValueError(f"{where}: expected bits to be None or an integer in 2..16, got {bits!r}")
-    return int(bits)
+    """None (full precision) or an int in 2..16 (the rule: mininsnn.rules.BITS); anything else is
+    a ValueError naming ``where``."""
+    return rules.check_bits(where, bits)
 
 
 def check_quant_grad(mode, where="quantizer"):
-    """One of QUANT_GRADS; anything else is a ValueError naming ``where``."""
-    if mode not in QUANT_GRADS:
-        raise ValueError(f"{where}: expected quant_grad to be one of {', '.join(QUANT_GRADS)}, "
-                         f"got {mode!r}")
-    return mode
+    """One of QUANT_GRADS (the rule: mininsnn.rules.QUANT_GRAD); anything else is a ValueError
+    naming ``where``."""
+    return rules.check_quant_grad(where, mode)
 
 
 def quant_levels(bits):
@@ -65,13 +62,15 @@ def quantize_forward(W, bits):
     return (q * scale).astype(W.dtype, copy=False), scale
 
 
-def quantize_backward(dWq, W=None, bits=None, mode="ste"):
+def quantize_backward(dWq, W=None, bits=None, mode=DEFAULTS["quant_grad"]):
     """dL/dW from dL/dWq (``W`` and ``bits`` are needed for mode "ste+scale" only).
 
     fwd: Wq_i = s * round(W_i / s),  s = max|W| / L,  round' := 1 (straight-through)
       => dWq_i/dW_j = delta_ij + (round(W_i/s) - W_i/s) * ds/dW_j
          ds/dW_j = sign(W_m) / L  at  j = m = argmax|W|  (the first one on ties), else 0
-    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms.
+    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms. ``mode``
+    defaults to the quant_grad setting's default (mininsnn.config); either is the identity when
+    ``bits`` is None.
     """
     if mode == "ste" or bits is None:
         return dWq

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
@@ -61,8 +62,10 @@ def check_input(model: IntegerModel, x, num_steps=None):
         T = x.shape[0]
         if num_steps is not None and num_steps != T:
             raise InputError(f"num_steps={num_steps} but the input has {T} time steps")
-    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise InputError(f"expected num_steps to be an integer >= 1, got {T!r}")
+    try:
+        rules.POSITIVE(T)
+    except rules.RuleError as e:
+        raise InputError(f"expected num_steps to be {e.what}, got {e.got}") from None
     if model.max_steps is not None and T > model.max_steps:
         raise InputError(f"the overflow proof of this model covers T <= {model.max_steps}, got {T}")
     if x.dtype.kind not in "ui":

@@ -57,7 +57,7 @@ class Conv2d(Layer):
     entries of the sparse Leaky before this layer and returned as an :class:`ActiveGrad`.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=False,
                  bits=None, dtype=DEFAULTS["dtype"], rng=None, quant_grad=DEFAULTS["quant_grad"]):
         super().__init__()
         self.in_channels = _check_positive_int("Conv2d", "in_channels", in_channels)
@@ -353,7 +353,7 @@ class BatchNorm2d(Layer):
 class Linear(Layer):
     """Y = X @ Wq^T + b over (T, B, in) -> (T, B, out); weight (out, in) as in PyTorch."""
 
-    def __init__(self, in_features, out_features, bias=True, bits=None, dtype=DEFAULTS["dtype"],
+    def __init__(self, in_features, out_features, bias=True, *, bits=None, dtype=DEFAULTS["dtype"],
                  rng=None, quant_grad=DEFAULTS["quant_grad"]):
         super().__init__()
         self.in_features = _check_positive_int("Linear", "in_features", in_features)

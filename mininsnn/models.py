@@ -79,7 +79,7 @@ def build_from_config(cfg, seed=None, fuse=True):
     return net
 
 
-def build_model(name, seed=0, dtype=np.float32, fuse=True, **overrides):
+def build_model(name, seed=0, dtype=DEFAULTS["dtype"], fuse=True, **overrides):
     """The reference network ``name`` (mininsnn.config.CONFIGS), settings overridable by keyword
     (``dtype`` float32 or float64 is the ``dtype`` setting).
 

@@ -86,7 +86,7 @@ def quantize_backward(dWq, W=None, bits=None, mode=DEFAULTS["quant_grad"]):
     return dW
 
 
-def latent_from_codes(q, scale, maxabs, dtype=np.float32):
+def latent_from_codes(q, scale, maxabs, dtype=DEFAULTS["dtype"]):
     """Latent weights W that quantize back to exactly (scale, q), from integer codes q, the
     scale s and the original max|W| (what a pretrained or NIR file stores instead of W); q may be
     integers or whole floats (whose -0.0 codes then give -0.0 weights, as quantize_forward does):

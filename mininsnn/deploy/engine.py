@@ -223,10 +223,11 @@ def current_terms(A, sign, F, bias):
     return A, coef, bias.astype(np.int64)[:, None]
 
 
-def lif_run(A, coef, const, T, theta, leak, reset):
+def lif_run(drive, T, theta, leak, reset):
     """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
-    A: (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays broadcastable to A[0]
-    (per channel: (O, 1) for A of shape (TI, N, O, M)).  Returns S (T, ...) uint8.
+    drive = (A, coef, const): A (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays
+    broadcastable to A[0] (per channel: (O, 1) for A of shape (TI, N, O, M)).
+    Returns S (T, ...) uint8.
 
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
@@ -236,6 +237,7 @@ def lif_run(A, coef, const, T, theta, leak, reset):
     step is V beta_q + A coef 2^Q + (const 2^Q + 2^(Q-1)), one shift; with a static input
     (TI = 1) the last two terms are one array formed once.
     """
+    A, coef, const = drive
     TI = A.shape[0]
     shape = A.shape[1:]
     Th = np.broadcast_to(theta.astype(np.int64), shape)
@@ -343,12 +345,12 @@ def _forward(model, x, static, T, record):
             Th = np.broadcast_to(theta, I.shape)
             cand = np.flatnonzero(may_fire(I, Th, model.leak))
             one = np.ones(1, np.int64)
-            Sc = lif_run(I.reshape(1, -1)[:, cand], one, 0 * one, T, Th.reshape(-1)[cand],
+            Sc = lif_run((I.reshape(1, -1)[:, cand], one, 0 * one), T, Th.reshape(-1)[cand],
                          model.leak, model.reset)                   # (T, n candidates)
             h = np.zeros((T, I.size), np.uint8)
             h[:, cand] = Sc
         else:
-            h = lif_run(A, coef, const, T, theta, model.leak, model.reset)
+            h = lif_run((A, coef, const), T, theta, model.leak, model.reset)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

@@ -256,7 +256,9 @@ class Prepared(NamedTuple):
     """What ``_run`` takes of a model (``prepare``). W1t: (C, KH, KW, O1) channels last; W2t: the
     same, flat (int16 where the proof allows); W3t: (F, O3), F in layer 2's channels-last order;
     start2, pairs2: layer 1 neuron -> rows of layer 2 (``_pair_table``); geo: Geometry;
-    chan: (3, 3, Omax) int32 rows sign, bias, theta; leak: int64 [mode, a, beta_q]."""
+    chan: (3, 3, Omax) int32 rows sign, bias, theta; leak: int64 [mode, a, beta_q].
+    The kernels take it as a plain tuple (``_plain``; Numba's parallel loops take no named tuple)
+    and unpack its fields, in this order, into named locals on their first line."""
 
     W1t: np.ndarray
     W2t: np.ndarray
@@ -271,7 +273,7 @@ class Prepared(NamedTuple):
 
 @jit
 def _neuron_rows(chan, geo):
-    """Per neuron (channels last): (cf, bs, theta) of layers 2 and 3."""
+    """Per neuron (channels last): (cf, bs, theta) of layers 2 and 3.  geo: a plain Geometry."""
     _, _, F2, F3, _, _, _, OH2, OW2, O2, O3 = geo
     N2 = OH2 * OW2 * O2
     th2 = _per_neuron(chan[1, 2], O2, N2)
@@ -284,7 +286,8 @@ def _neuron_rows(chan, geo):
 @jit
 def _layer1(x, b, static, T, net, rec1):
     """Layer 1 of sample b, all T steps: (nc, cand, S1), S1[t, e] the spike of candidate e (neuron
-    cand[e]) at step t; with a static input only the neurons that can ever fire are candidates."""
+    cand[e]) at step t; with a static input only the neurons that can ever fire are candidates.
+    net: a plain Prepared (``_plain``); rec1: (T, B, N1) uint8 written when recording, or empty."""
     W1t, _, _, _, _, geo, chan, leak, zero_reset = net
     s1, F1, _, _, OH1, OW1, O1, _, _, _, _ = geo
     N1 = OH1 * OW1 * O1
@@ -450,6 +453,11 @@ def prepare(model: IntegerModel) -> Prepared:
     return arrays
 
 
+def _plain(net: Prepared):
+    """``net`` as the plain tuple the kernels take, its Geometry a plain tuple too."""
+    return tuple(net[:5]) + (tuple(net.geo),) + tuple(net[6:])
+
+
 def _to_chw(rec, shape):
     """(T, B, H*W*C) channels-last records -> (T, B, C, H, W) (or (T, B, O) for a linear layer)."""
     T, B = rec.shape[:2]
@@ -467,9 +475,8 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     counts = np.zeros((B, model.num_classes), np.int32)
     sizes = [int(np.prod(L.out_shape)) for L in model.layers]
     recs = [np.zeros((T, B, n) if record else (0, 0, 0), np.uint8) for n in sizes]
-    net = prepare(model)
-    _run(np.ascontiguousarray(x[None] if static else x), static, T,
-         tuple(net[:5]) + (tuple(net.geo),) + tuple(net[6:]), (counts, *recs))
+    _run(np.ascontiguousarray(x[None] if static else x), static, T, _plain(prepare(model)),
+         (counts, *recs))
     if not record:
         return counts
     return counts, {L.name: _to_chw(r, L.out_shape) for L, r in zip(model.layers, recs)}

@@ -25,9 +25,8 @@ and the building blocks for others: ``integer(lo, hi=None, optional=False)``,
 A rule's error is a :class:`RuleError` (a ValueError) that keeps ``what`` the value must be and
 ``got``, the offending value as written. A *checker* applies a rule for an owner (a layer, a
 converter, a file) and says who asked: ``ValueError("<owner>: expected <field> to be ..., got
-...")``, one line. The checkers of the
-per-neuron settings (beta, threshold) also take a NumPy array and check it elementwise (the
-array comes back as float64; a scalar as a float):
+...")``, one line. The checkers of the per-neuron settings (beta, threshold) also take a NumPy
+array and check it elementwise (the array comes back as float64; a scalar as a float):
 
     check(rule, owner, field, value)         any rule
     check_beta(owner, value)                 check_threshold(owner, value)
@@ -35,7 +34,7 @@ array comes back as float64; a scalar as a float):
     check_quant_grad(owner, value)           check_surrogate(owner, value)
     check_slope(owner, value)                check_sparse_grad(owner, value)
     check_flag(owner, field, value)          check_positive_int(owner, field, value)
-    check_int_range(owner, field, value, lo, hi)
+    check_int_range(owner, field, value, lo, hi=None)
 
     >>> check_beta("Leaky", 0.9)
     0.9

@@ -26,7 +26,6 @@ Backward, ``quant_grad``:
 import numpy as np
 
 from mininsnn import rules
-from mininsnn.config import DEFAULTS
 from mininsnn.rules import QUANT_GRADS
 
 __all__ = ["check_bits", "check_quant_grad", "quantize_forward", "quantize_backward",
@@ -62,19 +61,21 @@ def quantize_forward(W, bits):
     return (q * scale).astype(W.dtype, copy=False), scale
 
 
-def quantize_backward(dWq, W=None, bits=None, mode=DEFAULTS["quant_grad"]):
+def quantize_backward(dWq, W=None, bits=None, mode=None):
     """dL/dW from dL/dWq (``W`` and ``bits`` are needed for mode "ste+scale" only).
 
     fwd: Wq_i = s * round(W_i / s),  s = max|W| / L,  round' := 1 (straight-through)
       => dWq_i/dW_j = delta_ij + (round(W_i/s) - W_i/s) * ds/dW_j
          ds/dW_j = sign(W_m) / L  at  j = m = argmax|W|  (the first one on ties), else 0
-    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms. ``mode``
-    defaults to the quant_grad setting's default (mininsnn.config); either is the identity when
-    ``bits`` is None.
+    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms. With
+    ``bits`` None (no quantizer) the gradient passes unchanged; otherwise ``mode`` is required
+    (the quant_grad setting; its default lives in the settings table, mininsnn.config).
     """
-    if mode == "ste" or bits is None:
+    if bits is None:
         return dWq
     check_quant_grad(mode)
+    if mode == "ste":
+        return dWq
     L = quant_levels(bits)
     m = np.unravel_index(np.argmax(np.abs(W)), W.shape)
     s = np.abs(W[m]) / L
@@ -86,7 +87,7 @@ def quantize_backward(dWq, W=None, bits=None, mode=DEFAULTS["quant_grad"]):
     return dW
 
 
-def latent_from_codes(q, scale, maxabs, dtype=DEFAULTS["dtype"]):
+def latent_from_codes(q, scale, maxabs, dtype):
     """Latent weights W that quantize back to exactly (scale, q), from integer codes q, the
     scale s and the original max|W| (what a pretrained or NIR file stores instead of W); q may be
     integers or whole floats (whose -0.0 codes then give -0.0 weights, as quantize_forward does):

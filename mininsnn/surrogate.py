@@ -24,7 +24,6 @@ import numpy as np
 
 from mininsnn import rules
 from mininsnn._jit import jit
-from mininsnn.config import DEFAULTS
 
 __all__ = ["SURROGATES", "Surrogate", "fast_sigmoid", "sigmoid", "atan", "make_surrogate", "sg_grad", "sg_primitive"]
 
@@ -97,22 +96,27 @@ class Surrogate:
         return 0.5 + np.arctan(0.5 * np.pi * self.k * x) / np.pi
 
 
-def fast_sigmoid(slope=DEFAULTS["slope"]):
+# The parameter has no default here: the slope setting's default lives in the settings table
+# (mininsnn.config.DEFAULTS["slope"]), a floor above this module; the network's builders pass it.
+
+def fast_sigmoid(slope):
     return Surrogate("fast_sigmoid", slope)
 
 
-def sigmoid(slope=DEFAULTS["slope"]):
+def sigmoid(slope):
     return Surrogate("sigmoid", slope)
 
 
 def atan(alpha):
-    """atan's parameter alpha has no default: the slope setting's (a steepness of fast_sigmoid)
-    would make a far steeper atan than the usual alpha = 2."""
     return Surrogate("atan", alpha)
 
 
 def make_surrogate(spec, k=None):
-    """A Surrogate from a Surrogate, or from a name and parameter (default: the slope setting's)."""
+    """A Surrogate from a Surrogate (``k`` ignored), or from a name and its parameter ``k``."""
     if isinstance(spec, Surrogate):
         return spec
-    return Surrogate(spec, DEFAULTS["slope"] if k is None else k)
+    rules.check_surrogate("surrogate", spec)
+    if k is None:
+        raise ValueError(f"surrogate {spec}: expected its parameter k (slope, or alpha for atan), "
+                         "got None")
+    return Surrogate(spec, k)

@@ -70,6 +70,14 @@ class Layer:
             if not np.isfinite(p).all():
                 raise ValueError(f"{self.name}: parameter '{key}' contains NaN or inf")
 
+    def _check_ndim(self, x, want, ndim=5, at_least=False):
+        """x must be an ndarray of ``ndim`` dimensions (at least, with ``at_least``); else
+        "<name>: expected input of shape <want>, got <its shape>"."""
+        if self.check_inputs and (not isinstance(x, np.ndarray)
+                                  or (x.ndim < ndim if at_least else x.ndim != ndim)):
+            raise ValueError(f"{self.name}: expected input of shape {want}, got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+
     def _check_input(self, x, trailing, allow_spikes=False):
         """x must be an ndarray (TI, B, *trailing), float (or uint8 spikes if allowed), finite."""
         if not self.check_inputs:

@@ -16,11 +16,10 @@ import numpy as np
 from mininsnn import rules
 from mininsnn import surrogate as sg
 from mininsnn.config import BN_EPS, DEFAULTS
-# the fused conv + pool path lives in mininsnn.fusion; its names stay importable from here
+# the fused conv + pool path (mininsnn.fusion) and the base of every layer, importable from here
 from mininsnn.fusion import (box_sum, conv_avgpool_backward_input_plain,  # noqa: F401
                              conv_avgpool_backward_weight_plain, conv_avgpool_forward_plain,
                              fuse_avgpool, integer_lanes, unfuse_avgpool_grad)
-# the base every layer shares (also Leaky's, in this module or another): importable from here
 from mininsnn.layer_base import (FLOAT_DTYPES, GRAD_SLICES, SPIKE_DTYPE,  # noqa: F401
                                  ActiveGrad, Context, Layer, uniform_init)
 from mininsnn.kernels import conv as kconv
@@ -38,6 +37,7 @@ __all__ = [
 ]
 
 _check_positive_int = rules.check_positive_int   # (owner, field, value): an integer >= 1
+_uniform_init = uniform_init                     # the names other layer modules import from here
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,11 +93,8 @@ class Conv2d(Layer):
         return OH, OW
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.in_channels}, H, W), "
-                                 f"got {getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, (self.in_channels,) + x.shape[3:], allow_spikes=True)
+        self._check_ndim(x, f"(T, B, {self.in_channels}, H, W)")
+        self._check_input(x, (self.in_channels,) + x.shape[3:], allow_spikes=True)
         self._check_params()
         TI, B, C, H, W = x.shape
         K, p = self.kernel_size, self.padding
@@ -206,11 +203,8 @@ class AvgPool2d(Layer):
     def forward(self, x, ctx):
         if self.fused:
             return x  # the pooling was folded into the previous conv's kernel
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, x.shape[2:])
+        self._check_ndim(x, "(T, B, C, H, W)")
+        self._check_input(x, x.shape[2:])
         TI, B, C, H, W = x.shape
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
@@ -241,11 +235,8 @@ class MaxPool2d(Layer):
         return f"kernel_size={self.k}, stride={self.stride}"
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, x.shape[2:], allow_spikes=True)
+        self._check_ndim(x, "(T, B, C, H, W)")
+        self._check_input(x, x.shape[2:], allow_spikes=True)
         TI, B, C, H, W = x.shape
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
@@ -290,11 +281,8 @@ class BatchNorm2d(Layer):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.num_features}, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, (self.num_features,) + x.shape[3:])
+        self._check_ndim(x, f"(T, B, {self.num_features}, H, W)")
+        self._check_input(x, (self.num_features,) + x.shape[3:])
         self._check_params()
         TI, B, C, H, W = x.shape
         X = x.reshape(TI, B, C, H * W)
@@ -409,9 +397,7 @@ class Flatten(Layer):
     """(T, B, C, H, W) -> (T, B, C*H*W), in C-H-W order like torch.flatten(x, 1)."""
 
     def forward(self, x, ctx):
-        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 3):
-            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_ndim(x, "(T, B, ...)", 3, at_least=True)
         self.cache = x.shape
         return x.reshape(x.shape[0], x.shape[1], -1)
 
@@ -434,9 +420,7 @@ class Dropout(Layer):
         return f"p={self.p}"
 
     def forward(self, x, ctx):
-        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
-            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_ndim(x, "(T, B, ...)", 2, at_least=True)
         if x.shape[0] not in (1, ctx.T):
             raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {x.shape[0]}")
         if not ctx.training or self.p == 0:

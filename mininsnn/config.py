@@ -16,17 +16,18 @@ values that differ from the defaults, plus mininsnn's better recipe (the ``*-plu
     >>> cfg["quant_grad"], cfg["num_steps"]
     ('ste+scale', 100)
 
-This module imports nothing that needs Numba.
+The value checks are the rules of :mod:`mininsnn.rules`; this module imports nothing that
+needs Numba.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable
 
-import numpy as np
+from mininsnn import rules
 
-__all__ = ["ConfigError", "Setting", "SETTINGS", "CONFIGS", "DATASETS", "ARCHITECTURES", "RESUMABLE_KEYS",
+__all__ = ["ConfigError", "Setting", "SETTINGS", "DEFAULTS", "BN_EPS", "CONFIGS", "DATASETS", "ARCHITECTURES", "RESUMABLE_KEYS",
            "BRANCHABLE_KEYS", "make_config", "validate_config", "check_same_config",
            "model_settings", "test_steps"]
 
@@ -36,77 +37,20 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# value checks: each returns the normalised value or raises ValueError("must be ..., got ...")
-
-def _integer(lo, optional=False):
-    def check(v):
-        if v is None and optional:
-            return None
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"must be an integer >= {lo}{' or None' if optional else ''}, "
-                             f"got {v!r}")
-        return int(v)
-    check.type = int          # what a command-line value is parsed as
-    return check
-
-
-def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, optional=False):
-    lo_s, hi_s = ("(" if lo_open else "["), (")" if hi_open else "]")
-    span = f"in {lo_s}{lo:g}, {hi:g}{hi_s}" if math.isfinite(hi) else \
-        f"{'>' if lo_open else '>='} {lo:g}"
-
-    def check(v):
-        if v is None and optional:
-            return None
-        ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer,
-                                                                     np.floating))
-        if ok:
-            v = float(v)
-            ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
-                  and (v < hi if hi_open else v <= hi))
-        if not ok:
-            raise ValueError(f"must be a finite number {span}{' or None' if optional else ''}, "
-                             f"got {v!r}")
-        return v
-    check.type = float
-    return check
-
-
-def _boolean(v):
-    if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"must be true or false, got {v!r}")
-    return bool(v)
-
-
-def _choice(*names):
-    def check(v):
-        if v not in names:
-            raise ValueError(f"must be one of {', '.join(names)}, got {v!r}")
-        return v
-    check.choices = lambda: names
-    return check
-
+# value checks: the rules of mininsnn.rules (each returns the normalised value or raises
+# ValueError("must be ..., got ...")), plus the few that only a run configuration has
 
 def _lazy_choice(module, table):
     """A choice among the keys of ``module.table``, imported when first needed (that module owns
-    the names; importing it here would pull in Numba for the surrogates)."""
+    the names: the losses and the schedules, on the training floor above this table)."""
     def choices():
-        import importlib
+        import importlib      # a floor above this one, so only when a value is checked
         return tuple(getattr(importlib.import_module(module), table))
 
     def check(v):
-        return _choice(*choices())(v)
+        return rules.choice(*choices())(v)
     check.choices = choices
     return check
-
-
-def _bits(v):
-    from mininsnn.quant import check_bits   # the one range check of bit widths
-    try:
-        return check_bits(v, "bits")
-    except ValueError:
-        raise ValueError(f"must be an integer in 2..16, or None for full precision, got {v!r}") \
-            from None
 
 
 def _betas(v):
@@ -156,69 +100,77 @@ DATASETS = tuple(ARCHITECTURES)
 
 SETTINGS = (
     # -- the network (mininsnn.models.reference_network takes these by name) --
-    Setting("dataset", None, _choice(*DATASETS), None),
-    Setting("bits", 4, _bits, "weight bits 2..16, or 'none' for full precision", model=True),
-    Setting("quant_grad", "ste+scale", _lazy_choice("mininsnn.quant", "QUANT_GRADS"),
+    Setting("dataset", None, rules.choice(*DATASETS), None),
+    Setting("bits", 4, rules.BITS, "weight bits 2..16, or 'none' for full precision", model=True),
+    Setting("quant_grad", "ste+scale", rules.QUANT_GRAD,
             "quantizer backward: 'ste+scale' (the paper's code: straight-through plus the gradient "
             "through the scale max|W|/L) or plain 'ste'", model=True,
             legacy="ste", has_legacy=True),     # the default until ste+scale replaced it
-    Setting("beta", 0.9, _number(0, 1), "membrane leak beta of every LIF layer", model=True),
-    Setting("threshold", 1.0, _number(0, lo_open=True), "firing threshold theta", model=True),
-    Setting("reset", "subtract", _choice("subtract", "zero"),
+    Setting("beta", 0.9, rules.BETA, "membrane leak beta of every LIF layer", model=True),
+    Setting("threshold", 1.0, rules.THRESHOLD, "firing threshold theta", model=True),
+    Setting("reset", "subtract", rules.RESET,
             "LIF reset: 'subtract' theta (the paper's) or to 'zero'", model=True),
-    Setting("reset_delay", True, _boolean,
+    Setting("reset_delay", True, rules.FLAG,
             "LIF reset one step after the spike (the paper's); --no-reset-delay resets in the "
             "step that fires, the neuron NIR's LIF assumes (with --reset zero)", model=True),
-    Setting("surrogate", "fast_sigmoid", _lazy_choice("mininsnn.surrogate", "SURROGATES"),
+    Setting("surrogate", "fast_sigmoid", rules.SURROGATE,
             "surrogate gradient of the spike", model=True),
-    Setting("slope", 25.0, _number(0, lo_open=True), "surrogate slope (atan: alpha)",
+    Setting("slope", 25.0, rules.SLOPE, "surrogate slope (atan: alpha)",
             model=True),
-    Setting("dropout", 0.0, _number(0, 1, hi_open=True),
+    Setting("dropout", 0.0, rules.DROPOUT,
             "dropout probability on the output layer's input", model=True),
-    Setting("batchnorm", True, _boolean, "BatchNorm after each conv + pool", model=True),
-    Setting("sparse_grad", None, _number(0, lo_open=True, optional=True),
+    Setting("batchnorm", True, rules.boolean, "BatchNorm after each conv + pool", model=True),
+    Setting("sparse_grad", None, rules.SPARSE_GRAD,
             "sparse backward: the surrogate gradient is 0 where |U - threshold| > B (Perez-Nieves "
             "& Goodman 2021; faster, approximate; delayed reset only); default: exact",
             model=True),
-    Setting("dtype", "float32", _choice("float32", "float64"),
+    Setting("dtype", "float32", rules.choice("float32", "float64"),
             "float type of weights and activations (float64 for exact checks; float32 is "
             "about twice as fast)", model=True),
     # -- time steps --
-    Setting("num_steps", 100, _integer(1), "time steps T of a training sample (static images "
+    Setting("num_steps", 100, rules.integer(1), "time steps T of a training sample (static images "
             "are fed at every step; event frames are binned to T steps)"),
-    Setting("test_num_steps", None, _integer(1, optional=True),
+    Setting("test_num_steps", None, rules.integer(1, optional=True),
             "time steps of a test sample (default: num_steps; DVS128 Gesture: 600)"),
     # -- the loss --
     Setting("loss", "mse_count", _lazy_choice("mininsnn.loss", "LOSSES"),
             "loss on the output spikes (see mininsnn.loss)"),
-    Setting("correct_rate", 0.8, _number(0, 1),
+    Setting("correct_rate", 0.8, rules.number(0, 1),
             "mse_count: target firing rate of the true class"),
-    Setting("incorrect_rate", 0.2, _number(0, 1),
+    Setting("incorrect_rate", 0.2, rules.number(0, 1),
             "mse_count: target firing rate of the other classes"),
     # -- the optimiser and the schedule --
-    Setting("lr", 1e-3, _number(0, lo_open=True), "initial learning rate"),
+    Setting("lr", 1e-3, rules.number(0, lo_open=True), "initial learning rate"),
     Setting("betas", (0.9, 0.999), _betas, None),
-    Setting("weight_decay", 0.0, _number(0), "Adam L2 penalty (PyTorch Adam, not AdamW)"),
+    Setting("weight_decay", 0.0, rules.number(0), "Adam L2 penalty (PyTorch Adam, not AdamW)"),
     Setting("schedule", "cosine", _lazy_choice("mininsnn.schedule", "SCHEDULES"),
             "learning-rate schedule, stepped every batch"),
-    Setting("T_max", 4690, _integer(1),
+    Setting("T_max", 4690, rules.integer(1),
             "cosine: half period in batches; warm_restarts: first cycle T_0"),
-    Setting("T_mult", 1, _integer(1), "warm_restarts: cycle i lasts T_max * T_mult**i batches"),
-    Setting("eta_min", 0.0, _number(0), "lowest lr of the cosine schedules"),
-    Setting("grad_clip", False, _boolean, "clip the global gradient norm to 1"),
-    Setting("weight_clip", False, _boolean, "clamp every parameter to [-1, 1] before the step"),
+    Setting("T_mult", 1, rules.integer(1), "warm_restarts: cycle i lasts T_max * T_mult**i batches"),
+    Setting("eta_min", 0.0, rules.number(0), "lowest lr of the cosine schedules"),
+    Setting("grad_clip", False, rules.boolean, "clip the global gradient norm to 1"),
+    Setting("weight_clip", False, rules.boolean, "clamp every parameter to [-1, 1] before the step"),
     # -- the run --
-    Setting("epochs", 1, _integer(1), "total number of epochs of the run"),
-    Setting("batch_size", 128, _integer(1), "samples per batch"),
-    Setting("seed", 0, _integer(0), "seed of the weights, dropout masks and batch order"),
-    Setting("subset", None, _integer(1, optional=True), "train on the first N training samples"),
-    Setting("validation", None, _integer(1, optional=True),
+    Setting("epochs", 1, rules.integer(1), "total number of epochs of the run"),
+    Setting("batch_size", 128, rules.integer(1), "samples per batch"),
+    Setting("seed", 0, rules.integer(0), "seed of the weights, dropout masks and batch order"),
+    Setting("subset", None, rules.integer(1, optional=True), "train on the first N training samples"),
+    Setting("validation", None, rules.integer(1, optional=True),
             "hold out the last N samples of the training set (before --subset takes the first "
             "ones) as a validation set, scored every epoch (valid_loss, valid_acc); best.h5 is "
             "then the epoch of best validation accuracy"),
-    Setting("test_subset", None, _integer(1, optional=True),
+    Setting("test_subset", None, rules.integer(1, optional=True),
             "evaluate on the first N test samples"),
 )
+
+#: key -> default of every setting, read-only: what a constructor or a converter takes when it is
+#: not told (mininsnn.models.reference_network, the layers, mininsnn.surrogate, deploy, NIR).
+DEFAULTS = MappingProxyType({s.key: s.default for s in SETTINGS})
+
+#: The eps of BatchNorm2d (PyTorch's): not a run setting, and not in a state dict, so the layer,
+#: the integer converter and the NIR reader take it from here.
+BN_EPS = 1e-5
 
 # The paper's configurations (docs/semantics.md): only what differs from the defaults above.
 _MNIST = dict(dataset="mnist", bits=4, beta=0.994, threshold=2.915, slope=13.84, lr=5.4e-3,

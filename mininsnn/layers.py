@@ -11,17 +11,23 @@ time. Gradients are accumulated (``+=``) into ``layer.grads``; call ``zero_grad`
 Each ``forward`` is followed by its ``backward``; the maths is restated in ``docs/bptt.md``.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from mininsnn import rules
+from mininsnn.config import BN_EPS, DEFAULTS
+# the fused conv + pool path (mininsnn.fusion) and the base of every layer, importable from here
+from mininsnn.fusion import (box_sum, conv_avgpool_backward_input_plain,  # noqa: F401
+                             conv_avgpool_backward_weight_plain, conv_avgpool_forward_plain,
+                             fuse_avgpool, integer_lanes, unfuse_avgpool_grad)
+from mininsnn.layer_base import (FLOAT_DTYPES, GRAD_SLICES, SPIKE_DTYPE,  # noqa: F401
+                                 ActiveGrad, Context, Layer, uniform_init)
 from mininsnn.kernels import conv as kconv
 from mininsnn.kernels import linear as klinear
 from mininsnn.kernels import spikeconv as kspike
 from mininsnn.kernels import lif as klif
 from mininsnn.kernels import norm as knorm
 from mininsnn.kernels import pool as kpool
-from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quantize_forward
+from mininsnn.quant import quantize_backward, quantize_forward
 
 __all__ = [
     "ActiveGrad", "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
@@ -29,209 +35,12 @@ __all__ = [
     "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# A weight gradient sums over the T*B samples in this many slices (in parallel), then adds the
-# slices: a fixed count, not one per thread, so that a run gives the same bits with any
-# NUMBA_NUM_THREADS (a trial rerun by its command on another machine's worker count, say).
-GRAD_SLICES = 8
-SPIKE_DTYPE = np.dtype(np.uint8)
-
-
-@dataclass
-class ActiveGrad:
-    """dL/dS of a sparse :class:`Leaky` given only at the entries its forward listed (the only
-    ones whose truncated surrogate is not 0): ``values[e]`` for slot e of its active list. What
-    a :class:`Conv2d` whose input is that layer's output returns from ``backward`` (``grad_at``)."""
-
-    values: np.ndarray
-
-
-@dataclass
-class Context:
-    """What a layer needs to know about the pass: number of steps, mode, and the RNG (Dropout)."""
-
-    T: int
-    training: bool
-    rng: np.random.Generator
-
-
-class Layer:
-    """Base class: a name (set by the network), parameters, their gradients, buffers."""
-
-    def __init__(self):
-        self.name = type(self).__name__
-        self.params = {}
-        self.grads = {}
-        self.buffers = {}
-        self.check_inputs = True  # the network turns this off behind its own input check
-        self.cache = None
-        self._work = {}
-
-    def _work_array(self, key, shape, dtype):
-        """A work array kept across calls (no fresh pages to fault in at every step); reallocated
-        when the shape or dtype changes. Forward outputs and backward results live in such buffers,
-        so a layer's next call overwrites them: copy what you keep (Network.forward returns a copy)."""
-        buf = self._work.get(key)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            buf = self._work[key] = np.empty(shape, dtype=dtype)
-        return buf
-
-    def _add_param(self, key, value):
-        self.params[key] = value
-        self.grads[key] = np.zeros_like(value)
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g[...] = 0.0
-
-    def _check_params(self):
-        for key, p in self.params.items():
-            if not np.isfinite(p).all():
-                raise ValueError(f"{self.name}: parameter '{key}' contains NaN or inf")
-
-    def _check_input(self, x, trailing, allow_spikes=False):
-        """x must be an ndarray (TI, B, *trailing), float (or uint8 spikes if allowed), finite."""
-        if not self.check_inputs:
-            return
-        if not isinstance(x, np.ndarray):
-            raise ValueError(f"{self.name}: expected a numpy array, got {type(x).__name__}")
-        want = "(T, B, " + ", ".join(str(d) for d in trailing) + ")"
-        if x.ndim != 2 + len(trailing) or tuple(x.shape[2:]) != tuple(trailing):
-            raise ValueError(f"{self.name}: expected input of shape {want}, got {x.shape}")
-        if x.dtype == SPIKE_DTYPE and allow_spikes:
-            if x.size and x.max() > 1:
-                raise ValueError(f"{self.name}: uint8 input must be 0/1 spikes, got values up to {x.max()}")
-            return
-        if x.dtype not in FLOAT_DTYPES:
-            kinds = "float32, float64" + (" or uint8 spikes" if allow_spikes else "")
-            raise ValueError(f"{self.name}: expected dtype {kinds}, got {x.dtype}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{self.name}: input contains NaN or inf")
-
-    def forward(self, x, ctx):
-        raise NotImplementedError
-
-    def backward(self, dout):
-        raise NotImplementedError
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-    def extra_repr(self):
-        return ""
-
-
-def _uniform_init(rng, shape, fan_in, dtype):
-    """PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / np.sqrt(fan_in)
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
-
-
-def _check_positive_int(name, key, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected {key} to be a positive integer, got {v!r}")
-    return int(v)
+_check_positive_int = rules.check_positive_int   # (owner, field, value): an integer >= 1
+_uniform_init = uniform_init                     # the names other layer modules import from here
 
 
 # ------------------------------------------------------------------------------------------------
-# Conv2d (with weight quantization and optional fused 2x2 average pooling)
-
-def box_sum(W, k):
-    """S[o, c, i, j] = sum_{a, b < k} W[o, c, i - a, j - b]   (size KH + k - 1; any dtype, integers exact)."""
-    O, C, KH, KW = W.shape
-    S = np.zeros((O, C, KH + k - 1, KW + k - 1), dtype=W.dtype)
-    for a in range(k):
-        for b in range(k):
-            S[:, :, a:a + KH, b:b + KW] += W
-    return S
-
-
-def fuse_avgpool(W, k):
-    """The kernel of "conv(W, stride 1) then k x k average pooling with stride k" as one conv.
-
-    Wf[o, c, i, j] = (1/k^2) * sum_{a, b < k} W[o, c, i - a, j - b]     (stride k, size KH + k - 1)
-    """
-    Wf = box_sum(W, k)
-    Wf *= W.dtype.type(1.0 / (k * k))
-    return Wf
-
-
-def integer_lanes(bits, C, K, pool):
-    """The integer dtype that holds every sum of the spike convolution with n-bit codes exactly,
-    or None. With q in -L..L (L = 2^(bits-1) - 1) and the fused pool's k x k box (k = pool, 1 if
-    none), the kernel's codes are qf = box_sum(q, k), and a 0/1 input gives
-
-        |A| <= sum_{c, u, v} |qf[o, c, u, v]| <= C * K * K * k^2 * L
-
-    (4 bits, 16 channels, 5x5, 2x2 pool: 11200 <= 32767, so int16). None: the float kernels."""
-    if bits is None:
-        return None
-    bound = C * K * K * pool * pool * (2 ** (bits - 1) - 1)
-    return np.dtype(np.int16) if bound <= np.iinfo(np.int16).max else None
-
-
-def unfuse_avgpool_grad(dWf, k, KH, KW):
-    """Backward of :func:`fuse_avgpool`:  dW[o, c, i, j] = (1/k^2) * sum_{a, b < k} dWf[o, c, i + a, j + b]."""
-    dW = np.zeros(dWf.shape[:2] + (KH, KW), dtype=dWf.dtype)
-    for a in range(k):
-        for b in range(k):
-            dW += dWf[:, :, a:a + KH, b:b + KW]
-    dW *= dWf.dtype.type(1.0 / (k * k))
-    return dW
-
-
-# Plain twins of the fused path (fuse_avgpool, then conv.conv2d_forward / conv2d_backward_weight /
-# conv2d_backward_input with stride k, then unfuse_avgpool_grad): convolution, then pooling, as two
-# separate steps, with the plain twins of those kernels. The fused path must equal them.
-
-def conv_avgpool_forward_plain(X, W, pad, k, Y):
-    """Convolution (stride 1, padding p), then k x k average pooling with stride k:
-
-        Z[n, o, y, x] = sum_{c, kh, kw} W[o, c, kh, kw] * X[n, c, y - p + kh, x - p + kw]
-        Y[n, o, i, j] = (1/k^2) * sum_{a, b < k} Z[n, o, k*i + a, k*j + b]
-
-    X: (N, C, H, W);  W: (O, C, KH, KW);  Y: (N, O, ZH // k, ZW // k), written, where
-    (ZH, ZW) = (H + 2p - KH + 1, W + 2p - KW + 1) is the convolution's output size.
-    """
-    N, C, H, Wd = X.shape
-    O, _, KH, KW = W.shape
-    Z = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=Y.dtype)  # (N, O, ZH, ZW)
-    kconv.conv2d_forward_plain(X, W.transpose(1, 2, 3, 0), 1, pad, Z)
-    kpool.avgpool_forward_plain(Z, k, k, Y)
-
-
-def conv_avgpool_backward_weight_plain(X, dY, pad, k, dW):
-    """dW of :func:`conv_avgpool_forward_plain`, by the chain rule through Z:
-
-        dZ = avgpool_backward(dY)         (rows and columns of Z that no window covers get 0)
-        dW[o, c, kh, kw] = sum_{n, y, x} dZ[n, o, y, x] * X[n, c, y - p + kh, x - p + kw]
-
-    X: (N, C, H, W);  dY: (N, O, OH, OW);  dW: (O, C, KH, KW), written.
-    """
-    N, C, H, Wd = X.shape
-    O, _, KH, KW = dW.shape
-    dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
-    kpool.avgpool_backward_plain(dY, k, k, dZ)
-    dWt = np.empty((1, C, KH, KW, O), dtype=dW.dtype)  # one slice: the whole batch
-    kconv.conv2d_backward_weight_plain(X, dZ, 1, pad, dWt)
-    dW[...] = dWt[0].transpose(3, 0, 1, 2)
-
-
-def conv_avgpool_backward_input_plain(dY, W, pad, k, dX):
-    """dX of :func:`conv_avgpool_forward_plain`, by the chain rule through Z:
-
-        dZ = avgpool_backward(dY)
-        dX[n, c, y, x] = sum_{o, zy, zx} dZ[n, o, zy, zx] * W[o, c, y - zy + p, x - zx + p]   (taps in range)
-
-    dY: (N, O, OH, OW);  W: (O, C, KH, KW);  dX: (N, C, H, W), written.
-    """
-    N, C, H, Wd = dX.shape
-    O, _, KH, KW = W.shape
-    dZ = np.empty((N, O, H + 2 * pad - KH + 1, Wd + 2 * pad - KW + 1), dtype=dY.dtype)  # (N, O, ZH, ZW)
-    kpool.avgpool_backward_plain(dY, k, k, dZ)
-    Wm = W.transpose(0, 2, 3, 1).reshape(O, KH * KW * C)  # Wm[o, (kh*KW + kw)*C + c] = W[o, c, kh, kw]
-    kconv.conv2d_backward_input_plain(dZ, Wm, 1, pad, KH, KW, 1, dX)
-
+# Conv2d (with weight quantization and optional fused 2x2 average pooling: mininsnn.fusion)
 
 class Conv2d(Layer):
     """2-D convolution, weight (out, in, kh, kw) as in PyTorch, optionally n-bit fake-quantized.
@@ -247,18 +56,16 @@ class Conv2d(Layer):
     entries of the sparse Leaky before this layer and returned as an :class:`ActiveGrad`.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
-                 bits=None, dtype=np.float32, rng=None, quant_grad="ste+scale"):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=False,
+                 bits=None, dtype=DEFAULTS["dtype"], rng=None, quant_grad=DEFAULTS["quant_grad"]):
         super().__init__()
         self.in_channels = _check_positive_int("Conv2d", "in_channels", in_channels)
         self.out_channels = _check_positive_int("Conv2d", "out_channels", out_channels)
         self.kernel_size = _check_positive_int("Conv2d", "kernel_size", kernel_size)
         self.stride = _check_positive_int("Conv2d", "stride", stride)
-        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"Conv2d: expected padding to be an integer >= 0, got {padding!r}")
-        self.padding = int(padding)
-        self.bits = check_bits(bits, "Conv2d")
-        self.quant_grad = check_quant_grad(quant_grad, "Conv2d")
+        self.padding = rules.check_int_range("Conv2d", "padding", padding, 0)
+        self.bits = rules.check_bits("Conv2d", bits)
+        self.quant_grad = rules.check_quant_grad("Conv2d", quant_grad)
         self.fused_pool = None
         self.needs_input_grad = True
         self.path = None  # the forward kernels of the last call: "spike-int", "spike" or "plain"
@@ -268,9 +75,9 @@ class Conv2d(Layer):
         rng = np.random.default_rng() if rng is None else rng
         fan_in = in_channels * kernel_size * kernel_size
         K = self.kernel_size
-        self._add_param("weight", _uniform_init(rng, (out_channels, in_channels, K, K), fan_in, dtype))
+        self._add_param("weight", uniform_init(rng, (out_channels, in_channels, K, K), fan_in, dtype))
         if bias:
-            self._add_param("bias", _uniform_init(rng, (out_channels,), fan_in, dtype))
+            self._add_param("bias", uniform_init(rng, (out_channels,), fan_in, dtype))
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -285,11 +92,8 @@ class Conv2d(Layer):
         return OH, OW
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.in_channels}, H, W), "
-                                 f"got {getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, (self.in_channels,) + x.shape[3:], allow_spikes=True)
+        self._check_ndim(x, f"(T, B, {self.in_channels}, H, W)")
+        self._check_input(x, (self.in_channels,) + x.shape[3:], allow_spikes=True)
         self._check_params()
         TI, B, C, H, W = x.shape
         K, p = self.kernel_size, self.padding
@@ -398,11 +202,8 @@ class AvgPool2d(Layer):
     def forward(self, x, ctx):
         if self.fused:
             return x  # the pooling was folded into the previous conv's kernel
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, x.shape[2:])
+        self._check_ndim(x, "(T, B, C, H, W)")
+        self._check_input(x, x.shape[2:])
         TI, B, C, H, W = x.shape
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
@@ -475,11 +276,8 @@ class MaxPool2d(Layer):
         return f"kernel_size={self.k}, stride={self.stride}"
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, x.shape[2:], allow_spikes=True)
+        self._check_ndim(x, "(T, B, C, H, W)")
+        self._check_input(x, x.shape[2:], allow_spikes=True)
         TI, B, C, H, W = x.shape
         if H < self.k or W < self.k:
             raise ValueError(f"{self.name}: input {H}x{W} is smaller than the {self.k}x{self.k} window")
@@ -509,14 +307,11 @@ class BatchNorm2d(Layer):
     running statistics updated T times, exactly as T separate identical steps would.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+    def __init__(self, num_features, eps=BN_EPS, momentum=0.1, dtype=DEFAULTS["dtype"]):
         super().__init__()
         self.num_features = _check_positive_int("BatchNorm2d", "num_features", num_features)
-        if not (np.isfinite(eps) and eps > 0):
-            raise ValueError(f"BatchNorm2d: expected eps > 0, got {eps!r}")
-        if not (np.isfinite(momentum) and 0 <= momentum <= 1):
-            raise ValueError(f"BatchNorm2d: expected momentum in [0, 1], got {momentum!r}")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = rules.check(rules.number(0, lo_open=True), "BatchNorm2d", "eps", eps)
+        self.momentum = rules.check(rules.number(0, 1), "BatchNorm2d", "momentum", momentum)
         self._add_param("weight", np.ones(num_features, dtype=dtype))
         self._add_param("bias", np.zeros(num_features, dtype=dtype))
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
@@ -527,11 +322,8 @@ class BatchNorm2d(Layer):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x, ctx):
-        if self.check_inputs:
-            if not isinstance(x, np.ndarray) or x.ndim != 5:
-                raise ValueError(f"{self.name}: expected input of shape (T, B, {self.num_features}, H, W), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            self._check_input(x, (self.num_features,) + x.shape[3:])
+        self._check_ndim(x, f"(T, B, {self.num_features}, H, W)")
+        self._check_input(x, (self.num_features,) + x.shape[3:])
         self._check_params()
         TI, B, C, H, W = x.shape
         X = x.reshape(TI, B, C, H * W)
@@ -590,18 +382,18 @@ class BatchNorm2d(Layer):
 class Linear(Layer):
     """Y = X @ Wq^T + b over (T, B, in) -> (T, B, out); weight (out, in) as in PyTorch."""
 
-    def __init__(self, in_features, out_features, bias=True, bits=None, dtype=np.float32, rng=None,
-                 quant_grad="ste+scale"):
+    def __init__(self, in_features, out_features, bias=True, *, bits=None, dtype=DEFAULTS["dtype"],
+                 rng=None, quant_grad=DEFAULTS["quant_grad"]):
         super().__init__()
         self.in_features = _check_positive_int("Linear", "in_features", in_features)
         self.out_features = _check_positive_int("Linear", "out_features", out_features)
-        self.bits = check_bits(bits, "Linear")
-        self.quant_grad = check_quant_grad(quant_grad, "Linear")
+        self.bits = rules.check_bits("Linear", bits)
+        self.quant_grad = rules.check_quant_grad("Linear", quant_grad)
         self.needs_input_grad = True
         rng = np.random.default_rng() if rng is None else rng
-        self._add_param("weight", _uniform_init(rng, (out_features, in_features), in_features, dtype))
+        self._add_param("weight", uniform_init(rng, (out_features, in_features), in_features, dtype))
         if bias:
-            self._add_param("bias", _uniform_init(rng, (out_features,), in_features, dtype))
+            self._add_param("bias", uniform_init(rng, (out_features,), in_features, dtype))
 
     def extra_repr(self):
         return (f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}, bits={self.bits}"
@@ -646,9 +438,7 @@ class Flatten(Layer):
     """(T, B, C, H, W) -> (T, B, C*H*W), in C-H-W order like torch.flatten(x, 1)."""
 
     def forward(self, x, ctx):
-        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 3):
-            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_ndim(x, "(T, B, ...)", 3, at_least=True)
         self.cache = x.shape
         return x.reshape(x.shape[0], x.shape[1], -1)
 
@@ -660,19 +450,18 @@ class Dropout(Layer):
     """Zero each element with probability p, scale the rest by 1/(1-p); a fresh mask at every time
     step; identity in eval mode. A static input is expanded to T steps first (each step its own mask)."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p):
         super().__init__()
-        if not (isinstance(p, (int, float, np.floating)) and 0 <= p < 1):
-            raise ValueError(f"Dropout: expected p in [0, 1), got {p!r}")
-        self.p = float(p)
+        try:
+            self.p = rules.DROPOUT(p)   # the dropout setting's rule, in [0, 1)
+        except ValueError:
+            raise ValueError(f"Dropout: expected p in [0, 1), got {p!r}") from None
 
     def extra_repr(self):
         return f"p={self.p}"
 
     def forward(self, x, ctx):
-        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
-            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._check_ndim(x, "(T, B, ...)", 2, at_least=True)
         if x.shape[0] not in (1, ctx.T):
             raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {x.shape[0]}")
         if not ctx.training or self.p == 0:

@@ -1,4 +1,4 @@
-"""The reference networks of the paper, with the reference hyperparameters as defaults.
+"""The reference networks of the paper; the settings' defaults are those of mininsnn.config.
 
 Parameter names and layouts are those of the reference PyTorch model (``conv1.weight`` as
 (out, in, kh, kw), ``bn1.weight``/``bias``/``running_mean``/``running_var``, ``fc1.weight`` as
@@ -13,27 +13,29 @@ DVS128 Gesture: conv1 2->16 5x5 on 2x32x32 -> pool -> (bn1) -> lif1 -> conv2 16-
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn import surrogate as sg
-from mininsnn.config import ARCHITECTURES, make_config, model_settings
+from mininsnn.config import ARCHITECTURES, DEFAULTS, make_config, model_settings
 from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
 from mininsnn.neurons import Leaky
 from mininsnn.network import Network
-from mininsnn.quant import check_bits
 
 __all__ = ["ARCHITECTURES", "build_model", "build_from_config", "reference_network"]
 
 def reference_network(input_shape, channels, num_classes, *, bits, beta, threshold, dropout,
-                      batchnorm, surrogate="fast_sigmoid", slope=25.0, reset="subtract",
-                      reset_delay=True, quant_grad="ste+scale", sparse_grad=None, dtype=np.float32,
-                      seed=0, fuse=True):
+                      batchnorm, surrogate=DEFAULTS["surrogate"], slope=DEFAULTS["slope"],
+                      reset=DEFAULTS["reset"], reset_delay=DEFAULTS["reset_delay"],
+                      quant_grad=DEFAULTS["quant_grad"], sparse_grad=DEFAULTS["sparse_grad"],
+                      dtype=DEFAULTS["dtype"], seed=0, fuse=True):
     """The paper's conv-pool-(bn)-lif x2, fc-dropout-lif architecture at any size.
 
     input_shape (C, H, W); channels (c1, c2); the fc layer has a bias only in full precision.
     The keywords from ``bits`` to ``quant_grad`` are the network's settings in
-    mininsnn.config.SETTINGS (``surrogate`` is a name or a Surrogate, ``slope`` its parameter).
+    mininsnn.config.SETTINGS (``surrogate`` is a name or a Surrogate, ``slope`` its parameter);
+    those with a default take the setting's (mininsnn.config.DEFAULTS).
     ``seed`` fixes the initial weights and the Dropout RNG.
     """
-    bits = check_bits(bits, "reference_network")
+    bits = rules.check_bits("reference_network", bits)
     c_in, h, w = input_shape
     c1, c2 = channels
     init_seq, drop_seq = np.random.SeedSequence(seed).spawn(2)
@@ -78,7 +80,7 @@ def build_from_config(cfg, seed=None, fuse=True):
     return net
 
 
-def build_model(name, seed=0, dtype=np.float32, fuse=True, **overrides):
+def build_model(name, seed=0, dtype=DEFAULTS["dtype"], fuse=True, **overrides):
     """The reference network ``name`` (mininsnn.config.CONFIGS), settings overridable by keyword
     (``dtype`` float32 or float64 is the ``dtype`` setting).
 

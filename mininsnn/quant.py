@@ -25,27 +25,23 @@ Backward, ``quant_grad``:
 
 import numpy as np
 
+from mininsnn import rules
+from mininsnn.rules import QUANT_GRADS
+
 __all__ = ["check_bits", "check_quant_grad", "quantize_forward", "quantize_backward",
            "quant_levels", "latent_from_codes", "QUANT_GRADS"]
 
-QUANT_GRADS = ("ste", "ste+scale")
-
 
 def check_bits(bits, where="quantizer"):
-    """None (full precision) or an int in 2..16; anything else is a ValueError naming ``where``."""
-    if bits is None:
-        return None
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
-        raise ValueError(f"{where}: expected bits to be None or an integer in 2..16, got {bits!r}")
-    return int(bits)
+    """None (full precision) or an int in 2..16 (the rule: mininsnn.rules.BITS); anything else is
+    a ValueError naming ``where``."""
+    return rules.check_bits(where, bits)
 
 
 def check_quant_grad(mode, where="quantizer"):
-    """One of QUANT_GRADS; anything else is a ValueError naming ``where``."""
-    if mode not in QUANT_GRADS:
-        raise ValueError(f"{where}: expected quant_grad to be one of {', '.join(QUANT_GRADS)}, "
-                         f"got {mode!r}")
-    return mode
+    """One of QUANT_GRADS (the rule: mininsnn.rules.QUANT_GRAD); anything else is a ValueError
+    naming ``where``."""
+    return rules.check_quant_grad(where, mode)
 
 
 def quant_levels(bits):
@@ -65,17 +61,21 @@ def quantize_forward(W, bits):
     return (q * scale).astype(W.dtype, copy=False), scale
 
 
-def quantize_backward(dWq, W=None, bits=None, mode="ste"):
+def quantize_backward(dWq, W=None, bits=None, mode=None):
     """dL/dW from dL/dWq (``W`` and ``bits`` are needed for mode "ste+scale" only).
 
     fwd: Wq_i = s * round(W_i / s),  s = max|W| / L,  round' := 1 (straight-through)
       => dWq_i/dW_j = delta_ij + (round(W_i/s) - W_i/s) * ds/dW_j
          ds/dW_j = sign(W_m) / L  at  j = m = argmax|W|  (the first one on ties), else 0
-    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms.
+    "ste" keeps only delta_ij (s treated as a constant); "ste+scale" keeps both terms. With
+    ``bits`` None (no quantizer) the gradient passes unchanged; otherwise ``mode`` is required
+    (the quant_grad setting; its default lives in the settings table, mininsnn.config).
     """
-    if mode == "ste" or bits is None:
+    if bits is None:
         return dWq
     check_quant_grad(mode)
+    if mode == "ste":
+        return dWq
     L = quant_levels(bits)
     m = np.unravel_index(np.argmax(np.abs(W)), W.shape)
     s = np.abs(W[m]) / L
@@ -87,7 +87,7 @@ def quantize_backward(dWq, W=None, bits=None, mode="ste"):
     return dW
 
 
-def latent_from_codes(q, scale, maxabs, dtype=np.float32):
+def latent_from_codes(q, scale, maxabs, dtype):
     """Latent weights W that quantize back to exactly (scale, q), from integer codes q, the
     scale s and the original max|W| (what a pretrained or NIR file stores instead of W); q may be
     integers or whole floats (whose -0.0 codes then give -0.0 weights, as quantize_forward does):

@@ -22,12 +22,14 @@ import math
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn._jit import jit
 
 __all__ = ["SURROGATES", "Surrogate", "fast_sigmoid", "sigmoid", "atan", "make_surrogate", "sg_grad", "sg_primitive"]
 
-FAST_SIGMOID, SIGMOID, ATAN = 0, 1, 2
-SURROGATES = {"fast_sigmoid": FAST_SIGMOID, "sigmoid": SIGMOID, "atan": ATAN}  # name -> kernel code
+# name -> kernel code: the names of mininsnn.rules.SURROGATES, in their order
+SURROGATES = {name: code for code, name in enumerate(rules.SURROGATES)}
+FAST_SIGMOID, SIGMOID, ATAN = SURROGATES["fast_sigmoid"], SURROGATES["sigmoid"], SURROGATES["atan"]
 
 
 @jit
@@ -63,11 +65,8 @@ class Surrogate:
     """A surrogate gradient: ``name`` and its parameter ``k`` (slope or alpha)."""
 
     def __init__(self, name, k):
-        if name not in SURROGATES:
-            raise ValueError(f"surrogate: expected one of {sorted(SURROGATES)}, got {name!r}")
-        k = float(k)
-        if not (math.isfinite(k) and k > 0):
-            raise ValueError(f"surrogate {name}: expected a finite parameter > 0, got {k}")
+        rules.check_surrogate("surrogate", name)
+        k = rules.check_slope(f"surrogate {name}", k)
         self.name, self.k, self.code = name, k, SURROGATES[name]
 
     def __repr__(self):
@@ -97,20 +96,27 @@ class Surrogate:
         return 0.5 + np.arctan(0.5 * np.pi * self.k * x) / np.pi
 
 
-def fast_sigmoid(slope=25.0):
+# The parameter has no default here: the slope setting's default lives in the settings table
+# (mininsnn.config.DEFAULTS["slope"]), a floor above this module; the network's builders pass it.
+
+def fast_sigmoid(slope):
     return Surrogate("fast_sigmoid", slope)
 
 
-def sigmoid(slope=25.0):
+def sigmoid(slope):
     return Surrogate("sigmoid", slope)
 
 
-def atan(alpha=2.0):
+def atan(alpha):
     return Surrogate("atan", alpha)
 
 
 def make_surrogate(spec, k=None):
-    """A Surrogate from a Surrogate, or from a name and parameter."""
+    """A Surrogate from a Surrogate (``k`` ignored), or from a name and its parameter ``k``."""
     if isinstance(spec, Surrogate):
         return spec
-    return Surrogate(spec, 25.0 if k is None else k)
+    rules.check_surrogate("surrogate", spec)
+    if k is None:
+        raise ValueError(f"surrogate {spec}: expected its parameter k (slope, or alpha for atan), "
+                         "got None")
+    return Surrogate(spec, k)

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn.atomic import atomic_file
 from mininsnn.deploy.conversion import IntegerModel
 
@@ -325,7 +326,10 @@ def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):
         raise CExportError(f"output folder {out_dir} does not exist")
     max_steps = 65535 if model.max_steps is None else min(65535, model.max_steps)
     if num_steps is not None:
-        max_steps = min(max_steps, int(num_steps))
+        try:
+            max_steps = min(max_steps, rules.POSITIVE(num_steps))
+        except rules.RuleError as e:
+            raise CExportError(f"num_steps {e}") from None
     L1, L2, L3 = model.layers
     C, H, W = model.input_shape
     O1, OH1, OW1 = L1.out_shape

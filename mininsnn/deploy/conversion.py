@@ -31,42 +31,36 @@ The leak is ``("multiply", Q)``: leak(v) = (v * beta_q + 2^(Q-1)) >> Q, beta_q =
 (round half up of the product, int64 intermediate), or ``("shift", k)``: leak(v) = v - (v >> k),
 beta_eff = 1 - 2^-k. ``>>`` is an arithmetic shift (floor).
 
-The overflow proof (``_prove_layer``, ``membrane_bound``) bounds every accumulator, input current and membrane over all
+The overflow proof (mininsnn.deploy.proof: ``prove_layer``, ``membrane_bound``) bounds every accumulator, input current and membrane over all
 inputs in range (pixels 0..input_max, spikes 0/1) and all time steps, and the converter refuses
 with the numbers when one exceeds its width.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
-from mininsnn.config import ARCHITECTURES     # NumPy only, like this module
+from mininsnn import rules                                   # NumPy only, like this module
+from mininsnn.config import ARCHITECTURES, BN_EPS, DEFAULTS  # NumPy only too
+from mininsnn.deploy.proof import (ACC_BITS, MEM_BITS, ConversionError,  # noqa: F401 (re-exported)
+                                   OverflowProofError, ProofTerms, check_bounds, membrane_bound,
+                                   prove_layer, tolerance)
 
 __all__ = ["IntegerModel", "IntLayer", "OverflowProofError", "ConversionError", "convert",
            "convert_network", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
-           "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE"]
+           "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE", "ProofTerms", "prove_layer",
+           "check_bounds", "membrane_bound", "beta_eff_of"]
 
 #: Input shape per data set, from the one architecture table (mininsnn.config).
 INPUT_SHAPES = {name: arch[0] for name, arch in ARCHITECTURES.items()}
 STATIC_DATASETS = ("mnist", "fashion-mnist")  # images fed at every step as pixels/255
-MEM_BITS = 32       # membrane, threshold, bias and input current: int32
-ACC_BITS = 32       # conv / linear accumulators: int32 (int16 where the proof allows it)
 ZERO_GAIN_BITS = 20  # k_c = 0: u_c = max(theta, |b_c|) / 2^20
 FRAC_BITS_RANGE = (-16, 24)  # the F that "max" searches
-BN_EPS = 1e-5       # BatchNorm2d's eps in mininsnn.layers (not stored in the state dict)
 POOL = 2            # every conv of the reference networks is followed by 2x2 average pooling
-
-
-class ConversionError(ValueError):
-    """A model that cannot be converted (full precision without bits, unknown layout, ...)."""
-
-
-class OverflowProofError(ConversionError):
-    """The overflow proof fails: some accumulator or membrane could exceed its integer width."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +150,7 @@ class IntegerModel:
 
     def beta_eff(self):
         """The leak factor the integers implement, exactly (a Fraction)."""
-        mode, a, bq = self.leak
-        return Fraction(bq, 2 ** a) if mode == "multiply" else 1 - Fraction(1, 2 ** a)
+        return beta_eff_of(self.leak)
 
     def describe(self):
         """A few lines: the number representation and the overflow proof of every layer."""
@@ -222,108 +215,34 @@ def _integerize(k, b, theta, F):
 
 
 # ---------------------------------------------------------------------------------------------
-# the overflow proof
-
-def _shifted(a, F):
-    """The accumulator term of the input: a << F (F >= 0) or (a + 2^(-F-1)) >> -F (F < 0)."""
-    return a * 2 ** F if F >= 0 else (a + 2 ** (-F - 1)) >> -F
-
-
-def membrane_bound(M, theta, beta, e, reset, num_steps=None):
-    """An integer B with |V[t]| <= B for every t (or every t < num_steps), given |input| <= M,
-    leak(v) in [beta v - e, beta v + e] (monotone), V[-1] = 0. Returns None when unbounded.
-
-    By induction on |V[t-1]| <= B:
-      no reset at t:  |V[t]| <= beta B + e + M
-      subtract, R=1:  theta < V[t-1] <= B, so |leak(V[t-1]) - theta| <= max(beta B, (1-beta) theta) + e
-      zero,     R=1:  V[t] = 0
-    hence any B >= max(beta B, (1-beta) theta) + e + M:
-      B = max((M + e) / (1 - beta), (1 - beta) theta + M + e)             (beta < 1, any T)
-      B = M + (T - 1) (M + e)                                              (beta = 1, T steps)
-    """
-    if beta < 1:
-        B = (M + e) / (1 - beta)
-        if reset == "subtract":
-            B = max(B, (1 - beta) * theta + M + e)
-        return math.ceil(B)
-    if num_steps is None:
-        return None
-    return math.ceil(M + (num_steps - 1) * (M + e))
-
-
-def _prove_layer(qf, in_max, sign, bias, theta, F, beta, e, reset, num_steps):
-    """Bounds of one layer (dict of Python ints), exact integer arithmetic."""
-    flat = qf.reshape(qf.shape[0], -1)
-    pos = np.where(flat > 0, flat, 0).sum(axis=1)           # A <= in_max * sum of positive codes
-    neg = np.where(flat < 0, flat, 0).sum(axis=1)           # A >= in_max * sum of negative codes
-    acc = inp = mem = shifted = 0
-    for c in range(flat.shape[0]):
-        a_lo, a_hi = int(neg[c]) * in_max, int(pos[c]) * in_max
-        acc = max(acc, -a_lo, a_hi)
-        ends = [sign[c] * _shifted(a, F) for a in (a_lo, a_hi)]
-        shifted = max(shifted, *map(abs, ends))
-        M = max(abs(v + bias[c]) for v in ends)             # |I_c| <= M_c
-        inp = max(inp, M)
-        B = membrane_bound(M, theta[c], beta, e, reset, num_steps)
-        if B is None:
-            return None
-        mem = max(mem, B, theta[c], abs(bias[c]))
-    return {"acc": acc, "shifted": shifted, "input": inp, "membrane": mem}
-
-
-def _check_bounds(name, bounds, leak, F):
-    """Raise OverflowProofError naming the first bound above its width."""
-    if bounds is None:
-        raise OverflowProofError(f"{name}: with beta_eff = 1 the membrane grows without bound over "
-                             "time; pass num_steps to prove it for a fixed T")
-    for key, what, width in (("acc", "accumulator", ACC_BITS), ("shifted", "shifted accumulator",
-                             MEM_BITS), ("input", "input current", MEM_BITS),
-                             ("membrane", "membrane", MEM_BITS)):
-        if bounds[key] > 2 ** (width - 1) - 1:
-            raise OverflowProofError(
-                f"{name}: the {what} can reach {bounds[key]} > {2 ** (width - 1) - 1} "
-                f"(int{width}) with F={F}; lower the fractional bits (--frac-bits) or the "
-                f"weight bits")
-    if leak[0] == "multiply" and bounds["membrane"] * leak[2] + 2 ** (leak[1] - 1) > 2 ** 63 - 1:
-        raise OverflowProofError(f"{name}: the leak product can reach "
-                             f"{bounds['membrane'] * leak[2]} > 2^63-1; lower Q")
-
-
-def _tolerance(unit, theta_int, bounds_mem, beta_float, beta_eff, e, F, num_steps):
-    """Float margin per channel above which the integer spike equals the float spike:
-
-        |D[t]| <= beta |D[t-1]| + u (e + 1 + |beta_eff - beta| B + r)   D = V u - U, r = 1/2 if F < 0
-        tol = sup |D| + u/2   (the rounding of Theta)
-    """
-    r = 0.5 if F < 0 else 0.0
-    step = unit * (e + 1.0 + abs(float(beta_eff) - beta_float) * bounds_mem + r)
-    if beta_float < 1:
-        D = step / (1 - beta_float)
-    else:
-        D = step * (num_steps if num_steps is not None else np.inf)
-    return D + unit / 2
-
-
-# ---------------------------------------------------------------------------------------------
 # conversion
+
+def _require(rule, field, value):
+    """``rule(value)`` (mininsnn.rules), or ConversionError "<field> must be ..., got ..."."""
+    try:
+        return rule(value)
+    except rules.RuleError as e:
+        raise ConversionError(f"{field} {e}") from None
+
+
+
+def beta_eff_of(leak):
+    """The leak factor that ("multiply", Q, beta_q) or ("shift", k, 0) implements, exactly."""
+    mode, a, bq = leak
+    return Fraction(bq, 2 ** a) if mode == "multiply" else 1 - Fraction(1, 2 ** a)
+
 
 def _leak_params(beta, leak, leak_bits, shift):
     """("multiply", Q, beta_q) or ("shift", k, 0), and the rounding error bound e of leak(v)."""
     if leak == "multiply":
-        if isinstance(leak_bits, bool) or not isinstance(leak_bits, (int, np.integer)) \
-                or not 1 <= leak_bits <= 30:
-            raise ConversionError(f"leak_bits (Q) must be an integer in 1..30, got {leak_bits!r}")
-        Q = int(leak_bits)
+        Q = _require(rules.integer(1, 30), "leak_bits (Q)", leak_bits)
         return ("multiply", Q, _rint(beta * 2 ** Q)), Fraction(1, 2)   # beta_q = rint(beta 2^Q)
     if leak == "shift":
         if shift is None:   # the k whose 1 - 2^-k is nearest to beta
             if beta >= 1:
                 raise ConversionError("shift leak: beta = 1 has no shift form; use leak='multiply'")
-            cands = range(1, 31)
-            shift = min(cands, key=lambda k: abs(1 - 2.0 ** -k - beta))
-        if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or not 1 <= shift <= 30:
-            raise ConversionError(f"shift must be an integer in 1..30, got {shift!r}")
-        return ("shift", int(shift), 0), Fraction(1)
+            shift = min(range(1, 31), key=lambda k: abs(1 - 2.0 ** -k - beta))
+        return ("shift", _require(rules.integer(1, 30), "shift", shift), 0), Fraction(1)
     raise ConversionError(f"leak must be 'multiply' or 'shift', got {leak!r}")
 
 
@@ -334,16 +253,12 @@ def _check_config(config):
     if config["dataset"] not in INPUT_SHAPES:
         raise ConversionError(f"unknown dataset {config['dataset']!r}; expected one of "
                               f"{sorted(INPUT_SHAPES)}")
-    if config["reset"] not in ("subtract", "zero"):
-        raise ConversionError(f"reset must be 'subtract' or 'zero', got {config['reset']!r}")
-    if not config.get("reset_delay", True):
+    _require(rules.RESET, "reset", config["reset"])
+    if not config.get("reset_delay", DEFAULTS["reset_delay"]):
         raise ConversionError("reset_delay=False (the reset in the step that fires) has no "
                               "integer engine yet; export the network with --format nir")
-    beta, theta = config["beta"], config["threshold"]
-    if not (isinstance(beta, (int, float)) and 0 <= beta <= 1):
-        raise ConversionError(f"beta must be in [0, 1], got {beta!r}")
-    if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
-        raise ConversionError(f"threshold must be a finite number > 0, got {theta!r}")
+    _require(rules.BETA, "beta", config["beta"])
+    _require(rules.THRESHOLD, "threshold", config["threshold"])
 
 
 def _check_state(state, names):
@@ -353,6 +268,110 @@ def _check_state(state, names):
         a = np.asarray(state[key])
         if a.dtype.kind != "f" or not np.isfinite(a).all():
             raise ConversionError(f"state dict entry {key!r} must be finite floats")
+
+
+def _weight_bits(cfg_bits, bits):
+    """The bits to convert with: the model's, or ``bits`` for a full-precision one (PTQ)."""
+    if cfg_bits is None and bits is None:
+        raise ConversionError("full-precision model: pass bits (2..16) to quantize its weights "
+                              "after training (post-training quantization)")
+    if cfg_bits is not None and bits is not None and bits != cfg_bits:
+        raise ConversionError(f"the model was trained with {cfg_bits}-bit weights; omit bits or "
+                              f"pass {cfg_bits}")
+    return _require(rules.integer(*rules.BITS_RANGE), "bits", cfg_bits if bits is None else bits)
+
+
+def _frac_bits_list(frac_bits):
+    """F per LIF layer: an int each, or None for "max"."""
+    if isinstance(frac_bits, str):
+        if frac_bits != "max":
+            raise ConversionError(f"frac_bits must be an integer, a list of 3 or 'max', got "
+                                  f"{frac_bits!r}")
+        return [None] * 3
+    if isinstance(frac_bits, (int, np.integer)) and not isinstance(frac_bits, bool):
+        Fs = [int(frac_bits)] * 3
+    else:
+        Fs = [int(f) for f in frac_bits]
+        if len(Fs) != 3:
+            raise ConversionError(f"frac_bits: expected 3 values (one per LIF layer), got {len(Fs)}")
+    for f in Fs:
+        if not FRAC_BITS_RANGE[0] <= f <= 30:
+            raise ConversionError(f"frac_bits must lie in {FRAC_BITS_RANGE[0]}..30, got {f}")
+    return Fs
+
+
+def _layer_codes(name, W, shape, bits):
+    """(q, qf, out_shape, pool_area, stride) of one synapse: its codes, and conv + 2x2 pool fused
+    into one stride-2 conv for a conv (``shape``: its input's)."""
+    q, s = quant_codes(W, bits)
+    if name.startswith("conv"):
+        if W.ndim != 4 or W.shape[1] != shape[0]:
+            raise ConversionError(f"{name}.weight: expected (O, {shape[0]}, KH, KW), got {W.shape}")
+        OH, OW = (shape[1] - W.shape[2] + 1) // POOL, (shape[2] - W.shape[3] + 1) // POOL
+        if OH < 1 or OW < 1:
+            raise ConversionError(f"{name}: input {shape} too small for its kernel")
+        return (q, s), fuse_pool_codes(q), (W.shape[0], OH, OW), POOL * POOL, POOL
+    n_in = int(np.prod(shape))
+    if W.ndim != 2 or W.shape[1] != n_in:
+        raise ConversionError(f"{name}.weight: expected (O, {n_in}), got {W.shape}")
+    return (q, s), q, (W.shape[0],), 1, 1
+
+
+class _Stage(NamedTuple):
+    """One synapse + LIF stage to convert: its synapse and BatchNorm (None) in the state dict,
+    its inputs' range 0..in_max and float scale, and the F asked for (None: the largest proven)."""
+
+    name: str
+    bn: str | None
+    in_max: int
+    in_scale: float
+    F: int | None
+
+
+class _Shared(NamedTuple):
+    """What every stage shares: the proof's terms, the float beta and theta, the leak, the bits."""
+
+    terms: ProofTerms
+    beta: float
+    theta: float
+    leak: tuple
+    bits: int
+
+
+def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
+    """(F, sign, Bias, Theta, units, bounds) of one stage at stage.F, or at the largest F in
+    FRAC_BITS_RANGE whose proof holds (stage.F None); OverflowProofError when none does."""
+    def attempt(F):
+        sign, bias, th, unit = _integerize(k, b, shared.theta, F)
+        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms)
+        check_bounds(stage.name, bounds, shared.leak, F)
+        return F, sign, bias, th, unit, bounds
+
+    if stage.F is not None:
+        return attempt(stage.F)
+    for f in range(FRAC_BITS_RANGE[1], FRAC_BITS_RANGE[0], -1):
+        try:
+            return attempt(f)
+        except OverflowProofError:
+            continue
+    return attempt(FRAC_BITS_RANGE[0])      # the last one: its error says why
+
+
+def _convert_layer(state, stage: _Stage, shape, shared: _Shared):
+    """The IntLayer of one stage whose input has ``shape``."""
+    W = np.asarray(state[f"{stage.name}.weight"])
+    codes_scale, qf, out_shape, pool_area, stride = _layer_codes(stage.name, W, shape, shared.bits)
+    k, b = _fold_layer(state, stage.name, stage.bn, codes_scale, stage.in_scale, pool_area)
+    F, sign, bias, th, unit, bounds = _integer_layer(stage, qf, k, b, shared)
+    qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
+    return IntLayer(
+        name=stage.name, kind="conv" if stage.name.startswith("conv") else "linear",
+        weight=qf.astype(_code_dtype(qbits)), stride=stride, in_shape=tuple(shape),
+        out_shape=tuple(out_shape), sign=np.array(sign, np.int8),
+        bias=np.array(bias, np.int32), theta=np.array(th, np.int32), frac_bits=int(F),
+        in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
+        unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F),
+        bounds=bounds)
 
 
 def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30,
@@ -374,112 +393,37 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
     Raises ConversionError / OverflowProofError (ValueErrors) with one-line messages.
     """
     _check_config(config)
-    cfg_bits = config["bits"]
-    if cfg_bits is None and bits is None:
-        raise ConversionError("full-precision model: pass bits (2..16) to quantize its weights "
-                              "after training (post-training quantization)")
-    if cfg_bits is not None and bits is not None and bits != cfg_bits:
-        raise ConversionError(f"the model was trained with {cfg_bits}-bit weights; omit bits or "
-                              f"pass {cfg_bits}")
-    bits = cfg_bits if bits is None else bits
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
-        raise ConversionError(f"bits must be an integer in 2..16, got {bits!r}")
-    if isinstance(input_max, bool) or not isinstance(input_max, (int, np.integer)) or \
-            not 1 <= input_max <= 255:
-        raise ConversionError(f"input_max must be an integer in 1..255, got {input_max!r}")
+    bits = _weight_bits(config["bits"], bits)
+    input_max = _require(rules.integer(1, 255), "input_max", input_max)
     bn = bool(config["batchnorm"])
-    names = ["conv1.weight", "conv2.weight", "fc1.weight"]
-    if bn:
-        names += [f"bn{i}.{k}" for i in (1, 2) for k in ("weight", "bias", "running_mean",
-                                                         "running_var")]
-    _check_state(state, names)
+    _check_state(state, ["conv1.weight", "conv2.weight", "fc1.weight"]
+                 + [f"bn{i}.{k}" for i in (1, 2) if bn
+                    for k in ("weight", "bias", "running_mean", "running_var")])
     beta, theta = float(config["beta"]), float(config["threshold"])
     leak_p, e = _leak_params(beta, leak, leak_bits, shift)
     input_shape = tuple(INPUT_SHAPES[config["dataset"]] if input_shape is None else input_shape)
     static = config["dataset"] in STATIC_DATASETS if static is None else bool(static)
-    in_scale = 1.0 / 255 if static else 1.0
-    if isinstance(frac_bits, str):
-        if frac_bits != "max":
-            raise ConversionError(f"frac_bits must be an integer, a list of 3 or 'max', got "
-                                  f"{frac_bits!r}")
-        Fs = [None] * 3
-    elif isinstance(frac_bits, (int, np.integer)) and not isinstance(frac_bits, bool):
-        Fs = [int(frac_bits)] * 3
-    else:
-        Fs = [int(f) for f in frac_bits]
-        if len(Fs) != 3:
-            raise ConversionError(f"frac_bits: expected 3 values (one per LIF layer), got {len(Fs)}")
-    for f in Fs:
-        if f is not None and not FRAC_BITS_RANGE[0] <= f <= 30:
-            raise ConversionError(f"frac_bits must lie in {FRAC_BITS_RANGE[0]}..30, got {f}")
-    beta_eff = (Fraction(leak_p[2], 2 ** leak_p[1]) if leak_p[0] == "multiply"
-                else 1 - Fraction(1, 2 ** leak_p[1]))
+    Fs = _frac_bits_list(frac_bits)
+    beta_eff = beta_eff_of(leak_p)
     if beta_eff == 1 and num_steps is None:
-        raise OverflowProofError("with beta_eff = 1 the membrane grows without bound over time; pass "
-                             "num_steps to prove it for a fixed T")
-
-    layers = []
-    shape = input_shape
-    plan = [("conv1", "bn1", input_max, in_scale), ("conv2", "bn2", 1, 1.0), ("fc1", None, 1, 1.0)]
-    for (name, bn_name, in_max, scale), F_req in zip(plan, Fs):
-        W = np.asarray(state[f"{name}.weight"])
-        q, s = quant_codes(W, bits)
-        if name.startswith("conv"):
-            if W.ndim != 4 or W.shape[1] != shape[0]:
-                raise ConversionError(f"{name}.weight: expected (O, {shape[0]}, KH, KW), got {W.shape}")
-            qf = fuse_pool_codes(q)                          # conv + 2x2 pool = one stride-2 conv
-            OH, OW = (shape[1] - W.shape[2] + 1) // POOL, (shape[2] - W.shape[3] + 1) // POOL
-            if OH < 1 or OW < 1:
-                raise ConversionError(f"{name}: input {shape} too small for its kernel")
-            out_shape, pool_area, stride = (W.shape[0], OH, OW), POOL * POOL, POOL
-        else:
-            n_in = int(np.prod(shape))
-            if W.ndim != 2 or W.shape[1] != n_in:
-                raise ConversionError(f"{name}.weight: expected (O, {n_in}), got {W.shape}")
-            qf, out_shape, pool_area, stride = q, (W.shape[0],), 1, 1
-        k, b = _fold_layer(state, name, bn_name if bn else None, (q, s), scale, pool_area)
-
-        def attempt(F):
-            sign, bias, th, unit = _integerize(k, b, theta, F)
-            bounds = _prove_layer(qf, in_max, sign, bias, th, F, float(beta_eff), float(e),
-                                  config["reset"], num_steps)
-            return sign, bias, th, unit, bounds
-
-        if F_req is None:   # "max": the largest F whose proof holds
-            F = None
-            for f in range(FRAC_BITS_RANGE[1], FRAC_BITS_RANGE[0] - 1, -1):
-                try:
-                    res = attempt(f)
-                    _check_bounds(name, res[4], leak_p, f)
-                except OverflowProofError:
-                    continue
-                F = f
-                break
-            if F is None:
-                res = attempt(FRAC_BITS_RANGE[0])
-                _check_bounds(name, res[4], leak_p, FRAC_BITS_RANGE[0])
-        else:
-            F = F_req
-            res = attempt(F)
-            _check_bounds(name, res[4], leak_p, F)
-        sign, bias, th, unit, bounds = res
-        acc_bits = 16 if bounds["acc"] <= 2 ** 15 - 1 else 32
-        qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
-        tol = _tolerance(unit, np.array(th), bounds["membrane"], beta, beta_eff, float(e), F,
-                         num_steps)
-        layers.append(IntLayer(
-            name=name, kind="conv" if name.startswith("conv") else "linear",
-            weight=qf.astype(_code_dtype(qbits)), stride=stride, in_shape=tuple(shape),
-            out_shape=tuple(out_shape), sign=np.array(sign, np.int8),
-            bias=np.array(bias, np.int32), theta=np.array(th, np.int32), frac_bits=int(F),
-            in_max=int(in_max), acc_bits=acc_bits, unit=unit, tol=tol, bounds=bounds))
-        shape = out_shape
+        raise OverflowProofError("with beta_eff = 1 the membrane grows without bound over time; "
+                                 "pass num_steps to prove it for a fixed T")
+    shared = _Shared(ProofTerms(float(beta_eff), float(e), config["reset"], num_steps), beta,
+                     theta, leak_p, bits)
+    stages = [_Stage("conv1", "bn1" if bn else None, input_max, 1.0 / 255 if static else 1.0,
+                     Fs[0]),
+              _Stage("conv2", "bn2" if bn else None, 1, 1.0, Fs[1]),
+              _Stage("fc1", None, 1, 1.0, Fs[2])]
+    layers, shape = [], input_shape
+    for stage in stages:
+        layers.append(_convert_layer(state, stage, shape, shared))
+        shape = layers[-1].out_shape
     meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
                                               "dataset") if k in config},
             "bits": int(bits), "name": config.get("config", config.get("name"))}
     return IntegerModel(layers=layers, leak=leak_p, reset=config["reset"],
                         input_shape=tuple(input_shape), input_max=int(input_max), static=static,
-                        num_steps=int(config.get("num_steps", 100)),
+                        num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
                         max_steps=None if beta_eff < 1 else int(num_steps), meta=meta)
 
 

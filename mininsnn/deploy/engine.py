@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn.deploy.conversion import IntegerModel
 
 __all__ = ["InputError", "check_input", "forward", "predict", "conv_int_plain", "conv_int",
@@ -61,8 +62,10 @@ def check_input(model: IntegerModel, x, num_steps=None):
         T = x.shape[0]
         if num_steps is not None and num_steps != T:
             raise InputError(f"num_steps={num_steps} but the input has {T} time steps")
-    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise InputError(f"expected num_steps to be an integer >= 1, got {T!r}")
+    try:
+        rules.POSITIVE(T)
+    except rules.RuleError as e:
+        raise InputError(f"expected num_steps to be {e.what}, got {e.got}") from None
     if model.max_steps is not None and T > model.max_steps:
         raise InputError(f"the overflow proof of this model covers T <= {model.max_steps}, got {T}")
     if x.dtype.kind not in "ui":
@@ -220,10 +223,11 @@ def current_terms(A, sign, F, bias):
     return A, coef, bias.astype(np.int64)[:, None]
 
 
-def lif_run(A, coef, const, T, theta, leak, reset):
+def lif_run(drive, T, theta, leak, reset):
     """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
-    A: (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays broadcastable to A[0]
-    (per channel: (O, 1) for A of shape (TI, N, O, M)).  Returns S (T, ...) uint8.
+    drive = (A, coef, const): A (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays
+    broadcastable to A[0] (per channel: (O, 1) for A of shape (TI, N, O, M)).
+    Returns S (T, ...) uint8.
 
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
@@ -233,6 +237,7 @@ def lif_run(A, coef, const, T, theta, leak, reset):
     step is V beta_q + A coef 2^Q + (const 2^Q + 2^(Q-1)), one shift; with a static input
     (TI = 1) the last two terms are one array formed once.
     """
+    A, coef, const = drive
     TI = A.shape[0]
     shape = A.shape[1:]
     Th = np.broadcast_to(theta.astype(np.int64), shape)
@@ -340,12 +345,12 @@ def _forward(model, x, static, T, record):
             Th = np.broadcast_to(theta, I.shape)
             cand = np.flatnonzero(may_fire(I, Th, model.leak))
             one = np.ones(1, np.int64)
-            Sc = lif_run(I.reshape(1, -1)[:, cand], one, 0 * one, T, Th.reshape(-1)[cand],
+            Sc = lif_run((I.reshape(1, -1)[:, cand], one, 0 * one), T, Th.reshape(-1)[cand],
                          model.leak, model.reset)                   # (T, n candidates)
             h = np.zeros((T, I.size), np.uint8)
             h[:, cand] = Sc
         else:
-            h = lif_run(A, coef, const, T, theta, model.leak, model.reset)
+            h = lif_run((A, coef, const), T, theta, model.leak, model.reset)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

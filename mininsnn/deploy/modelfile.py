@@ -20,8 +20,11 @@ import os
 import zipfile
 import zlib
 
+from typing import NamedTuple
+
 import numpy as np
 
+from mininsnn import rules
 from mininsnn.atomic import write_bytes
 from mininsnn.deploy import conversion as cv
 
@@ -107,20 +110,35 @@ def save_integer_model(model: cv.IntegerModel, path) -> None:
 
 
 def _int(v, lo, hi, what, path):
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ModelFileError(f"{path}: {what} must be an integer in {lo}..{hi}, got {v!r}")
-    return v
+    """``v`` if an integer in lo..hi (mininsnn.rules.integer), else ModelFileError naming the file."""
+    try:
+        return rules.integer(lo, hi)(v)
+    except rules.RuleError as e:
+        raise ModelFileError(f"{path}: {what} {e}") from None
 
 
-def model_from_arrays(arrays, meta, path="model"):
-    """An IntegerModel from file contents, every field checked and the overflow proof redone."""
+class _Header(NamedTuple):
+    """The model-wide fields of a file's metadata, checked."""
+
+    leak: tuple
+    reset: str
+    input_max: int
+    num_steps: int
+    max_steps: int | None
+    shape: tuple
+    static: bool
+    specs: list
+
+
+def _header(meta, path):
+    """The checked model-wide fields of ``meta`` (ModelFileError naming ``path`` otherwise)."""
     try:
         leak = meta["leak"]
         if not (isinstance(leak, list) and len(leak) == 3 and leak[0] in ("multiply", "shift")):
             raise ModelFileError(f"{path}: bad leak {leak!r}")
         _int(leak[1], 1, 30, "the leak shift", path)
         _int(leak[2], 0, 2 ** leak[1] if leak[0] == "multiply" else 0, "beta_q", path)
-        if meta["reset"] not in ("subtract", "zero"):
+        if meta["reset"] not in rules.RESETS:
             raise ModelFileError(f"{path}: bad reset {meta['reset']!r}")
         input_max = _int(meta["input_max"], 1, 255, "input_max", path)
         num_steps = _int(meta["num_steps"], 1, 2 ** 31 - 1, "num_steps", path)
@@ -136,59 +154,86 @@ def model_from_arrays(arrays, meta, path="model"):
             raise ModelFileError(f"{path}: expected layers conv, conv, linear")
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
-    beta_eff = (leak[2] / 2 ** leak[1]) if leak[0] == "multiply" else 1 - 2.0 ** -leak[1]
-    e = 0.5 if leak[0] == "multiply" else 1.0
-    layers, prev, expected = [], shape, set()
-    for i, s in enumerate(specs):
-        name = s["name"]
-        keys = [f"{name}.{k}" for k in ("weight", "sign", "bias", "theta")]
-        expected.update(keys)
-        missing = [k for k in keys if k not in arrays]
-        if missing:
-            raise ModelFileError(f"{path}: missing array {missing[0]!r}")
-        W, sign, bias, theta = (arrays[k] for k in keys)
-        if W.dtype not in (np.int8, np.int16, np.int32) or sign.dtype != np.int8 or \
-                bias.dtype != np.int32 or theta.dtype != np.int32:
-            raise ModelFileError(f"{path}: {name}: wrong dtypes")
-        O = W.shape[0]
-        if sign.shape != (O,) or bias.shape != (O,) or theta.shape != (O,) or \
-                not np.isin(sign, (-1, 0, 1)).all() or (theta < 0).any():
-            raise ModelFileError(f"{path}: {name}: sign/bias/theta inconsistent with the weights")
-        F = _int(s["frac_bits"], cv.FRAC_BITS_RANGE[0], 30, "frac_bits", path)
-        in_max = input_max if i == 0 else 1
-        if s["kind"] == "conv":
-            stride = _int(s["stride"], 1, 64, "stride", path)
-            if W.ndim != 4 or W.shape[1] != prev[0]:
-                raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
-            out = (O, (prev[1] - W.shape[2]) // stride + 1, (prev[2] - W.shape[3]) // stride + 1)
-            if min(out) < 1:
-                raise ModelFileError(f"{path}: {name}: kernel larger than its input")
-        else:
-            stride = 1
-            if W.ndim != 2 or W.shape[1] != int(np.prod(prev)):
-                raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
-            out = (O,)
-        if list(out) != list(s["out_shape"]) or list(prev) != list(s["in_shape"]):
-            raise ModelFileError(f"{path}: {name}: shapes in the metadata do not match the arrays")
-        bounds = cv._prove_layer(W.astype(np.int64), in_max, [int(v) for v in sign],
-                                 [int(v) for v in bias], [int(v) for v in theta], F, beta_eff, e,
-                                 meta["reset"], max_steps)
+    return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
+                   specs)
+
+
+def _layer_arrays(arrays, name, path):
+    """(W, sign, bias, theta) of layer ``name``, dtypes and shapes checked."""
+    keys = [f"{name}.{k}" for k in ("weight", "sign", "bias", "theta")]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ModelFileError(f"{path}: missing array {missing[0]!r}")
+    W, sign, bias, theta = (arrays[k] for k in keys)
+    if W.dtype not in (np.int8, np.int16, np.int32) or sign.dtype != np.int8 or \
+            bias.dtype != np.int32 or theta.dtype != np.int32:
+        raise ModelFileError(f"{path}: {name}: wrong dtypes")
+    O = W.shape[0]
+    if sign.shape != (O,) or bias.shape != (O,) or theta.shape != (O,) or \
+            not np.isin(sign, (-1, 0, 1)).all() or (theta < 0).any():
+        raise ModelFileError(f"{path}: {name}: sign/bias/theta inconsistent with the weights")
+    return W, sign, bias, theta
+
+
+def _out_shape(spec, W, prev, path):
+    """(stride, out_shape) of a layer with weight W and input shape ``prev``, checked."""
+    name, O = spec["name"], W.shape[0]
+    if spec["kind"] == "conv":
+        stride = _int(spec["stride"], 1, 64, "stride", path)
+        if W.ndim != 4 or W.shape[1] != prev[0]:
+            raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
+        out = (O, (prev[1] - W.shape[2]) // stride + 1, (prev[2] - W.shape[3]) // stride + 1)
+        if min(out) < 1:
+            raise ModelFileError(f"{path}: {name}: kernel larger than its input")
+    else:
+        stride = 1
+        if W.ndim != 2 or W.shape[1] != int(np.prod(prev)):
+            raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
+        out = (O,)
+    if list(out) != list(spec["out_shape"]) or list(prev) != list(spec["in_shape"]):
+        raise ModelFileError(f"{path}: {name}: shapes in the metadata do not match the arrays")
+    return stride, out
+
+
+def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
+    """The IntLayer of ``spec`` (input shape ``prev``), its overflow proof redone."""
+    name = spec["name"]
+    W, sign, bias, theta = _layer_arrays(arrays, name, path)
+    F = _int(spec["frac_bits"], cv.FRAC_BITS_RANGE[0], 30, "frac_bits", path)
+    stride, out = _out_shape(spec, W, prev, path)
+    terms = cv.ProofTerms(float(cv.beta_eff_of(head.leak)),
+                          0.5 if head.leak[0] == "multiply" else 1.0, head.reset, head.max_steps)
+    ints = ([int(v) for v in sign], [int(v) for v in bias], [int(v) for v in theta])
+    bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms)
+    try:
+        cv.check_bounds(name, bounds, head.leak, F)
+    except cv.OverflowProofError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+    return cv.IntLayer(name=name, kind=spec["kind"], weight=W, stride=stride,
+                       in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
+                       frac_bits=F, in_max=in_max,
+                       acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds)
+
+
+def model_from_arrays(arrays, meta, path="model"):
+    """An IntegerModel from file contents, every field checked and the overflow proof redone."""
+    head = _header(meta, path)
+    layers, prev, expected = [], head.shape, set()
+    for i, spec in enumerate(head.specs):
         try:
-            cv._check_bounds(name, bounds, tuple(leak), F)
-        except cv.OverflowProofError as err:
-            raise ModelFileError(f"{path}: {err}") from None
-        layers.append(cv.IntLayer(name=name, kind=s["kind"], weight=W, stride=stride,
-                                  in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias,
-                                  theta=theta, frac_bits=F, in_max=in_max,
-                                  acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
-                                  bounds=bounds))
-        prev = out
+            name = spec["name"]
+            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta"))
+            layers.append(_file_layer(arrays, spec, prev, head.input_max if i == 0 else 1, head,
+                                      path))
+        except (KeyError, TypeError) as e:
+            raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
+        prev = layers[-1].out_shape
     extra = sorted(set(arrays) - expected)
     if extra:
         raise ModelFileError(f"{path}: unexpected array {extra[0]!r}")
-    return cv.IntegerModel(layers=layers, leak=tuple(leak), reset=meta["reset"],
-                           input_shape=shape, input_max=input_max, static=static,
-                           num_steps=num_steps, max_steps=max_steps,
+    return cv.IntegerModel(layers=layers, leak=head.leak, reset=head.reset,
+                           input_shape=head.shape, input_max=head.input_max, static=head.static,
+                           num_steps=head.num_steps, max_steps=head.max_steps,
                            meta=meta.get("model", {}))
 
 

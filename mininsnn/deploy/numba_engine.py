@@ -14,6 +14,8 @@ gives the NumPy engine's and the C export's spikes (tests). Equations: engine.py
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from mininsnn._jit import jit, prange
@@ -34,16 +36,17 @@ def _leak(v, mode, a, bq):
 
 
 @jit
-def _lif_step(V, A, cf, bs, thN, leak, zero_reset, S):
+def _lif_step(V, A, drive, leak, zero_reset, S):
     """One step of N neurons with input current I = A * cf + bs.
-    V: (N,) int32 membrane (updated);  A: (N,) ints;  cf, bs, thN: (N,) int32, per neuron:
-    sgn_c 2^F (or 1), Bias_c (or 0), Theta_c;  S: (N,) uint8, in: S[t-1] (= R[t]), out: S[t].
+    V: (N,) int32 membrane (updated);  A: (N,) ints;  drive = (cf, bs, thN): (N,) int32 each, per
+    neuron: sgn_c 2^F (or 1), Bias_c (or 0), Theta_c;  S: (N,) uint8, in: S[t-1] (= R[t]), out: S[t].
 
         V = leak(V) + I - Theta R   (zero reset: V = (leak(V) + I) (1 - R));   S = [V > Theta]
 
     One branch-free loop per (leak, reset) case; the leak product is int32 x int32 -> int64 (the
     proof keeps V and beta_q within int32), so each loop vectorises.
     """
+    cf, bs, thN = drive
     a = leak[1]
     if leak[0] == MULTIPLY:
         bq = np.int64(np.int32(leak[2]))
@@ -135,10 +138,12 @@ def _conv_input(x, Wt, stride, A):
                             A[i, j, o] += v * Wt[c, kh, kw, o]
 
 
-def _pair_table(H, W, C, KH, KW, stride, OH, OW, O):
+def _pair_table(in_shape, kernel, stride, out_shape):
     """(start, pairs) for ``_conv_spike_trains``: the input neuron n = (y*W + x)*C + c (channels last)
     reaches the outputs (i, j) with 0 <= y - i*s < KH and 0 <= x - j*s < KW; for each, the pair
-    ((i*OW + j)*O, ((c*KH + y - i*s)*KW + x - j*s)*O). Built once per model, in plain Python."""
+    ((i*OW + j)*O, ((c*KH + y - i*s)*KW + x - j*s)*O). in_shape (H, W, C), kernel (KH, KW),
+    out_shape (OH, OW, O). Built once per model, in plain Python."""
+    (H, W, C), (KH, KW), (OH, OW, O) = in_shape, kernel, out_shape
     start, pairs = [0], []
     for y in range(H):
         for x in range(W):
@@ -211,12 +216,15 @@ def _add_row_at_steps(A, times, t0, t1, N, a0, w, O):
 
 
 @jit
-def _conv_spike_trains(nc, cand, tstart, times, start, pairs, Wt, A, N, O):
+def _conv_spike_trains(trains, table, Wt, A, N, O):
     """A[t*N + i*OW*O + j*O + o] (all steps at once) = the sum over the layer-1 spikes at step t of
-    their weight rows, neuron by neuron: candidate e (neuron cand[e]) fired at the steps
-    times[tstart[e]:tstart[e+1]]; each row it reaches (``_pair_table``) is added at each of them.
-    The per-row set-up is paid once per neuron instead of once per spike; integer sums in any
-    order are the same integers (the proof bounds every partial sum too)."""
+    their weight rows, neuron by neuron: trains = (nc, cand, tstart, times): candidate e (neuron
+    cand[e]) fired at the steps times[tstart[e]:tstart[e+1]]; each row it reaches (table =
+    (start, pairs), ``_pair_table``) is added at each of them. The per-row set-up is paid once
+    per neuron instead of once per spike; integer sums in any order are the same integers (the
+    proof bounds every partial sum too)."""
+    nc, cand, tstart, times = trains
+    start, pairs = table
     A[:] = 0
     for e in range(nc):
         t0, t1 = tstart[e], tstart[e + 1]
@@ -227,119 +235,193 @@ def _conv_spike_trains(nc, cand, tstart, times, start, pairs, Wt, A, N, O):
             _add_row_at_steps(A, times, t0, t1, N, pairs[q, 0], Wt[pairs[q, 1]:pairs[q, 1] + O], O)
 
 
+class Geometry(NamedTuple):
+    """Sizes of the three-layer integer network: layer 1's stride (layer 2's lives in the pair
+    table), F of each layer, and the output shapes (OH, OW, O) channels last."""
+
+    s1: int
+    F1: int
+    F2: int
+    F3: int
+    OH1: int
+    OW1: int
+    O1: int
+    OH2: int
+    OW2: int
+    O2: int
+    O3: int
+
+
+class Prepared(NamedTuple):
+    """What ``_run`` takes of a model (``prepare``). W1t: (C, KH, KW, O1) channels last; W2t: the
+    same, flat (int16 where the proof allows); W3t: (F, O3), F in layer 2's channels-last order;
+    start2, pairs2: layer 1 neuron -> rows of layer 2 (``_pair_table``); geo: Geometry;
+    chan: (3, 3, Omax) int32 rows sign, bias, theta; leak: int64 [mode, a, beta_q].
+    The kernels take it as a plain tuple (``_plain``; Numba's parallel loops take no named tuple)
+    and unpack its fields, in this order, into named locals on their first line."""
+
+    W1t: np.ndarray
+    W2t: np.ndarray
+    W3t: np.ndarray
+    start2: np.ndarray
+    pairs2: np.ndarray
+    geo: Geometry
+    chan: np.ndarray
+    leak: np.ndarray
+    zero_reset: bool
+
+
+@jit
+def _neuron_rows(chan, geo):
+    """Per neuron (channels last): (cf, bs, theta) of layers 2 and 3.  geo: a plain Geometry."""
+    _, _, F2, F3, _, _, _, OH2, OW2, O2, O3 = geo
+    N2 = OH2 * OW2 * O2
+    th2 = _per_neuron(chan[1, 2], O2, N2)
+    th3 = _per_neuron(chan[2, 2], O3, O3)
+    cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
+    cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
+    return (cf2, bs2, th2), (cf3, bs3, th3)
+
+
+@jit
+def _layer1(x, b, static, T, net, rec1):
+    """Layer 1 of sample b, all T steps: (nc, cand, S1), S1[t, e] the spike of candidate e (neuron
+    cand[e]) at step t; with a static input only the neurons that can ever fire are candidates.
+    net: a plain Prepared (``_plain``); rec1: (T, B, N1) uint8 written when recording, or empty."""
+    W1t, _, _, _, _, geo, chan, leak, zero_reset = net
+    s1, F1, _, _, OH1, OW1, O1, _, _, _, _ = geo
+    N1 = OH1 * OW1 * O1
+    th1 = _per_neuron(chan[0, 2], O1, N1)         # threshold of every neuron (channels last)
+    A1 = np.zeros((OH1, OW1, O1), np.int64)
+    I1 = np.empty(N1, np.int32)
+    sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
+    one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
+    nc = N1
+    cand = np.arange(N1).astype(np.int32)
+    if static:   # layer 1's current is the same at every step: computed once
+        _conv_input(x[0, b], W1t, s1, A1)
+        _current(A1.reshape(N1), sg1, F1, bi1, I1)
+        nc = 0
+        for n in range(N1):
+            if _may_fire(I1[n], th1[n], leak):
+                cand[nc] = n
+                nc += 1
+    Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta
+    Ic = np.empty(nc, np.int32)
+    thc = np.empty(nc, np.int32)
+    for e in range(nc):
+        Ic[e], thc[e] = I1[cand[e]], th1[cand[e]]
+    S1 = np.zeros((T, nc), np.uint8)
+    for t in range(T):
+        if t > 0:
+            S1[t] = S1[t - 1]            # R[t] = S[t-1] for the reset
+        if static:
+            _lif_step(Vc, Ic, (one1, zero1, thc), leak, zero_reset, S1[t])
+        else:
+            _conv_input(x[t, b], W1t, s1, A1)
+            _current(A1.reshape(N1), sg1, F1, bi1, I1)
+            _lif_step(Vc, I1, (one1, zero1, thc), leak, zero_reset, S1[t])
+        if rec1.shape[0] > 0:
+            for e in range(nc):
+                rec1[t, b, cand[e]] = S1[t, e]
+    return nc, cand, S1
+
+
+@jit
+def _firing_steps(S1, nc, T):
+    """(tstart, times): candidate e fired at the steps times[tstart[e]:tstart[e+1]].
+    Branch-free: write the step, advance by the spike."""
+    tstart = np.zeros(nc + 1, np.int32)
+    for t in range(T):
+        for e in range(nc):
+            tstart[e + 1] += S1[t, e]
+    for e in range(nc):
+        tstart[e + 1] += tstart[e]
+    # after its last spike a neuron's loop keeps writing one slot past its list: the next
+    # neuron's first slot (which that neuron rewrites), or for the last neuron this spare one
+    times = np.empty(tstart[nc] + 1, np.int32)
+    for e in range(nc):
+        k = tstart[e]
+        for t in range(T):
+            times[k] = t
+            k += S1[t, e]
+    return tstart, times
+
+
+@jit
+def _layers23(A2, b, T, net, drives, out):
+    """Layers 2 and 3 of sample b, step by step, from conv2's sums A2 (T*N2,) at all steps;
+    drives: (cf, bs, theta) of each (``_neuron_rows``); out: (counts, rec1, rec2, rec3)."""
+    _, _, W3t, _, _, geo, chan, leak, zero_reset = net
+    _, _, F2, F3, _, _, _, OH2, OW2, O2, O3 = geo
+    counts, _, rec2, rec3 = out
+    drive2, drive3 = drives
+    N2 = OH2 * OW2 * O2
+    A3 = np.zeros(O3, np.int32)
+    I2 = np.empty(N2, np.int32)
+    I3 = np.empty(O3, np.int32)
+    V2 = np.zeros(N2, np.int32)
+    V3 = np.zeros(O3, np.int32)
+    S2 = np.zeros(N2, np.uint8)
+    S3 = np.zeros(O3, np.uint8)
+    act2 = np.empty(N2, np.int32)
+    sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
+    sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
+    for o in range(O3):
+        counts[b, o] = 0
+    for t in range(T):
+        A2t = A2[t * N2:(t + 1) * N2]
+        if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
+            _lif_step(V2, A2t, drive2, leak, zero_reset, S2)
+        else:
+            _current(A2t, sg2, F2, bi2, I2)
+            _lif_step(V2, I2, drive2, leak, zero_reset, S2)
+        k2 = _active(S2, act2)
+        _linear_spikes(act2, k2, W3t, A3)
+        if F3 >= 0:
+            _lif_step(V3, A3, drive3, leak, zero_reset, S3)
+        else:
+            _current(A3, sg3, F3, bi3, I3)
+            _lif_step(V3, I3, drive3, leak, zero_reset, S3)
+        for o in range(O3):
+            counts[b, o] += S3[o]
+        if rec2.shape[0] > 0:
+            rec2[t, b] = S2
+            rec3[t, b] = S3
+
+
 @jit(parallel=True)
-def _run(x, static, T, W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_reset, counts, rec1, rec2, rec3):
+def _run(x, static, T, net, out):
     """The three-layer integer network over T steps for every sample, one sample per thread.
 
     Layer 1 does not depend on what follows it, so it runs all T steps first and lists, neuron by
-    neuron, the steps it fired at; conv2 then adds every row of every neuron at all its steps
-    (``_conv_spike_trains``); layers 2 and 3 advance step by step.
+    neuron, the steps it fired at (``_layer1``, ``_firing_steps``); conv2 then adds every row of
+    every neuron at all its steps (``_conv_spike_trains``); layers 2 and 3 advance step by step
+    (``_layers23``).
 
     x: (TI, B, C, H, W): TI = 1 for a static image (fed at every step), else TI = T frames.
-    W1t: (C, KH, KW, O) channels last;  W2t: the same, flat;  W3t: (F, O) with F in layer 2's
-    channels-last order;  start2, pairs2: layer 1 neuron -> rows of layer 2 (``_pair_table``).
-    geo: int64 [stride1, stride2, F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3].  chan: (3, 3, Omax)
-    int32 rows sign, bias, theta.  leak: int64 [mode, a, beta_q].  counts: (B, O3) int32 written.
-    rec1/2/3: (T, B, N) uint8 spike records in channels-last order, or (0, 0, 0) arrays for none.
+    net: a Prepared as a plain tuple, its Geometry too (Numba's parallel loops do not take
+    named tuples).  out = (counts, rec1, rec2, rec3): counts (B, O3) int32 written; rec1/2/3:
+    (T, B, N) uint8 spike records in channels-last order, or (0, 0, 0) arrays for none.
     """
-    B = x.shape[1]
-    s1 = geo[0]                                   # (stride2 lives in the pair table)
-    F1, F2, F3 = geo[2], geo[3], geo[4]
-    OH1, OW1, O1, OH2, OW2, O2, O3 = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
-    N1, N2 = OH1 * OW1 * O1, OH2 * OW2 * O2
-    record = rec1.shape[0] > 0
-    th1 = _per_neuron(chan[0, 2], O1, N1)         # threshold of every neuron (channels last)
-    th2 = _per_neuron(chan[1, 2], O2, N2)
-    th3 = _per_neuron(chan[2, 2], O3, O3)
-    one1, zero1 = np.ones(N1, np.int32), np.zeros(N1, np.int32)
-    cf2, bs2 = _drive_coefs(chan[1, 0], F2, chan[1, 1], O2, N2)
-    cf3, bs3 = _drive_coefs(chan[2, 0], F3, chan[2, 1], O3, O3)
-    for b in prange(B):
-        A1 = np.zeros((OH1, OW1, O1), np.int64)
-        A3 = np.zeros(O3, np.int32)
-        I1 = np.empty(N1, np.int32)
-        I2 = np.empty(N2, np.int32)
-        I3 = np.empty(O3, np.int32)
-        V2 = np.zeros(N2, np.int32)
-        V3 = np.zeros(O3, np.int32)
-        S2 = np.zeros(N2, np.uint8)
-        S3 = np.zeros(O3, np.uint8)
-        act2 = np.empty(N2, np.int32)
-        sg1, bi1 = chan[0, 0, :O1], chan[0, 1, :O1]
-        sg2, bi2 = chan[1, 0, :O2], chan[1, 1, :O2]
-        sg3, bi3 = chan[2, 0, :O3], chan[2, 1, :O3]
-        # ---- layer 1, all steps: S1[t, e] for candidate e (neuron cand[e])
-        nc = N1      # static input: only the neurons that can ever fire are simulated
-        cand = np.arange(N1).astype(np.int32)
-        if static:   # layer 1's current is the same at every step: computed once
-            _conv_input(x[0, b], W1t, s1, A1)
-            _current(A1.reshape(N1), sg1, F1, bi1, I1)
-            nc = 0
-            for n in range(N1):
-                if _may_fire(I1[n], th1[n], leak):
-                    cand[nc] = n
-                    nc += 1
-        Vc = np.zeros(nc, np.int32)          # layer 1, candidates only: V, I, Theta
-        Ic = np.empty(nc, np.int32)
-        thc = np.empty(nc, np.int32)
-        for e in range(nc):
-            Ic[e], thc[e] = I1[cand[e]], th1[cand[e]]
-        S1 = np.zeros((T, nc), np.uint8)
-        for t in range(T):
-            if t > 0:
-                S1[t] = S1[t - 1]            # R[t] = S[t-1] for the reset
-            if static:
-                _lif_step(Vc, Ic, one1, zero1, thc, leak, zero_reset, S1[t])
-            else:
-                _conv_input(x[t, b], W1t, s1, A1)
-                _current(A1.reshape(N1), sg1, F1, bi1, I1)
-                _lif_step(Vc, I1, one1, zero1, thc, leak, zero_reset, S1[t])
-            if record:
-                for e in range(nc):
-                    rec1[t, b, cand[e]] = S1[t, e]
-        # the steps each candidate fired at (branch-free: write the step, advance by the spike)
-        tstart = np.zeros(nc + 1, np.int32)
-        for t in range(T):
-            for e in range(nc):
-                tstart[e + 1] += S1[t, e]
-        for e in range(nc):
-            tstart[e + 1] += tstart[e]
-        # after its last spike a neuron's loop keeps writing one slot past its list: the next
-        # neuron's first slot (which that neuron rewrites), or for the last neuron this spare one
-        times = np.empty(tstart[nc] + 1, np.int32)
-        for e in range(nc):
-            k = tstart[e]
-            for t in range(T):
-                times[k] = t
-                k += S1[t, e]
-        # ---- conv2 at all steps
-        A2 = np.zeros(T * N2, W2t.dtype)
-        _conv_spike_trains(nc, cand, tstart, times, start2, pairs2, W2t, A2, N2, O2)
-        # ---- layers 2 and 3, step by step
-        for o in range(O3):
-            counts[b, o] = 0
-        for t in range(T):
-            A2t = A2[t * N2:(t + 1) * N2]
-            if F2 >= 0:   # I2 = A2 sgn 2^F + Bias inside the LIF loop
-                _lif_step(V2, A2t, cf2, bs2, th2, leak, zero_reset, S2)
-            else:
-                _current(A2t, sg2, F2, bi2, I2)
-                _lif_step(V2, I2, cf2, bs2, th2, leak, zero_reset, S2)
-            k2 = _active(S2, act2)
-            _linear_spikes(act2, k2, W3t, A3)
-            if F3 >= 0:
-                _lif_step(V3, A3, cf3, bs3, th3, leak, zero_reset, S3)
-            else:
-                _current(A3, sg3, F3, bi3, I3)
-                _lif_step(V3, I3, cf3, bs3, th3, leak, zero_reset, S3)
-            for o in range(O3):
-                counts[b, o] += S3[o]
-            if record:
-                rec2[t, b] = S2
-                rec3[t, b] = S3
+    W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero_reset = net
+    counts, rec1, rec2, rec3 = out
+    s1, F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3 = geo
+    N2 = OH2 * OW2 * O2
+    (cf2, bs2, th2), (cf3, bs3, th3) = _neuron_rows(chan, geo)
+    for b in prange(x.shape[1]):
+        # a parallel loop takes arrays and numbers only: the tuples are rebuilt inside it
+        net_b = (W1t, W2t, W3t, start2, pairs2, (s1, F1, F2, F3, OH1, OW1, O1, OH2, OW2, O2, O3),
+                 chan, leak, zero_reset)
+        nc, cand, S1 = _layer1(x, b, static, T, net_b, rec1)
+        tstart, times = _firing_steps(S1, nc, T)
+        A2 = np.zeros(T * N2, W2t.dtype)           # conv2 at all steps
+        _conv_spike_trains((nc, cand, tstart, times), (start2, pairs2), W2t, A2, N2, O2)
+        _layers23(A2, b, T, net_b, ((cf2, bs2, th2), (cf3, bs3, th3)),
+                  (counts, rec1, rec2, rec3))
 
 
-def prepare(model: IntegerModel):
+def prepare(model: IntegerModel) -> Prepared:
     """The arrays ``_run`` takes, from an IntegerModel (cached on the model)."""
     cached = getattr(model, "_numba_arrays", None)
     if cached is not None:
@@ -354,23 +436,26 @@ def prepare(model: IntegerModel):
     # int16 accumulators and weights where the proof allows it: twice the lanes per vector
     W2t = np.ascontiguousarray(L2.weight.transpose(1, 2, 3, 0).astype(
         np.int16 if L2.acc_bits == 16 else np.int32)).reshape(-1)
-    start2, pairs2 = _pair_table(OH1, OW1, O1, L2.weight.shape[2], L2.weight.shape[3], L2.stride,
-                                 OH2, OW2, O2)
+    start2, pairs2 = _pair_table((OH1, OW1, O1), L2.weight.shape[2:], L2.stride, (OH2, OW2, O2))
     # fc input index in the float model's (C, H, W) flatten order -> channels-last (H, W, C)
     W3 = L3.weight.reshape(O3, O2, OH2, OW2).transpose(2, 3, 1, 0).reshape(OH2 * OW2 * O2, O3)
     W3t = np.ascontiguousarray(W3.astype(np.int32))
-    Omax = max(O1, O2, O3)
-    chan = np.zeros((3, 3, Omax), np.int32)
+    chan = np.zeros((3, 3, max(O1, O2, O3)), np.int32)
     for i, L in enumerate(model.layers):
         O = L.out_shape[0]
         chan[i, 0, :O], chan[i, 1, :O], chan[i, 2, :O] = L.sign, L.bias, L.theta
-    geo = np.array([L1.stride, L2.stride, L1.frac_bits, L2.frac_bits, L3.frac_bits,
-                    OH1, OW1, O1, OH2, OW2, O2, O3], np.int64)
+    geo = Geometry(*(int(v) for v in (L1.stride, L1.frac_bits, L2.frac_bits, L3.frac_bits,
+                                      OH1, OW1, O1, OH2, OW2, O2, O3)))
     mode, a, bq = model.leak
     leak = np.array([MULTIPLY if mode == "multiply" else SHIFT, a, bq], np.int64)
-    arrays = (W1t, W2t, W3t, start2, pairs2, geo, chan, leak, model.reset == "zero")
+    arrays = Prepared(W1t, W2t, W3t, start2, pairs2, geo, chan, leak, model.reset == "zero")
     model._numba_arrays = arrays
     return arrays
+
+
+def _plain(net: Prepared):
+    """``net`` as the plain tuple the kernels take, its Geometry a plain tuple too."""
+    return tuple(net[:5]) + (tuple(net.geo),) + tuple(net[6:])
 
 
 def _to_chw(rec, shape):
@@ -386,13 +471,12 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     """Spike counts (B, classes) int32 of the integer model; with ``record`` also a dict layer name
     -> spikes (T, B, *out_shape) of every LIF layer (as engine.forward records them)."""
     x, static, T = check_input(model, x, num_steps)
-    W1t, W2t, W3t, start2, pairs2, geo, chan, leak, zero = prepare(model)
     B = x.shape[0] if static else x.shape[1]
     counts = np.zeros((B, model.num_classes), np.int32)
     sizes = [int(np.prod(L.out_shape)) for L in model.layers]
     recs = [np.zeros((T, B, n) if record else (0, 0, 0), np.uint8) for n in sizes]
-    _run(np.ascontiguousarray(x[None] if static else x), static, T, W1t, W2t, W3t, start2, pairs2,
-         geo, chan, leak, zero, counts, *recs)
+    _run(np.ascontiguousarray(x[None] if static else x), static, T, _plain(prepare(model)),
+         (counts, *recs))
     if not record:
         return counts
     return counts, {L.name: _to_chw(r, L.out_shape) for L, r in zip(model.layers, recs)}

@@ -209,9 +209,7 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, pool, dX):
     C, H, Wd = dX.shape[1], dX.shape[2], dX.shape[3]
     O4, KC = Wm.shape[0], Wm.shape[1]
     R4 = (OH * OW + 3) // 4 * 4
-    step = pool * stride  # window (i, j) starts at k*s*i in the padded input
     m = (pool - 1) * stride  # margin of Q, so that y + p - a*s + m >= 0
-    L = KW * C  # one kernel row (kw, c)
     scale = 1.0 / (pool * pool)
     chunks = min(N, 256)
     for ch in prange(chunks):
@@ -226,36 +224,60 @@ def conv2d_backward_input(dY, Wm, stride, pad, KH, KW, pool, dX):
                     for j in range(OW):
                         A[o, i * OW + j] = dY[n, o, i, j]
             _tile_product(A, Wm, P)  # 1.
-            Q[:] = 0.0
-            for i in range(OH):  # 2.
-                for j in range(OW):
-                    x0 = (j * step + m) * C
-                    for kh in range(KH):
-                        src = P[i * OW + j, kh * L:(kh + 1) * L]
-                        dst = Q[i * step + kh + m, x0:x0 + L]
-                        for q in range(L):
-                            dst[q] += src[q]
-            for yq in range(Q.shape[0]):  # 3. along x: Qx[y', x, c] = sum_b Q[y', x + p - b*s, c]
-                row, out = Q[yq], Qx[yq]
-                for q in range(Wd * C):
-                    out[q] = row[(pad + m) * C + q]
-                for b in range(1, pool):
-                    src = row[(pad + m - b * stride) * C:]
-                    for q in range(Wd * C):
-                        out[q] += src[q]
-            for y in range(H):  # along y: Z[y, x, c] = sum_a Qx[y + p - a*s, x, c]
-                z, src = Z[y], Qx[y + pad + m]
-                for q in range(Wd * C):
-                    z[q] = src[q]
-                for a in range(1, pool):
-                    src = Qx[y + pad + m - a * stride]
-                    for q in range(Wd * C):
-                        z[q] += src[q]
+            # 2. and 3. (their tuples are built here: a parallel loop takes no tuple from outside)
+            _window_sum(P, (OH, OW, KH, C, KW * C, pool * stride, m), Q)
+            _box_sum_xy(Q, (pad, m, stride, pool, C), Qx, Z)
             for c in range(C):  # scaled, channels first: dX[n, c, y, x] = (1/k^2) Z[y, x, c]
                 for y in range(H):
                     z = Z[y]
                     for x in range(Wd):
                         dX[n, c, y, x] = z[x * C + c] * scale
+
+
+@jit
+def _window_sum(P, geo, Q):
+    """Step 2 of :func:`conv2d_backward_input`, written: Q[y' + m, (x' + m)*C + c] = sum of
+    P[(i, j), (kh, kw, c)] over y' = step*i + kh, x' = step*j + kw (step = k*s, margin m).
+    geo = (OH, OW, KH, C, L, step, m), L = KW*C: each kernel row (kw, c) of a window is one
+    contiguous run of Q, channels last."""
+    OH, OW, KH, C, L, step, m = geo
+    Q[:] = 0.0
+    for i in range(OH):
+        for j in range(OW):
+            x0 = (j * step + m) * C
+            for kh in range(KH):
+                src = P[i * OW + j, kh * L:(kh + 1) * L]
+                dst = Q[i * step + kh + m, x0:x0 + L]
+                for q in range(L):
+                    dst[q] += src[q]
+
+
+@jit
+def _box_sum_xy(Q, geo, Qx, Z):
+    """Step 3 of :func:`conv2d_backward_input` (unscaled), the k x k box, separable; written:
+
+        Qx[y', x, c] = sum_{b < k} Q[y' + m, x + p - b*s + m, c]      along x
+        Z[y, x, c]   = sum_{a < k} Qx[y + p - a*s + m, x, c]          along y
+
+    geo = (pad, m, stride, pool, C);  Z: (H, W*C), Qx: (rows of Q, W*C)."""
+    pad, m, stride, pool, C = geo
+    WC = Z.shape[1]
+    for yq in range(Q.shape[0]):
+        row, out = Q[yq], Qx[yq]
+        for q in range(WC):
+            out[q] = row[(pad + m) * C + q]
+        for b in range(1, pool):
+            src = row[(pad + m - b * stride) * C:]
+            for q in range(WC):
+                out[q] += src[q]
+    for y in range(Z.shape[0]):
+        z, src = Z[y], Qx[y + pad + m]
+        for q in range(WC):
+            z[q] = src[q]
+        for a in range(1, pool):
+            src = Qx[y + pad + m - a * stride]
+            for q in range(WC):
+                z[q] += src[q]
 
 
 def conv2d_backward_input_plain(dY, Wm, stride, pad, KH, KW, pool, dX):

@@ -47,10 +47,18 @@ from pathlib import Path
 
 import numpy as np
 
+from mininsnn import __version__
 from mininsnn.atomic import atomic_file
-from mininsnn.nir_graph import (DEFAULT_DT, FORMAT, FORMAT_VERSION, NIRError, _PRODUCER, _nir,
-                                _one_line)
+from mininsnn.config import validate_config
+from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, SumPool2d
+from mininsnn.models import build_from_config
+from mininsnn.network import Network
+from mininsnn.neurons import Neuron
+from mininsnn.nir_graph import (DEFAULT_DT, FORMAT, FORMAT_VERSION, PRODUCER, NIRError,
+                                nir_package, one_line)
 from mininsnn.nir_read import from_nir, read_nir, reconstruct_latent_weight
+from mininsnn.quant import quantize_forward
+from mininsnn.sources import SourceError, resolve
 
 __all__ = ["NIRError", "DEFAULT_DT", "FORMAT", "FORMAT_VERSION", "to_nir", "write_nir",
            "from_nir", "read_nir", "reconstruct_latent_weight"]
@@ -64,10 +72,6 @@ def _network_of(source, config=None):
     with "model" and "config"); or any model source of mininsnn.sources.resolve given as a path
     or name: a run folder (its best.h5, else its last.h5), a checkpoint file, a pretrained
     model's name or .npz file, a .nir file."""
-    from mininsnn.config import validate_config
-    from mininsnn.models import build_from_config
-    from mininsnn.network import Network
-    from mininsnn.sources import SourceError, resolve
 
     if isinstance(source, Network):
         if config is not None:
@@ -96,12 +100,11 @@ def _network_of(source, config=None):
 
 def _meta(layer: str, dt: float, **facts) -> dict:
     """Node metadata: who wrote it, which mininsnn layer, the time step, and the layer's facts."""
-    return {"producer": _PRODUCER, "layer": layer, "dt": float(dt), **facts}
+    return {"producer": PRODUCER, "layer": layer, "dt": float(dt), **facts}
 
 
 def _weight_meta(layer, latent_weights: bool) -> tuple[np.ndarray, dict]:
     """(Wq, metadata) of a Conv2d or Linear: Wq = s * q, the weights the forward uses."""
-    from mininsnn.quant import quantize_forward
 
     W = layer.params["weight"]
     Wq, s = quantize_forward(W, layer.bits)
@@ -243,8 +246,6 @@ def _neuron_or_loop(nir, layer, shape, dt, latent):
 
 def _node_writers():
     """(layer class, node writer) in the order to try; a writer returns (node, output shape)."""
-    from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, SumPool2d
-    from mininsnn.neurons import Neuron
 
     return ((Conv2d, _conv_node), (AvgPool2d, _pool_node), (SumPool2d, _pool_node),
             (BatchNorm2d, _batchnorm_node), (Neuron, _neuron_or_loop), (Flatten, _flatten_node),
@@ -261,10 +262,8 @@ def to_nir(source, config=None, *, dt: float = DEFAULT_DT, latent_weights: bool 
     dict bit for bit (for training on); without them it restores weights that quantize to the
     same Wq (the same network, smaller file).
     """
-    from mininsnn import __version__
-    from mininsnn.layers import Dropout
 
-    nir = _nir()
+    nir = nir_package()
     if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise NIRError(f"to_nir: dt must be a finite number of seconds > 0, got {dt!r}")
     net = _network_of(source, config)
@@ -289,7 +288,7 @@ def to_nir(source, config=None, *, dt: float = DEFAULT_DT, latent_weights: bool 
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)},
                                  metadata=_meta("Output", dt))
     config = getattr(net, "config", None)
-    meta = {"producer": _PRODUCER, "format": FORMAT, "format_version": FORMAT_VERSION,
+    meta = {"producer": PRODUCER, "format": FORMAT, "format_version": FORMAT_VERSION,
             "mininsnn_version": __version__, "dt": float(dt), "dtype": net.dtype.name,
             "omitted": json.dumps(omitted)}
     if config is not None:
@@ -299,7 +298,7 @@ def to_nir(source, config=None, *, dt: float = DEFAULT_DT, latent_weights: bool 
         return nir.NIRGraph(nodes=nodes, edges=list(zip(chain, chain[1:])), metadata=meta,
                             type_check=not any(isinstance(n, nir.NIRGraph) for n in nodes.values()))
     except (ValueError, AssertionError, TypeError) as e:
-        raise NIRError(f"to_nir: NIR rejects the graph: {_one_line(e)}") from None
+        raise NIRError(f"to_nir: NIR rejects the graph: {one_line(e)}") from None
 
 
 def write_nir(path, source, config=None, *, dt: float = DEFAULT_DT,
@@ -307,7 +306,7 @@ def write_nir(path, source, config=None, *, dt: float = DEFAULT_DT,
     """Write :func:`to_nir` of ``source`` to the NIR (HDF5) file ``path``, atomically: a
     temporary file in the same folder, fsync'ed, then renamed; nothing half-written is left on
     any error. The folder is created if needed. Returns the path."""
-    nir = _nir()
+    nir = nir_package()
     path = Path(path)
     if path.is_dir():
         raise NIRError(f"{path} is a folder; pass a file path such as {path / 'model.nir'}")

@@ -17,8 +17,8 @@ from mininsnn.config import ConfigError
 DEFAULT_DT = 1e-4
 FORMAT = "mininsnn-nir"
 FORMAT_VERSION = 2          # 2: per-neuron arrays, Synaptic, recurrent layers, SumPool2d
-_PRODUCER = "mininsnn"
-_NEURONS = ("LIF", "IF", "CubaLIF")
+PRODUCER = "mininsnn"
+NEURON_TYPES = ("LIF", "IF", "CubaLIF")
 
 
 class NIRError(ConfigError):
@@ -27,7 +27,7 @@ class NIRError(ConfigError):
     A ConfigError (so a ValueError): the command line prints it as one line and exits with 2."""
 
 
-def _nir():
+def nir_package():
     """The ``nir`` package, or a one-line NIRError saying how to install it."""
     try:
         import nir      # optional extra: only NIR export and import need it
@@ -37,14 +37,14 @@ def _nir():
     return nir
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _metadata(node, use: bool) -> dict:
+def node_metadata(node, use: bool) -> dict:
     md = getattr(node, "metadata", None)
-    if use and isinstance(md, dict) and md.get("producer") == _PRODUCER:
+    if use and isinstance(md, dict) and md.get("producer") == PRODUCER:
         return md
     return {}
 
@@ -52,7 +52,7 @@ def _metadata(node, use: bool) -> dict:
 # =============================================================================================
 # the graph's structure: nested subgraphs inlined, recurrent loops folded, then one chain
 
-def _inline(graph, nir, where, prefix=""):
+def inline_subgraphs(graph, nir, where, prefix=""):
     """(nodes, edges) of a graph whose nested NIRGraph nodes are replaced by their inner nodes,
     named 'sub.inner'. Outer edges to 'sub' (or to its Input, 'sub.input') reach what that Input
     feeds; edges from 'sub' (or 'sub.output') leave from what feeds its Output."""
@@ -66,7 +66,7 @@ def _inline(graph, nir, where, prefix=""):
         if [len(e) for e in ends] != [1, 1]:
             raise NIRError(f"{where}: node {prefix + name!r}: a subgraph with {len(ends[0])} Input and "
                            f"{len(ends[1])} Output nodes; mininsnn runs subgraphs with one of each")
-        inner, inner_edges = _inline(node, nir, where, sub)
+        inner, inner_edges = inline_subgraphs(node, nir, where, sub)
         ports[prefix + name] = (sub + ends[0][0], sub + ends[1][0])
         nodes.update(inner)
         edges += inner_edges
@@ -82,13 +82,13 @@ def _inline(graph, nir, where, prefix=""):
     return nodes, edges
 
 
-def _fold_recurrence(nodes, edges, where, nir):
+def fold_recurrence(nodes, edges, where, nir):
     """{neuron: (name, weight node)} for every loop neuron -> Affine/Linear -> the same neuron; those
     weight nodes and their two edges leave the graph (the neuron layer holds W_rec)."""
     loops = {}
     for a, b in edges:
         if (b, a) in edges and isinstance(nodes.get(a), (nir.Affine, nir.Linear)) \
-                and type(nodes.get(b)).__name__ in _NEURONS:
+                and type(nodes.get(b)).__name__ in NEURON_TYPES:
             if [e for e in edges if a in e and e not in ((a, b), (b, a))]:
                 continue    # not a pure loop: the chain check names what is wrong
             if loops.get(b, a) != a:
@@ -100,7 +100,7 @@ def _fold_recurrence(nodes, edges, where, nir):
     return loops
 
 
-def _chain(nodes, edges, where, nir) -> list[str]:
+def chain_of(nodes, edges, where, nir) -> list[str]:
     """Node names from the Input node to the Output node; NIRError unless the graph is one chain."""
     if not nodes:
         raise NIRError(f"{where}: the graph has no nodes")
@@ -138,7 +138,7 @@ def _chain(nodes, edges, where, nir) -> list[str]:
     return chain
 
 
-def _check_fields(node, name, where, nir):
+def check_fields(node, name, where, nir):
     """Refuse node types mininsnn does not know and fields its node class does not have."""
     known = {f.name for f in dataclasses.fields(type(node))} if dataclasses.is_dataclass(node) \
         else set()
@@ -148,12 +148,12 @@ def _check_fields(node, name, where, nir):
                        f"{type(node).__name__} node; mininsnn would ignore it")
 
 
-def _scan_file(where):
+def scan_file(where):
     """Node types and fields in the file itself: ``nir.read`` fails on an unknown field without
     naming the node, and on an unknown type without a message."""
     import h5py     # comes with nir
 
-    nir = _nir()
+    nir = nir_package()
     kinds = {c.__name__: c for c in vars(nir).values()
              if isinstance(c, type) and dataclasses.is_dataclass(c)}
 
@@ -173,7 +173,7 @@ def _scan_file(where):
         walk(f["node"], "")
 
 
-def _shape_of(types, key):
+def shape_of(types, key):
     """A node's input or output shape, or None where it gives none (missing, empty, or all 0 as
     Sinabs writes an unknown one)."""
     v = types.get(key) if isinstance(types, dict) else types
@@ -189,15 +189,15 @@ def _takes(node, shape, nir):
         return shape == tuple(np.shape(node.weight)[1:])
     if isinstance(node, nir.Conv2d):
         return len(shape) == 3 and shape[0] == np.shape(node.weight)[1]
-    if type(node).__name__ in _NEURONS:
+    if type(node).__name__ in NEURON_TYPES:
         sizes = [np.shape(getattr(node, f)) for f in ("v_threshold", "r") if hasattr(node, f)]
         return all(s in ((), (1,), shape, (1,) + shape) for s in sizes) and len(shape) <= 3
     return len(shape) <= 3      # mininsnn's samples are vectors or (C, H, W) images
 
 
-def _input_shape(nodes, chain, where, nir):
+def input_shape_of(nodes, chain, where, nir):
     """The per-sample input shape: the Input node's, without a leading batch dimension of 1."""
-    shape = _shape_of(getattr(nodes[chain[0]], "input_type", None), "input")
+    shape = shape_of(getattr(nodes[chain[0]], "input_type", None), "input")
     if shape is None:
         raise NIRError(f"{where}: node {chain[0]!r}: input_type gives no shape")
     nxt = nodes[chain[1]]

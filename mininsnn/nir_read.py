@@ -24,9 +24,15 @@ import os
 
 import numpy as np
 
-from mininsnn.nir_graph import (DEFAULT_DT, FORMAT_VERSION, NIRError, _NEURONS,
-                                _chain, _check_fields, _fold_recurrence, _inline, _input_shape,
-                                _metadata, _nir, _one_line, _scan_file, _shape_of)
+from mininsnn import neurons, recurrent
+from mininsnn import surrogate as sg
+from mininsnn.config import validate_config
+from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, SumPool2d
+from mininsnn.network import Network
+from mininsnn.nir_graph import (DEFAULT_DT, FORMAT_VERSION, NEURON_TYPES, NIRError, chain_of,
+                                check_fields, fold_recurrence, inline_subgraphs, input_shape_of,
+                                nir_package, node_metadata, one_line, scan_file, shape_of)
+from mininsnn.quant import QUANT_GRADS, check_bits, latent_from_codes, quantize_forward
 
 
 def reconstruct_latent_weight(Wq: np.ndarray, bits: int, scale, max_abs_weight) -> np.ndarray:
@@ -38,7 +44,6 @@ def reconstruct_latent_weight(Wq: np.ndarray, bits: int, scale, max_abs_weight) 
     Then max|W| is the original one (every other |Wq_i| <= (L-1) s < max|W|), so quantize recomputes
     s = max|W| / L exactly, round(W_i / s) = q_i, and s * q_i = Wq_i. (W = Wq alone would not do:
     max|Wq| = fl(L s) may differ from the original max|W|, and with it the scale's last bit.)"""
-    from mininsnn.quant import latent_from_codes
 
     s = Wq.dtype.type(scale)
     if s == 0:
@@ -102,7 +107,6 @@ class _Reader:
 
     def quantized(self, name, meta, Wq):
         """Latent weights of a mininsnn-quantized layer, checked to reproduce Wq bit for bit."""
-        from mininsnn.quant import check_bits, quantize_forward
 
         bits = int(meta.get("bits", 0))
         if bits == 0:
@@ -123,7 +127,6 @@ class _Reader:
         return bits, W
 
     def quant_grad(self, name, meta):
-        from mininsnn.quant import QUANT_GRADS
         qg = meta.get("quant_grad", "ste+scale")
         if qg not in QUANT_GRADS:
             self.fail(name, f"quant_grad {qg!r} is not one of {', '.join(QUANT_GRADS)}")
@@ -133,7 +136,7 @@ class _Reader:
     def node(self, name, node, meta, shape, rec):
         """(layer, output shape) of one node; ``rec`` is its recurrent weight node or None."""
         kind = type(node).__name__
-        if kind in _NEURONS:
+        if kind in NEURON_TYPES:
             return self.neuron(name, node, meta, shape, rec), shape
         if kind in ("Affine", "Linear"):
             return self.linear(name, node, meta, shape, kind == "Affine")
@@ -146,7 +149,6 @@ class _Reader:
         return read(name, node, meta, shape)
 
     def conv2d(self, name, node, meta, shape):
-        from mininsnn.layers import Conv2d
 
         W = self.weights(name, node)
         if W.ndim != 4:
@@ -183,7 +185,6 @@ class _Reader:
         return layer, (O, OH, OW)
 
     def batchnorm(self, name, meta, C, O, K, s, p):
-        from mininsnn.layers import BatchNorm2d
 
         if not (C == O and K == 1 and s == 1 and p == 0):
             self.fail(name, "metadata says BatchNorm2d but the node is not a 1x1 conv C -> C")
@@ -200,7 +201,6 @@ class _Reader:
         return layer
 
     def pool(self, name, node, meta, shape):
-        from mininsnn.layers import AvgPool2d, SumPool2d
 
         k = self.pair(name, node, "kernel_size")
         s, p = self.pair(name, node, "stride", k), self.pair(name, node, "padding", 0)
@@ -214,7 +214,6 @@ class _Reader:
         return (SumPool2d(k, s, padding=p) if summed else AvgPool2d(k, s)), out
 
     def flatten(self, name, node, meta, shape):
-        from mininsnn.layers import Flatten
 
         n = len(shape)
         start, end = int(getattr(node, "start_dim", 0)), int(getattr(node, "end_dim", -1))
@@ -228,7 +227,6 @@ class _Reader:
         return Flatten(), (int(np.prod(shape)),)
 
     def linear(self, name, node, meta, shape, affine):
-        from mininsnn.layers import Linear
 
         W = self.weights(name, node)
         if W.ndim != 2:
@@ -251,7 +249,6 @@ class _Reader:
     def neuron(self, name, node, meta, shape, rec):
         """LIF / IF / CubaLIF (and its recurrent weight node ``rec``: (name, node) or None) ->
         Leaky / Synaptic (RLeaky / RSynaptic): the metadata's exact layer, else NIR's semantics."""
-        from mininsnn import neurons, recurrent
 
         kind, kw = self.neuron_metadata(name, meta) if meta else self.neuron_nir(name, node, shape)
         try:
@@ -268,7 +265,7 @@ class _Reader:
         except NIRError:
             raise
         except (ValueError, TypeError) as e:
-            self.fail(name, f"mininsnn's {kind} refuses these parameters: {_one_line(e)}")
+            self.fail(name, f"mininsnn's {kind} refuses these parameters: {one_line(e)}")
 
     def neuron_nir(self, name, node, shape):
         """(layer kind, constructor arguments) of a node read with NIR's semantics at dt."""
@@ -310,7 +307,7 @@ class _Reader:
         if ndim != 1 or W.shape != (n, n):
             self.fail(name, f"a recurrent weight must be ({n}, {n}) on a layer of {n} neurons "
                             f"in one dimension, got weight {W.shape}")
-        meta = _metadata(node, True) if self.use else {}
+        meta = node_metadata(node, True) if self.use else {}
         if isinstance(node, self.nir.Linear) or not meta.get("has_bias", True):
             if isinstance(node, self.nir.Affine) and (self.weights(name, node, "bias") != 0).any():
                 self.fail(name, "the bias is not zero but the layer had none")
@@ -322,7 +319,6 @@ class _Reader:
 
     def neuron_metadata(self, name, meta):
         """(layer kind, constructor arguments) stored by mininsnn's writer: bit for bit."""
-        from mininsnn import surrogate as sg
 
         kind = str(meta.get("layer", "Leaky")).removeprefix("R")
         if kind not in ("Leaky", "Synaptic"):
@@ -340,7 +336,7 @@ class _Reader:
             if learned:
                 kw.update({f"learn_{k}": True for k in learned}, dtype=self.dtype)
         except (KeyError, ValueError, TypeError) as e:
-            self.fail(name, f"bad neuron metadata: {_one_line(e)}")
+            self.fail(name, f"bad neuron metadata: {one_line(e)}")
         return kind, kw
 
 
@@ -386,13 +382,13 @@ def _layers(reader, nodes, chain, loops, shape, use_metadata):
         node = nodes[name]
         rec = loops.get(name)
         try:
-            layer, shape = reader.node(name, node, _metadata(node, use_metadata), shape, rec)
+            layer, shape = reader.node(name, node, node_metadata(node, use_metadata), shape, rec)
         except NIRError:
             raise
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-            reader.fail(name, f"malformed {type(node).__name__} node ({_one_line(e)})")
+            reader.fail(name, f"malformed {type(node).__name__} node ({one_line(e)})")
         layers.append((_layer_name(name, rec), layer))
-    want = _shape_of(getattr(nodes[chain[-1]], "output_type", None), "output")
+    want = shape_of(getattr(nodes[chain[-1]], "output_type", None), "output")
     if want is not None and want not in (shape, (1,) + shape):
         raise NIRError(f"{reader.where}: the output node declares shape {want}, the last node "
                        f"gives {shape}: shapes do not chain")
@@ -401,7 +397,6 @@ def _layers(reader, nodes, chain, loops, shape, use_metadata):
 
 def _with_omitted(layers, input_name, gmeta, where):
     """Put back the layers mininsnn's writer left out of the graph (Dropout), where they were."""
-    from mininsnn.layers import Dropout
 
     names = [input_name] + [n for n, _ in layers]
     try:
@@ -412,35 +407,33 @@ def _with_omitted(layers, input_name, gmeta, where):
             layers.insert(at, (item["name"], Dropout(float(item["p"]))))
             names.insert(at + 1, item["name"])
     except (ValueError, TypeError, KeyError) as e:
-        raise NIRError(f"{where}: bad 'omitted' graph metadata: {_one_line(e)}") from None
+        raise NIRError(f"{where}: bad 'omitted' graph metadata: {one_line(e)}") from None
     return layers
 
 
 def from_nir(graph, *, dt: float = DEFAULT_DT, use_metadata: bool = True,
              where: str = "NIR graph", dtype=None):
     """The Network (eval mode) of a ``nir.NIRGraph``; see :func:`read_nir`."""
-    from mininsnn.config import validate_config
-    from mininsnn.network import Network
 
-    nir = _nir()
+    nir = nir_package()
     if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise NIRError(f"{where}: dt must be a finite number of seconds > 0, got {dt!r}")
     if not isinstance(graph, nir.NIRGraph) or not isinstance(graph.nodes, dict):
         raise NIRError(f"{where}: expected a nir.NIRGraph, got {type(graph).__name__}")
-    gmeta = _metadata(graph, use_metadata)
+    gmeta = node_metadata(graph, use_metadata)
     if gmeta and int(gmeta.get("format_version", 0)) > FORMAT_VERSION:
         raise NIRError(f"{where}: written by a newer mininsnn (format version "
                        f"{gmeta.get('format_version')}); this one reads 1..{FORMAT_VERSION}")
-    nodes, edges = _inline(graph, nir, where)
+    nodes, edges = inline_subgraphs(graph, nir, where)
     for name, node in nodes.items():
-        _check_fields(node, name, where, nir)
+        check_fields(node, name, where, nir)
     dtype = _dtype(gmeta, nodes, list(nodes), dtype, where)
-    loops = _fold_recurrence(nodes, edges, where, nir)
-    chain = _chain(nodes, edges, where, nir)
+    loops = fold_recurrence(nodes, edges, where, nir)
+    chain = chain_of(nodes, edges, where, nir)
     if len(chain) < 3:
         raise NIRError(f"{where}: the graph has no layers between its input and output")
     reader = _Reader(nir, where, dt, dtype, use_metadata)
-    shape = _input_shape(nodes, chain, where, nir)
+    shape = input_shape_of(nodes, chain, where, nir)
     layers = _layers(reader, nodes, chain, loops, shape, use_metadata)
     layers = _with_omitted(layers, chain[0], gmeta, where)
     try:
@@ -448,7 +441,7 @@ def from_nir(graph, *, dt: float = DEFAULT_DT, use_metadata: bool = True,
         if "config" in gmeta:
             net.config = validate_config(json.loads(gmeta["config"]))
     except ValueError as e:      # ConfigError and JSONDecodeError are ValueErrors too
-        raise NIRError(f"{where}: {_one_line(e)}") from None
+        raise NIRError(f"{where}: {one_line(e)}") from None
     return net.eval()
 
 
@@ -461,16 +454,16 @@ def read_nir(path, *, dt: float = DEFAULT_DT, use_metadata: bool = True, dtype=N
     (default 1e-4, snnTorch's); see the module docstring. ``dtype`` (float32 or float64): the
     network's; default the file's weights' (mininsnn's metadata: the network's as written). Every
     problem is a one-line NIRError naming the file, the node and the field."""
-    nir = _nir()
+    nir = nir_package()
     where = os.fspath(path)
     if not os.path.isfile(where):
         raise NIRError(f"{where}: no such NIR file")
     try:
-        _scan_file(where)
+        scan_file(where)
         graph = nir.read(where, type_check=False)    # mininsnn checks the shapes itself, by node
     except NIRError:
         raise
     except Exception as e:                           # noqa: BLE001 - h5py/nir raise anything
         raise NIRError(f"{where}: not a readable NIR file (truncated, damaged or not NIR): "
-                       f"{_one_line(e)}") from None
+                       f"{one_line(e)}") from None
     return from_nir(graph, dt=dt, use_metadata=use_metadata, where=where, dtype=dtype)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mininsnn.config import ConfigError, test_steps
+from mininsnn.dvs import DVSGesture
 from mininsnn.idx import download_verified, read_idx, read_idx_checked
 
 __all__ = [
@@ -336,8 +338,6 @@ def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train",
     steps), so the number of steps has one owner.
     A missing or incomplete folder raises ConfigError saying what to do.
     """
-    from mininsnn.config import ConfigError, test_steps
-
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data dir {data_dir} does not exist; pass --data-dir with the folder "
                           "holding the data set's files")
@@ -363,7 +363,6 @@ def load_data(cfg: dict, data_dir=None, download: bool = False, splits=("train",
                 elif cfg["dataset"] == "fashion-mnist":
                     ds = load_fashion_mnist(file, root=data_dir, download=download)
                 else:
-                    from mininsnn.dvs import DVSGesture
                     root = data_dir if data_dir is not None else _default_dir("dvsgesture")
                     ds = DVSGesture(root, file, T=steps)
             except (FileNotFoundError, ValueError, OSError) as e:

@@ -43,6 +43,8 @@ from mininsnn.checkpoint import load_checkpoint, save_checkpoint
 from mininsnn.config import (BRANCHABLE_KEYS, ConfigError, check_same_config, test_steps,
                              validate_config)
 from mininsnn.data import BatchIterator, data_files
+from mininsnn.loss import LOSSES, accuracy
+from mininsnn.models import build_from_config
 from mininsnn.optim import Adam, clip_grad_norm, clip_weights, find_nonfinite
 from mininsnn.progress import Progress
 from mininsnn.quant import quantize_forward
@@ -71,7 +73,6 @@ def make_schedule_of(cfg: dict):
 
 def loss_of(cfg: dict):
     """The loss function (spikes, targets) -> (loss, dL/dspikes) of run configuration ``cfg``."""
-    from mininsnn.loss import LOSSES
     if cfg["loss"] == "mse_count":
         return lambda spk, y: LOSSES["mse_count"](spk, y, correct_rate=cfg["correct_rate"],
                                                   incorrect_rate=cfg["incorrect_rate"])
@@ -105,7 +106,6 @@ def zero_level_shares(net) -> dict[str, float]:
 
 def build_net(cfg: dict):
     """The network of run configuration ``cfg``, freshly initialised from ``cfg["seed"]``."""
-    from mininsnn.models import build_from_config
     return build_from_config(cfg)
 
 
@@ -115,7 +115,6 @@ def evaluate(net, dataset, cfg: dict, batch_size: int | None = None, progress_fi
     in batches (weighted by batch size), at the configuration's test time steps. The network's
     training mode is restored afterwards. A progress bar goes to ``progress_file`` (default
     stdout) if that is a terminal."""
-    from mininsnn.loss import accuracy
     loss_fn = loss_of(cfg)
     batch_size = batch_size or cfg["batch_size"]
     was_training = getattr(net, "training", True)
@@ -185,7 +184,6 @@ class Trainer:
     # -- one batch, one epoch, evaluation ------------------------------------------------------
     def train_step(self, x, y) -> tuple[float, float, float]:
         """One optimisation step on batch (x, y). Returns (loss, accuracy, lr)."""
-        from mininsnn.loss import accuracy
         cfg, net = self.config, self.net
         # a diverging run overflows here; the checks below stop it at the first NaN or inf
         # with one line naming it, which NumPy's RuntimeWarnings would only precede

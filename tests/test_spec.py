@@ -1,0 +1,111 @@
+"""Networks described as data (mininsnn.spec): shapes chain, errors name file/layer/field, and the
+paper's network written as a spec is reference_network weight for weight and spike for spike."""
+import json
+
+import numpy as np
+import pytest
+
+from mininsnn.config import ARCHITECTURES, make_config, model_settings
+from mininsnn.models import build_from_config
+from mininsnn.spec import SpecError, build_network, check_spec, output_size, paper_spec, read_spec
+
+MLP = {"name": "mlp", "input_shape": [1, 28, 28],
+       "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 32},
+                  {"type": "Leaky"}, {"type": "Linear", "out_features": 10},
+                  {"type": "Leaky", "beta": 0.5}]}
+CONV3 = {"name": "conv3", "input_shape": [1, 28, 28],
+         "layers": [{"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+                    {"type": "BatchNorm2d"}, {"type": "Leaky"},
+                    {"type": "Conv2d", "out_channels": 6, "kernel_size": 3, "stride": 2,
+                     "padding": 1},
+                    {"type": "Leaky"},
+                    {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "stride": 2},
+                    {"type": "AvgPool2d", "kernel_size": 2}, {"type": "Leaky"},
+                    {"type": "Flatten"}, {"type": "Linear", "out_features": 10},
+                    {"type": "Leaky"}]}
+
+
+@pytest.mark.parametrize("config", ["mnist-4bit", "dvs-4bit", "mnist-fp"])
+def test_paper_spec_is_reference_network(config):
+    cfg = make_config(config, seed=3, dtype="float64")
+    ref = build_from_config(cfg)
+    shape, c1, c2, n = ARCHITECTURES[cfg["dataset"]]
+    net = build_network(paper_spec(shape, (c1, c2), n, batchnorm=cfg["batchnorm"]),
+                        model_settings(cfg), seed=3)
+    a, b = ref.state_dict(), net.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    rng = np.random.default_rng(0)
+    x = rng.random((2,) + shape) if cfg["dataset"] != "dvsgesture" \
+        else (rng.random((5, 2) + shape) < 0.3).astype(np.float64)
+    ref.eval(), net.eval()
+    np.testing.assert_array_equal(ref.forward(x, num_steps=5), net.forward(x, num_steps=5))
+
+
+def test_shapes_chain_and_names():
+    spec = check_spec(CONV3)
+    assert [l["name"] for l in spec["layers"]] == [
+        "conv1", "bn1", "lif1", "conv2", "lif2", "conv3", "pool1", "lif3", "flatten1", "fc1",
+        "lif4"]
+    assert [tuple(l["shape"]) for l in spec["layers"]][:7] == [
+        (4, 28, 28), (4, 28, 28), (4, 28, 28), (6, 14, 14), (6, 14, 14), (8, 6, 6), (8, 3, 3)]
+    assert output_size(spec) == 10
+
+
+@pytest.mark.parametrize("spec", [MLP, CONV3], ids=["mlp", "conv3"])
+def test_built_network_runs_forward_and_backward(spec):
+    net = build_network(spec, {"bits": 4, "dtype": "float64", "threshold": 0.05}, seed=1)
+    x = np.random.default_rng(1).random((3, 1, 28, 28))
+    out = net.forward(x, num_steps=4)
+    assert out.shape == (4, 3, 10)
+    net.backward(np.ones(out.shape))
+    grads = net.grads
+    assert grads and all(np.isfinite(g).all() and g.any() for g in grads.values())
+
+
+def test_a_layer_field_overrides_the_run_setting_for_that_layer_only():
+    net = build_network(MLP, {"beta": 0.7})
+    assert [n.beta for n in net.neurons()] == [0.7, 0.5]
+
+
+def test_read_spec_file(tmp_path):
+    p = tmp_path / "mlp.json"
+    p.write_text(json.dumps(MLP))
+    assert read_spec(p)["layers"][1]["shape"] == (32,)
+    p.write_text("{not json")
+    with pytest.raises(SpecError, match=r"mlp.json: not JSON"):
+        read_spec(p)
+    with pytest.raises(SpecError, match=r"missing.json: cannot read"):
+        read_spec(tmp_path / "missing.json")
+
+
+def _with(i, **fields):
+    spec = json.loads(json.dumps(MLP))
+    spec["layers"][i] = {**spec["layers"][i], **fields}
+    return spec
+
+
+@pytest.mark.parametrize("spec, message", [
+    (_with(1, type="Dense"), r"layer 2 \(Dense\): field 'type': unknown layer type 'Dense'"),
+    (_with(1, units=3), r"layer 2 \(Linear\): field 'units': not a field of Linear"),
+    (_with(1, out_features=0), r"layer 2 \(Linear\): field 'out_features': must be an integer"),
+    ({**MLP, "layers": MLP["layers"][1:]},
+     r"layer 1 \(Linear\): field 'type': expects a flat input \(put a Flatten"),
+    ({**MLP, "layers": MLP["layers"][:-1]}, r"the last layer must be a neuron layer"),
+    ({**MLP, "input_shape": [28, 28]}, r"field 'input_shape'"),
+    ({**MLP, "layer": []}, r"unknown top-level field 'layer'"),
+    ({"input_shape": [1, 4, 4], "layers": [{"type": "Conv2d", "out_channels": 2,
+                                            "kernel_size": 5}]},
+     r"layer 1 \(Conv2d\): field 'kernel_size': 5 does not fit the input \(1, 4, 4\)"),
+    (_with(2, name="fc1"), r"layer 3 \(Leaky\): field 'name': expected a unique name"),
+])
+def test_bad_specs_are_one_line_errors(spec, message):
+    with pytest.raises(SpecError, match=message) as e:
+        build_network(spec, where="my.json")
+    assert str(e.value).startswith("my.json: ") and "\n" not in str(e.value)
+
+
+def test_bad_setting_in_a_layer_names_the_layer():
+    with pytest.raises(SpecError, match=r"my.json: layer lif1 \(Leaky\): .*beta"):
+        build_network(_with(2, beta=1.5), where="my.json")

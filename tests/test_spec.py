@@ -1,6 +1,7 @@
 """Networks described as data (mininsnn.spec): shapes chain, errors name file/layer/field, and the
 paper's network written as a spec is reference_network weight for weight and spike for spike."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,13 @@ def test_bad_specs_are_one_line_errors(spec, message):
 def test_bad_setting_in_a_layer_names_the_layer():
     with pytest.raises(SpecError, match=r"my.json: layer lif1 \(Leaky\): .*beta"):
         build_network(_with(2, beta=1.5), where="my.json")
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "examples" / "specs").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_specs_build_and_run(path):
+    net = build_network(read_spec(path), seed=0, where=str(path))
+    out = net.forward(np.zeros((2,) + net.input_shape, np.float32), num_steps=2)
+    assert out.shape == (2, 2, 10)

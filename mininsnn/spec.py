@@ -140,7 +140,7 @@ def _check_layer(where, i, layer) -> dict:
                            f"{', '.join(LAYER_TYPES)})")
     _, fields, required, _ = LAYER_TYPES[kind]
     for field in layer:
-        if field not in fields and field not in ("type", "name"):
+        if field not in fields and field not in ("type", "name", "shape"):
             raise _field_error(where, i, layer, field, f"not a field of {kind} (its fields: "
                                f"{', '.join(fields) or 'none'})")
     for field in required:
@@ -154,7 +154,7 @@ def _check_layer(where, i, layer) -> dict:
         v = layer.get(field)
         if v is not None and not (_is_int(v) and v >= lo):
             raise _field_error(where, i, layer, field, f"must be an integer >= {lo}, got {v!r}")
-    return dict(layer)
+    return {k: v for k, v in layer.items() if k != "shape"}  # "shape": computed, not read
 
 
 def _out_shape(where, i, layer, shape) -> tuple:

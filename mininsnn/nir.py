@@ -88,32 +88,29 @@ def _one_line(e: BaseException) -> str:
 
 def _network_of(source, config=None):
     """The Network to export: a Network; a state dict with ``config``; a checkpoint tree (dict
-    with "model" and "config"); the path of a checkpoint file or of a run folder (its best.h5,
-    else its last.h5); or the name of a pretrained model (mininsnn.pretrained.NAMES)."""
+    with "model" and "config"); or any model source of mininsnn.sources.resolve given as a path
+    or name: a run folder (its best.h5, else its last.h5), a checkpoint file, a pretrained
+    model's name or .npz file, a .nir file."""
     from mininsnn.config import validate_config
     from mininsnn.models import build_from_config
     from mininsnn.network import Network
+    from mininsnn.sources import SourceError, resolve
 
     if isinstance(source, Network):
         if config is not None:
             raise NIRError("to_nir: pass config only with a state dict, not with a Network")
         return source
-    if isinstance(source, str) and config is None:
-        from mininsnn import pretrained
-        if source in pretrained.NAMES:                       # a shipped model, e.g. "mnist-4bit"
-            source, config, _ = pretrained.read(source)
-    if isinstance(source, (str, os.PathLike)):
-        from mininsnn.runs import read_training_checkpoint   # (mininsnn.runs today)
-        path = Path(source)
-        if path.is_dir():
-            files = [path / f for f in ("best.h5", "last.h5") if (path / f).is_file()]
-            if not files:
-                raise NIRError(f"{path} has no best.h5 or last.h5; pass a run folder or a "
-                               "checkpoint file")
-            path = files[0]
-        elif not path.is_file():
-            raise NIRError(f"{path} does not exist; pass a run folder or a checkpoint file")
-        source = read_training_checkpoint(path)
+    if isinstance(source, (str, os.PathLike)) and config is None:
+        try:
+            found = resolve(source, read_nir=read_nir, hint="a run folder or a checkpoint file")
+        except SourceError as e:
+            raise NIRError(str(e)) from None
+        if found.kind == "network":
+            return found.model
+        if found.kind == "int":
+            raise NIRError(f"{found.path} is an integer model; NIR holds the float network: "
+                           "pass its run folder, checkpoint or pretrained name")
+        source, config = found.model, found.config
     if isinstance(source, dict) and config is None and "model" in source and "config" in source:
         source, config = source["model"], source["config"]
     if not isinstance(source, dict) or config is None:

@@ -16,15 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mininsnn.config import ConfigError
+from mininsnn import data
+from mininsnn.checkpoint import CheckpointError, load_checkpoint
+from mininsnn.config import ConfigError, test_steps, validate_config
+from mininsnn.loss import predict
 from mininsnn.runs import read_metrics
+from mininsnn.sources import run_checkpoint
+from mininsnn.train import build_net
 
-__all__ = ["plot_run", "plot_curves", "plot_steps", "plot_raster", "plot_compare"]
+__all__ = ["figure", "plot_run", "plot_curves", "plot_steps", "plot_raster", "plot_compare"]
 
 
-def _figure(nrows: int, ncols: int, size):
+def figure(nrows: int, ncols: int, size):
+    """(Figure, axes[nrows, ncols]) of matplotlib, or a one-line ConfigError without it."""
     try:
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure        # an optional extra
     except ImportError:
         raise ConfigError("plotting needs matplotlib: pip install 'mininsnn[plot]'") from None
     fig = Figure(figsize=size, layout="constrained")
@@ -35,7 +41,7 @@ def _figure(nrows: int, ncols: int, size):
 def plot_curves(rows: list[dict], path) -> None:
     """Loss and accuracy per epoch, and for quantized runs the share of weights at level 0."""
     zero_keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("zero_")))
-    fig, ax = _figure(1, 3 if zero_keys else 2, (15 if zero_keys else 10, 4))
+    fig, ax = figure(1, 3 if zero_keys else 2, (15 if zero_keys else 10, 4))
     ep = [r["epoch"] for r in rows]
     ax[0, 0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
     ax[0, 0].plot(ep, [r["test_loss"] for r in rows], "s-", label="test")
@@ -48,7 +54,7 @@ def plot_curves(rows: list[dict], path) -> None:
         ax[0, 2].plot([e for e, _ in pts], [v for _, v in pts], "o-", label=k[len("zero_"):])
     if zero_keys:
         ax[0, 2].set(xlabel="epoch", ylabel="% of weights", title="quantized weights at level 0")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator      # an optional extra (figure() checked it)
     for a in ax[0]:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend()
@@ -64,7 +70,7 @@ def _read_steps(path: Path) -> dict:
 
 def plot_steps(steps: dict, path) -> None:
     """Learning rate and training loss per step (batch)."""
-    fig, ax = _figure(2, 1, (9, 6))
+    fig, ax = figure(2, 1, (9, 6))
     ax[0, 0].plot(steps["step"], steps["lr"])
     ax[0, 0].set(ylabel="learning rate", title="learning rate per step")
     ax[0, 0].ticklabel_format(axis="y", useOffset=False)
@@ -78,7 +84,7 @@ def plot_steps(steps: dict, path) -> None:
 def plot_raster(recorded: dict, title: str, path) -> None:
     """``recorded``: layer name -> spikes (T, B, ...) of one forward; sample 0 is drawn."""
     names = list(recorded)
-    fig, ax = _figure(len(names), 1, (9, 2.2 * len(names) + 0.6))
+    fig, ax = figure(len(names), 1, (9, 2.2 * len(names) + 0.6))
     for a, name in zip(ax[:, 0], names):
         s = np.asarray(recorded[name])
         s = s.reshape(s.shape[0], s.shape[1], -1)[:, 0]            # (T, neurons) of sample 0
@@ -92,13 +98,7 @@ def plot_raster(recorded: dict, title: str, path) -> None:
 
 
 def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None:
-    from mininsnn.checkpoint import CheckpointError, load_checkpoint
-    from mininsnn.loss import predict
-    from mininsnn.config import test_steps, validate_config
-    from mininsnn.data import load_data
-    from mininsnn.train import build_net
-
-    ck = next((run_dir / f for f in ("best.h5", "last.h5") if (run_dir / f).exists()), None)
+    ck = run_checkpoint(run_dir)
     if ck is None:
         log("no best.h5 or last.h5 in the run folder: spike raster skipped")
         return None
@@ -107,7 +107,7 @@ def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
     cfg = validate_config({**tree["config"], "test_subset": None})
-    (test,) = load_data(cfg, data_dir, splits=("test",))
+    (test,) = data.load_data(cfg, data_dir, splits=("test",))
     if not 0 <= sample < len(test):
         raise ConfigError(f"--sample must lie in 0..{len(test) - 1}, got {sample}")
     net = build_net(cfg)
@@ -142,7 +142,7 @@ def plot_run(run_dir, out_dir=None, sample: int = 0, data_dir=None, raster: bool
     steps_path = run_dir / "steps.csv"
     if not rows and not steps_path.exists():
         raise ConfigError(f"{run_dir} has no metrics.jsonl or steps.csv; is it a run folder?")
-    _figure(1, 1, (1, 1))                          # fail early (nothing written) without matplotlib
+    figure(1, 1, (1, 1))                          # fail early (nothing written) without matplotlib
     out = run_dir if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -175,7 +175,7 @@ def plot_compare(run_dirs, path, labels=None, title: str | None = None) -> Path:
             raise ConfigError(f"{d} has no metrics.jsonl rows; pass folders of training runs")
         steps = _read_steps(d / "steps.csv") if (d / "steps.csv").exists() else None
         runs.append((rows, steps))
-    fig, ax = _figure(1, 3, (15, 4.2))
+    fig, ax = figure(1, 3, (15, 4.2))
     for label, (rows, steps) in zip(labels, runs):
         ep = [r["epoch"] for r in rows]
         line, = ax[0, 0].plot(ep, [100 * r["test_acc"] for r in rows], "o-", ms=3, label=label)
@@ -183,7 +183,7 @@ def plot_compare(run_dirs, path, labels=None, title: str | None = None) -> Path:
                       label=label)
         if steps is not None and len(steps["step"]):
             ax[0, 2].plot(steps["step"], steps["lr"], color=line.get_color(), label=label)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator      # an optional extra (figure() checked it)
     for a in ax[0, :2]:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax[0, 0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")

@@ -22,12 +22,15 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mininsnn.atomic import atomic_file
 from mininsnn.config import ConfigError
+from mininsnn.plot import figure
 from mininsnn.runs import read_metrics
 
-__all__ = ["RunSummary", "find_runs", "best_row", "summarize_run", "group_runs", "spread", "report_rows",
-           "format_report", "plot_report"]
+__all__ = ["RunSummary", "find_runs", "best_row", "summarize_run", "group_runs", "spread",
+           "report_rows", "format_report", "plot_report"]
 
 # settings that say where or how a run was made, not what it is (never a group of their own)
 IGNORED = ("seed",)
@@ -158,14 +161,10 @@ def format_report(groups: dict, markdown: bool = False) -> str:
 def plot_report(groups: dict, path) -> Path:
     """Validation (when there is one) and test accuracy per epoch: the mean of each group's
     finished runs, with a band of ± one sd; written atomically to ``path`` (PNG)."""
-    import numpy as np
-
-    from mininsnn.plot import _figure          # ConfigError if matplotlib is missing
-
     rows = report_rows(groups)
     panels = (["valid_acc"] if any(r["chosen_on"] == "valid_acc" for r in rows) else []) + \
         ["test_acc"]
-    fig, ax = _figure(1, len(panels), (6.5 * len(panels), 4.5))
+    fig, ax = figure(1, len(panels), (6.5 * len(panels), 4.5))   # ConfigError without matplotlib
     for j, key in enumerate(panels):
         a = ax[0, j]
         for label, runs in groups.items():
@@ -183,7 +182,7 @@ def plot_report(groups: dict, path) -> Path:
         a.set(xlabel="epoch", ylabel="accuracy (%)",
               title=("validation" if key == "valid_acc" else "test") + " accuracy, mean ± sd")
         a.grid(alpha=0.3)
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator  # an optional extra (figure() checked it)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize="small")

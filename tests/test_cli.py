@@ -296,6 +296,7 @@ def test_every_setting_has_a_flag_that_reaches_the_run_config(tmp_path):
     """The train flags are made from mininsnn.config.SETTINGS: each one lands in the run's
     configuration under its own key (so a new setting needs no CLI code)."""
     from mininsnn import cli
+    from mininsnn.commands import train
     from mininsnn.config import SETTINGS, make_config
 
     base = make_config("mnist-4bit")
@@ -318,7 +319,7 @@ def test_every_setting_has_a_flag_that_reaches_the_run_config(tmp_path):
             want = (v or 1) + 1
             argv = [s.flag, str(want)]
         a = cli.build_parser().parse_args(["train", *argv, "--out", str(tmp_path / s.key)])
-        cfg, *_ = cli._train_config(vars(a))
+        cfg, *_ = train.train_config(vars(a))
         assert cfg[s.key] == want, (s.key, argv)
         assert {k for k in cfg if cfg[k] != base[k]} == {s.key}, s.key
 

@@ -408,6 +408,6 @@ def test_edited_thresholds_that_would_overflow_are_refused(tmp_path):
     model = cv.convert(net.state_dict(), net.config, input_shape=SHAPE, static=True)
     arrays, meta = mf.model_arrays_meta(model)
     arrays["conv2.bias"] = np.full_like(arrays["conv2.bias"], 2 ** 30)
-    (tmp_path / "edit.npz").write_bytes(mf._npz_bytes(arrays, meta))
+    (tmp_path / "edit.npz").write_bytes(mf.npz_bytes(arrays, meta))
     with pytest.raises(mf.ModelFileError, match=r"edit.npz: conv2: the .* can reach \d+ > 2147483647"):
         mf.load_integer_model(tmp_path / "edit.npz")

@@ -143,3 +143,37 @@ def test_a_same_step_reset_has_no_integer_engine_yet():
     state, config, _ = pretrained.read("mnist-4bit")
     with pytest.raises(ConversionError, match="reset_delay=False .* --format nir"):
         convert(state, {**config, "reset_delay": False})
+
+
+def test_infer_reads_a_nir_graph(tmp_path, capsys):
+    """A .nir SRC runs on the float engine: a mininsnn graph as its model would (pixels), a
+    foreign one on any numbers, static (N, ...) or per step (N, T, ...), with --dt."""
+    nir = pytest.importorskip("nir", reason="NIR needs the optional extra 'nir'")
+    assert main(["export", "mnist-4bit", "--format", "nir", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["infer", str(tmp_path / "mnist-4bit.nir"), "--input", str(IMAGES), "--labels",
+                 str(LABELS), "--limit", "16", "--engine", "float"]) == 0
+    out = capsys.readouterr().out
+    assert "16 samples, T=100, engine float: " in out and "accuracy 100.00%" in out
+    W = np.eye(3, 4, dtype=np.float32) * 2                   # class k fires on input k
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type=np.array([4])), "fc": nir.Affine(weight=W, bias=np.zeros(3)),
+        "lif": nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3),
+                       v_threshold=np.ones(3)),
+        "output": nir.Output(output_type=np.array([3]))},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    nir.write(tmp_path / "f.nir", graph)                     # gain r dt / tau = 1 at dt = 1e-4
+    y = np.array([0, 1, 2, 1])
+    np.save(tmp_path / "y.npy", y)
+    for name, x in (("static", np.eye(4, dtype=np.float32)[y]),
+                    ("steps", np.repeat(np.eye(4, dtype=np.float32)[y][:, None], 6, axis=1))):
+        np.save(tmp_path / f"{name}.npy", x)
+        assert main(["infer", str(tmp_path / "f.nir"), "--input", str(tmp_path / f"{name}.npy"),
+                     "--labels", str(tmp_path / "y.npy"), "--engine", "float"]) == 0
+        out = capsys.readouterr().out
+        assert f"4 samples, T={100 if name == 'static' else 6}, engine float" in out
+        assert "accuracy 100.00%" in out
+    bad(["infer", str(tmp_path / "f.nir"), "--input", str(tmp_path / "y.npy"), "--engine",
+         "float"], capsys, "expected numbers (N, 4) or (N, T, 4)")
+    bad(["infer", str(tmp_path / "f.nir"), "--input", str(tmp_path / "steps.npy"), "--engine",
+         "float", "--dt", "1e-3"], capsys, "f.nir: ")       # gain 10: refused

@@ -26,7 +26,7 @@ from mininsnn.atomic import write_bytes
 from mininsnn.deploy import conversion as cv
 
 __all__ = ["ModelFileError", "save_integer_model", "load_integer_model", 
-           "read_npz", "FORMAT", "VERSION"]
+           "read_npz", "npz_bytes", "FORMAT", "VERSION"]
 
 FORMAT = "mininsnn-integer-model"
 VERSION = 1
@@ -40,7 +40,7 @@ def _sha(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _npz_bytes(arrays: dict, meta: dict, compressed=False) -> bytes:
+def npz_bytes(arrays: dict, meta: dict, compressed=False) -> bytes:
     meta = dict(meta, sha256={k: _sha(v) for k, v in arrays.items()})
     buf = io.BytesIO()
     save = np.savez_compressed if compressed else np.savez
@@ -50,7 +50,7 @@ def _npz_bytes(arrays: dict, meta: dict, compressed=False) -> bytes:
 
 
 def read_npz(path, fmt):
-    """(arrays, meta) of a file written by ``_npz_bytes`` with meta["format"] == fmt; checks the
+    """(arrays, meta) of a file written by ``npz_bytes`` with meta["format"] == fmt; checks the
     checksums. ModelFileError naming the file for anything unreadable."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -103,7 +103,7 @@ def model_arrays_meta(model: cv.IntegerModel):
 def save_integer_model(model: cv.IntegerModel, path) -> None:
     """Write ``model`` to ``path`` (.npz), atomically."""
     arrays, meta = model_arrays_meta(model)
-    write_bytes(path, _npz_bytes(arrays, meta))
+    write_bytes(path, npz_bytes(arrays, meta))
 
 
 def _int(v, lo, hi, what, path):

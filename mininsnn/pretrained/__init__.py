@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from mininsnn.atomic import write_bytes
-from mininsnn.deploy.modelfile import ModelFileError, _npz_bytes, read_npz
+from mininsnn.config import validate_config
+from mininsnn.deploy.conversion import convert, quant_codes
+from mininsnn.deploy.modelfile import ModelFileError, npz_bytes, read_npz
+from mininsnn.quant import latent_from_codes
 
 __all__ = ["NAMES", "ModelFileError", "path_of", "read", "read_file", "load", "load_integer",
            "save_pretrained", "latent_weights"]
@@ -50,14 +53,11 @@ def path_of(name):
 def latent_weights(q, scale, maxabs):
     """Float32 latent weights whose quantization gives back exactly (scale, q):
     mininsnn.quant.latent_from_codes."""
-    from mininsnn.quant import latent_from_codes
     return latent_from_codes(q, scale, maxabs, np.float32)
 
 
 def save_pretrained(path, state, config, provenance):
     """Write a pretrained file from a training state dict (float32 latent weights) and its config."""
-    from mininsnn.deploy.conversion import quant_codes
-
     bits = config["bits"]
     if bits is None:
         raise ValueError("save_pretrained: expects a quantized model (config bits 2..16)")
@@ -72,7 +72,7 @@ def save_pretrained(path, state, config, provenance):
         else:
             arrays[k] = v
     meta = {"format": FORMAT, "version": 1, "config": config, "provenance": provenance}
-    write_bytes(path, _npz_bytes(arrays, meta, compressed=True))
+    write_bytes(path, npz_bytes(arrays, meta, compressed=True))
 
 
 def read_file(path):
@@ -112,8 +112,7 @@ def read(name):
 def load(name):
     """The float Network of pretrained model ``name``, in eval mode (imports the training
     engine, hence Numba)."""
-    from mininsnn.config import validate_config
-    from mininsnn.train import build_net
+    from mininsnn.train import build_net    # here: reading pretrained files needs no Numba
 
     state, config, _ = read(name)
     net = build_net(validate_config(config))
@@ -124,7 +123,5 @@ def load(name):
 def load_integer(name, **convert_kwargs):
     """The IntegerModel of pretrained model ``name`` (NumPy only); keyword arguments go to
     mininsnn.deploy.conversion (default: F = "max", multiply leak with Q = 30)."""
-    from mininsnn.deploy.conversion import convert
-
     state, config, _ = read(name)
     return convert(state, config, **convert_kwargs)

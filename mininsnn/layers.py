@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mininsnn import surrogate as sg
 from mininsnn.kernels import conv as kconv
 from mininsnn.kernels import linear as klinear
 from mininsnn.kernels import spikeconv as kspike
@@ -26,7 +25,7 @@ from mininsnn.quant import check_bits, check_quant_grad, quantize_backward, quan
 
 __all__ = [
     "ActiveGrad", "Context", "Layer", "Conv2d", "AvgPool2d", "MaxPool2d", "BatchNorm2d", "Linear", "Flatten",
-    "Dropout", "Leaky", "box_sum", "fuse_avgpool", "unfuse_avgpool_grad", "integer_lanes", "conv_avgpool_forward_plain",
+    "Dropout", "box_sum", "fuse_avgpool", "unfuse_avgpool_grad", "integer_lanes", "conv_avgpool_forward_plain",
     "conv_avgpool_backward_weight_plain", "conv_avgpool_backward_input_plain",
 ]
 
@@ -422,6 +421,48 @@ class AvgPool2d(Layer):
         return dX.reshape(self.cache)
 
 
+class SumPool2d(Layer):
+    """k x k sum pooling, stride (default k), zero padding p (Sinabs' ``SumPool2d``, NIR's
+    ``SumPool2d``):  Y[n, c, i, j] = sum_{a, b < k} X[n, c, i*s - p + a, j*s - p + b], 0 outside.
+    Takes float input or uint8 spikes (then the output is float32: sums of spikes are small
+    integers, exact in float32)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.k = _check_positive_int("SumPool2d", "kernel_size", kernel_size)
+        self.stride = self.k if stride is None else _check_positive_int("SumPool2d", "stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"SumPool2d: expected padding to be an integer >= 0, got {padding!r}")
+        self.padding = int(padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.k}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x, ctx):
+        if self.check_inputs:
+            if not isinstance(x, np.ndarray) or x.ndim != 5:
+                raise ValueError(f"{self.name}: expected input of shape (T, B, C, H, W), got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+            self._check_input(x, x.shape[2:], allow_spikes=True)
+        TI, B, C, H, W = x.shape
+        k, s, p = self.k, self.stride, self.padding
+        if H + 2 * p < k or W + 2 * p < k:
+            raise ValueError(f"{self.name}: input {H}x{W} (padding {p}) is smaller than the {k}x{k} window")
+        OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+        Y = self._work_array("Y", (TI * B, C, OH, OW), dtype)  # (N, C, OH, OW)
+        kpool.sumpool_forward(x.reshape(TI * B, C, H, W), k, s, p, Y)
+        self.cache = x.shape
+        return Y.reshape(TI, B, C, OH, OW)
+
+    def backward(self, dout):
+        TI, B, C, H, W = self.cache
+        dX = self._work_array("dX", (TI * B, C, H, W), dout.dtype)  # (N, C, H, W)
+        dY = np.ascontiguousarray(dout.reshape(TI * B, C, *dout.shape[3:]))
+        kpool.sumpool_backward(dY, self.k, self.stride, self.padding, dX)
+        return dX.reshape(self.cache)
+
+
 class MaxPool2d(Layer):
     """k x k max pooling (stride defaults to k); ties go to the first maximum in row-major order."""
 
@@ -653,121 +694,11 @@ class Dropout(Layer):
         return dX.sum(axis=0, keepdims=True) if shape[0] != dX.shape[0] else dX
 
 
-# ------------------------------------------------------------------------------------------------
-# Leaky integrate-and-fire neuron
-
-class Leaky(Layer):
-    """The reference LIF neuron (snnTorch ``Leaky``): delayed, detached reset; strict threshold.
-
-        R[t] = H(U[t-1] - theta)      U[t] = beta U[t-1] + I[t] - theta R[t]      S[t] = H(U[t] - theta)
-
-    ``reset="zero"`` gives U[t] = (beta U[t-1] + I[t]) (1 - R[t]). Output spikes are uint8 0/1 of
-    shape (T, B, ...). With ``smooth=True`` the output is the float smooth twin g(U - theta) (for
-    gradient checks). Backward: BPTT with the surrogate derivative (kernels/lif.py).
-
-    ``reset_delay=False`` resets in the step that fires (snnTorch ``Leaky(reset_delay=False)``; the
-    neuron NIR's LIF describes with ``reset="zero"``), S detached in the reset:
-
-        V[t] = beta U[t-1] + I[t]     S[t] = H(V[t] - theta)     U[t] = V[t] (1 - S[t])  ("zero")
-                                                                 U[t] = V[t] - theta S[t]  ("subtract")
-
-    :meth:`membrane` returns the potential compared with theta at each step: U[t] with the delayed
-    reset, V[t] (before its reset) with ``reset_delay=False``; so S[t] = H(membrane[t] - theta).
-
-    ``sparse_grad=B`` (a float > 0; None: off) truncates the surrogate: sg'(U - theta) = 0 where
-    |U - theta| > B (Perez-Nieves & Goodman, "Sparse Spiking Gradient Descent", NeurIPS 2021); the
-    smooth twin is then g(clip(U - theta, -B, B)). It needs the delayed reset.
-    """
-
-    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
-                 reset_delay=True, sparse_grad=None):
-        super().__init__()
-        if not (isinstance(beta, (int, float, np.floating)) and np.isfinite(beta) and 0 <= beta <= 1):
-            raise ValueError(f"Leaky: expected beta in [0, 1], got {beta!r}")
-        if not (isinstance(threshold, (int, float, np.floating)) and np.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"Leaky: expected a finite threshold > 0, got {threshold!r}")
-        if reset not in ("subtract", "zero"):
-            raise ValueError(f"Leaky: expected reset 'subtract' or 'zero', got {reset!r}")
-        if not isinstance(reset_delay, (bool, np.bool_)):
-            raise ValueError(f"Leaky: expected reset_delay True or False, got {reset_delay!r}")
-        if sparse_grad is not None and not (isinstance(sparse_grad, (int, float, np.floating))
-                                            and not isinstance(sparse_grad, bool)
-                                            and np.isfinite(sparse_grad) and sparse_grad > 0):
-            raise ValueError(f"Leaky: expected sparse_grad to be None or a finite number > 0, got {sparse_grad!r}")
-        if sparse_grad is not None and not reset_delay:
-            raise ValueError("Leaky: sparse_grad needs the delayed reset (reset_delay=True)")
-        self.beta, self.threshold, self.reset = float(beta), float(threshold), reset
-        self.reset_delay = bool(reset_delay)
-        # B of the truncated surrogate; inf = the exact surrogate (sparse_grad None)
-        self.bound = float("inf") if sparse_grad is None else float(sparse_grad)
-        self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
-        self.smooth = bool(smooth)
-        self.firing_rate = float("nan")
-        self.last_spikes = None
-        # list the entries with |U - theta| <= B in training (Network sets it when a Conv2d follows):
-        # that layer then computes dL/dS at those entries only, and backward reads nothing else
-        self.list_active = False
-        self.active = None  # (act_n, act_g, act_ptr) of the last forward, kernels/lif.py's layout
-
-    def extra_repr(self):
-        return (f"beta={self.beta}, threshold={self.threshold}, surrogate={self.surrogate}, reset={self.reset!r}"
-                + ("" if self.reset_delay else ", reset_delay=False")
-                + (f", sparse_grad={self.bound}" if np.isfinite(self.bound) else ""))
-
-    def forward(self, x, ctx):
-        if self.check_inputs and (not isinstance(x, np.ndarray) or x.ndim < 2):
-            raise ValueError(f"{self.name}: expected input of shape (T, B, ...), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
-        self._check_input(x, x.shape[2:])
-        TI = x.shape[0]
-        if TI not in (1, ctx.T):
-            raise ValueError(f"{self.name}: expected {ctx.T} time steps (or 1 for a static input), got {TI}")
-        T, cast = ctx.T, x.dtype.type
-        I = x.reshape(TI, -1)  # (TI, N)
-        U = self._work_array("U", (T, I.shape[1]), x.dtype)  # (T, N) potential compared with theta
-        S = self._work_array("S", (T, I.shape[1]), x.dtype if self.smooth else SPIKE_DTYPE)  # (T, N) spikes
-        self.active = None
-        if not self.reset_delay:
-            klif.lif_forward_nodelay(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                                     self.smooth, self.surrogate.code, cast(self.surrogate.k), U, S)
-        else:
-            if self.list_active and ctx.training and np.isfinite(self.bound):
-                nblk = (I.shape[1] + klif.BLOCK - 1) // klif.BLOCK
-                slots = nblk * T * klif.BLOCK  # room for every entry; pages are touched only as used
-                self.active = (self._work_array("act_n", (slots,), np.int32),  # (slots,) neuron
-                               self._work_array("act_g", (slots,), x.dtype),  # (slots,) sg'(U - theta)
-                               self._work_array("act_ptr", (nblk, T + 1), np.int64))  # (nblk, T+1)
-            klif.lif_forward(I, T, cast(self.beta), cast(self.threshold), self.reset == "zero", self.smooth,
-                             self.surrogate.code, cast(self.surrogate.k), cast(self.bound), U, S,
-                             *(self.active or (None, None, None)))
-        self.cache = (x.shape, U)
-        fired = S if not self.smooth else U > self.threshold
-        self.firing_rate = np.count_nonzero(fired) / fired.size  # count_nonzero: no float copy of S
-        self.last_spikes = S
-        return S.reshape((T,) + x.shape[1:])
-
-    def membrane(self):
-        """Membrane potentials of the last forward, (T, B, ...): the potential compared with theta
-        at step t (U[t]; with ``reset_delay=False`` V[t], before that step's reset). A view of a
-        work buffer that the next forward overwrites."""
-        shape, U = self.cache
-        return U.reshape((U.shape[0],) + shape[1:])
-
-    def backward(self, dout):
-        shape, U = self.cache
-        T = U.shape[0]
-        dI = self._work_array("dI", (shape[0], U.shape[1]), U.dtype)  # (TI, N)
-        cast = U.dtype.type
-        if isinstance(dout, ActiveGrad):  # dS at the listed entries only (sparse backward)
-            act_n, act_g, act_ptr = self.active
-            klif.lif_backward_active(dout.values, act_n, act_g, act_ptr, cast(self.beta), cast(self.threshold),
-                                     self.reset == "zero", U, dI)
-            return dI.reshape(shape)
-        dS = np.ascontiguousarray(dout.reshape(T, -1), dtype=U.dtype)  # (T, N)
-        if not self.reset_delay:
-            klif.lif_backward_nodelay(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                                      self.surrogate.code, cast(self.surrogate.k), dI)
-        else:
-            klif.lif_backward(dS, U, cast(self.beta), cast(self.threshold), self.reset == "zero",
-                              self.surrogate.code, cast(self.surrogate.k), cast(self.bound), dI)
-        return dI.reshape(shape)
+def __getattr__(name):
+    """``mininsnn.layers.Leaky``, the neuron's old home, for code not yet moved to
+    :mod:`mininsnn.neurons`. Resolved lazily, at attribute access: mininsnn.neurons imports this
+    module, so an import at the top would be a cycle."""
+    if name == "Leaky":
+        from mininsnn.neurons import Leaky  # lazy: see above
+        return Leaky
+    raise AttributeError(f"module 'mininsnn.layers' has no attribute {name!r}")

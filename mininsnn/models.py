@@ -15,7 +15,8 @@ import numpy as np
 
 from mininsnn import surrogate as sg
 from mininsnn.config import ARCHITECTURES, make_config, model_settings
-from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Leaky, Linear
+from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
+from mininsnn.neurons import Leaky
 from mininsnn.network import Network
 from mininsnn.quant import check_bits
 

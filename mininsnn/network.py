@@ -7,7 +7,8 @@ identical steps, so the layers before the first neuron run once, not T times.
 
 import numpy as np
 
-from mininsnn.layers import FLOAT_DTYPES, AvgPool2d, Context, Conv2d, Leaky
+from mininsnn.layers import FLOAT_DTYPES, AvgPool2d, Context, Conv2d
+from mininsnn.neurons import Leaky, Neuron
 
 __all__ = ["Network", "save_state_dict", "load_state_dict_file"]
 
@@ -71,7 +72,7 @@ class Network:
             layer.smooth = bool(smooth)
 
     def neurons(self):
-        return [layer for layer in self.layers if isinstance(layer, Leaky)]
+        return [layer for layer in self.layers if isinstance(layer, Neuron)]
 
     def __repr__(self):
         lines = [f"Network(input_shape={self.input_shape}, dtype={self.dtype.name})"]
@@ -184,7 +185,7 @@ class Network:
         self.recorded = {kind: {} for kind in kinds}
         for layer in self.layers:
             h = layer.forward(h, ctx)
-            if isinstance(layer, Leaky):
+            if isinstance(layer, Neuron):
                 if "spikes" in kinds:
                     self.recorded["spikes"][layer.name] = h.copy()
                 if "membrane" in kinds:

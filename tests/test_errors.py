@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mininsnn.layers import AvgPool2d, BatchNorm2d, Context, Conv2d, Dropout, Leaky, Linear
+from mininsnn.layers import AvgPool2d, BatchNorm2d, Context, Conv2d, Dropout, Linear
+from mininsnn.neurons import Leaky
 from mininsnn.config import make_config
 from mininsnn.models import build_model
 

@@ -9,9 +9,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from mininsnn import surrogate as sg
-from mininsnn.layers import Context, Leaky
+from mininsnn.layers import Context
 from mininsnn.kernels.lif import (lif_forward, lif_forward_nodelay, lif_forward_nodelay_plain,
                                   lif_forward_plain)
+from mininsnn.neurons import Leaky
 from tests.gradcheck import assert_close_grad, numeric_grad
 
 SURR = [sg.fast_sigmoid(13.84), sg.sigmoid(5.0), sg.atan(2.0)]

@@ -1,9 +1,11 @@
-"""Pooling over non-overlapping or strided k x k windows (no padding), on (N, C, H, W).
+"""Pooling over k x k windows on (N, C, H, W): average and max (no padding), sum (zero padding).
 
 Below each kernel, ``<kernel>_plain`` is its plain twin: the same arguments and result, one loop per
 index of the equation, not compiled. The backward twins gather (each input element sums the
 windows that contain it) where the kernels scatter (each window adds to its inputs).
 """
+
+import numpy as np
 
 from mininsnn._jit import jit, prange
 
@@ -153,5 +155,88 @@ def maxpool_backward_plain(dY, argmax, k, stride, dX):
                         for j in range(OW):
                             a, b = argmax[n, c, i, j] // k, argmax[n, c, i, j] % k
                             if i * stride + a == y and j * stride + b == x:
+                                acc += dY[n, c, i, j]
+                    dX[n, c, y, x] = acc
+
+
+# ------------------------------------------------------------------------------------------------
+# Sum pooling with zero padding (Sinabs' SumPool2d, NIR's SumPool2d): windows may overhang the
+# input by the padding p, and the positions outside count as 0.
+
+@jit(parallel=True)
+def sumpool_forward(X, k, stride, pad, Y):
+    """Y[n, c, i, j] = sum_{a, b < k} X[n, c, i*s - p + a, j*s - p + b]   (0 outside the input).
+    X: (N, C, H, W), float or uint8 spikes;  Y: (N, C, OH, OW) float, written."""
+    N, C, OH, OW = Y.shape
+    H, W = X.shape[2], X.shape[3]
+    for n in prange(N):
+        for c in range(C):
+            for i in range(OH):
+                for j in range(OW):
+                    Y[n, c, i, j] = 0
+                    for a in range(k):
+                        y = i * stride - pad + a
+                        if 0 <= y < H:
+                            for b in range(k):
+                                x = j * stride - pad + b
+                                if 0 <= x < W:
+                                    Y[n, c, i, j] += X[n, c, y, x]
+
+
+def sumpool_forward_plain(X, k, stride, pad, Y):
+    """Plain twin of :func:`sumpool_forward`: the padded input first, then each window's sum.
+
+        Xp = X with p zeros on every side;   Y[n, c, i, j] = sum_{a, b < k} Xp[n, c, i*s + a, j*s + b]
+    """
+    N, C, H, W = X.shape
+    Xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=Y.dtype)  # (N, C, H + 2p, W + 2p)
+    Xp[:, :, pad:pad + H, pad:pad + W] = X
+    for n in range(N):
+        for c in range(C):
+            for i in range(Y.shape[2]):
+                for j in range(Y.shape[3]):
+                    acc = Y.dtype.type(0)
+                    for a in range(k):
+                        for b in range(k):
+                            acc += Xp[n, c, i * stride + a, j * stride + b]
+                    Y[n, c, i, j] = acc
+
+
+@jit(parallel=True)
+def sumpool_backward(dY, k, stride, pad, dX):
+    """fwd: Y[i, j] = sum X[i*s - p + a, j*s - p + b]  =>  dX[i*s - p + a, j*s - p + b] += dY[i, j]
+    (positions inside the input only).   dY: (N, C, OH, OW);  dX: (N, C, H, W), written."""
+    N, C, OH, OW = dY.shape
+    H, W = dX.shape[2], dX.shape[3]
+    for n in prange(N):
+        dX[n] = 0.0
+        for c in range(C):
+            for i in range(OH):
+                for j in range(OW):
+                    g = dY[n, c, i, j]
+                    for a in range(k):
+                        y = i * stride - pad + a
+                        if 0 <= y < H:
+                            for b in range(k):
+                                x = j * stride - pad + b
+                                if 0 <= x < W:
+                                    dX[n, c, y, x] += g
+
+
+def sumpool_backward_plain(dY, k, stride, pad, dX):
+    """Plain twin of :func:`sumpool_backward` (same result up to rounding): each input element
+    gathers the windows that contain it.
+
+        dX[n, c, y, x] = sum over (i, j) with y = i*s - p + a, x = j*s - p + b (0 <= a, b < k) of dY[n, c, i, j]
+    """
+    N, C, H, W = dX.shape
+    for n in range(N):
+        for c in range(C):
+            for y in range(H):
+                for x in range(W):
+                    acc = dX.dtype.type(0)
+                    for i in range(dY.shape[2]):
+                        for j in range(dY.shape[3]):
+                            if 0 <= y + pad - i * stride < k and 0 <= x + pad - j * stride < k:
                                 acc += dY[n, c, i, j]
                     dX[n, c, y, x] = acc

@@ -20,6 +20,7 @@ This module imports nothing that needs Numba.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -117,6 +118,15 @@ def _betas(v):
     return tuple(float(b) for b in v)
 
 
+def _spec_data(v):
+    """A network spec as plain JSON data (mininsnn.spec checks its layers), or None."""
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("layers"), list):
+        raise ValueError(f"must be a network spec (with 'layers') or None, got {v!r:.60}")
+    return json.loads(json.dumps(v))
+
+
 # ---------------------------------------------------------------------------------------------
 # the settings
 
@@ -157,6 +167,9 @@ DATASETS = tuple(ARCHITECTURES)
 SETTINGS = (
     # -- the network (mininsnn.models.reference_network takes these by name) --
     Setting("dataset", None, _choice(*DATASETS), None),
+    Setting("model", None, _spec_data, "the network: a spec JSON file (docs/spec.md) or a "
+            "built-in spec (qsnn-mnist, qsnn-dvs); the run records the spec itself. Default: "
+            "the configuration's paper network"),
     Setting("bits", 4, _bits, "weight bits 2..16, or 'none' for full precision", model=True),
     Setting("quant_grad", "ste+scale", _lazy_choice("mininsnn.quant", "QUANT_GRADS"),
             "quantizer backward: 'ste+scale' (the paper's code: straight-through plus the gradient "

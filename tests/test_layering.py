@@ -29,7 +29,7 @@ FLOORS = [
     ("the settings table: every default and rule",
      ["mininsnn.config"]),
     ("layers and neurons",
-     ["mininsnn.layers", "mininsnn.neurons"]),
+     ["mininsnn.layers", "mininsnn.neurons", "mininsnn.recurrent"]),
     ("network: layers run over a sequence, the paper's models, networks described as data",
      ["mininsnn.network", "mininsnn.models", "mininsnn.spec"]),
     ("training: loss, optimiser, schedule, data, checkpoints, run folders, the trainer",

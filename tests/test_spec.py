@@ -107,9 +107,17 @@ def test_bad_specs_are_one_line_errors(spec, message):
     assert str(e.value).startswith("my.json: ") and "\n" not in str(e.value)
 
 
-def test_bad_setting_in_a_layer_names_the_layer():
-    with pytest.raises(SpecError, match=r"my.json: layer lif1 \(Leaky\): .*beta"):
-        build_network(_with(2, beta=1.5), where="my.json")
+@pytest.mark.parametrize("field, value, message", [
+    ("beta", 1.5, r"field 'beta': must be a finite number in \[0, 1\], got 1.5"),
+    ("threshold", 0, r"field 'threshold': must be a finite number > 0, got 0"),
+    ("reset", "half", r"field 'reset': must be one of subtract, zero, got 'half'"),
+    ("learn_beta", 1, r"field 'learn_beta': must be true or false, got 1"),
+])
+def test_a_setting_out_of_range_names_the_layer_and_field(field, value, message):
+    """Checked when the spec is read, before anything is built."""
+    with pytest.raises(SpecError, match=r"^my.json: layer 3 \(Leaky\): " + message) as e:
+        check_spec(_with(2, **{field: value}), where="my.json")
+    assert "\n" not in str(e.value)
 
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "examples" / "specs").glob("*.json"))

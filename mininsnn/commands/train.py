@@ -11,6 +11,7 @@ from mininsnn import config as C
 from mininsnn import data
 from mininsnn import runs as R
 from mininsnn.commands.args import UsageError, add_setting_flags
+from mininsnn.spec import check_fits
 from mininsnn.train import Trainer, check_loadable, replay_schedule
 
 __all__ = ["add_args", "train_config", "describe", "run"]
@@ -99,14 +100,19 @@ def train_config(given: dict):
     overrides = {k: v for k, v in given.items() if k in settings}
     if "resume" in given and "branch" in given:
         raise UsageError("--resume continues a run, --branch starts a new one: pass one of them")
+    if "model" in given and ("resume" in given or "branch" in given):
+        raise UsageError("--resume and --branch continue the network their checkpoint records; "
+                         "drop --model")
     if "branch" in given:
         cfg, run_dir, tree, branch = _branch_config(given, overrides)
     elif "resume" in given:
         cfg, run_dir, tree, branch = _resume_config(given, overrides)
     else:
         cfg = C.make_config(given.get("config", "mnist-4bit"), **overrides)
+        if cfg["model"] is not None:                # a spec that fits the dataset, or one line
+            check_fits(cfg["model"], cfg, getattr(given["model"], "where", "spec"))
         run_dir = Path(given["out"]) if "out" in given else \
-            Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
+            Path("runs") / f"{_run_name(cfg)}-seed{cfg['seed']}"
         R.check_new_run_dir(run_dir)
         tree = branch = None
     rates = [s.flag for s in C.SETTINGS if s.key in ("correct_rate", "incorrect_rate")
@@ -118,13 +124,19 @@ def train_config(given: dict):
     return cfg, run_dir, tree, branch
 
 
+def _run_name(cfg: dict) -> str:
+    """The configuration's name, after the spec's when the run has one."""
+    spec = cfg["model"]
+    return cfg["config"] if spec is None else f"{spec.get('name', 'spec')}-{cfg['config']}"
+
+
 def describe(cfg: dict, trainer, train_set, test_set) -> str:
     """One line about a training run: configuration, data, batches, steps, schedule."""
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     steps = f"T={cfg['num_steps']}" + ("" if C.test_steps(cfg) == cfg["num_steps"]
                                        else f" (test {C.test_steps(cfg)})")
     valid = "" if trainer.valid_set is None else f"{len(trainer.valid_set)} validation / "
-    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
+    return (f"{_run_name(cfg)} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
             "samples, "
             f"{len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, {steps}, "
             f"schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"

@@ -8,7 +8,10 @@ import pytest
 
 from mininsnn.config import ARCHITECTURES, make_config, model_settings
 from mininsnn.models import build_from_config
-from mininsnn.spec import SpecError, build_network, check_spec, output_size, paper_spec, read_spec
+from mininsnn.neurons import Leaky, Synaptic
+from mininsnn.recurrent import RLeaky, RSynaptic
+from mininsnn.spec import (BUILTIN, SpecError, as_input, build_network, check_spec, output_size,
+                           paper_spec, read_spec, resolve_spec)
 
 MLP = {"name": "mlp", "input_shape": [1, 28, 28],
        "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 32},
@@ -128,3 +131,102 @@ def test_shipped_specs_build_and_run(path):
     net = build_network(read_spec(path), seed=0, where=str(path))
     out = net.forward(np.zeros((2,) + net.input_shape, np.float32), num_steps=2)
     assert out.shape == (2, 2, 10)
+
+
+@pytest.mark.parametrize("config, name", [("mnist-4bit", "qsnn-mnist"), ("dvs-4bit", "qsnn-dvs")])
+def test_a_built_in_spec_is_the_paper_network_forward_and_backward(config, name):
+    """A run of --model qsnn-mnist builds what the configuration alone builds: same weights,
+    spikes and gradients (so the same training bits)."""
+    assert name in BUILTIN
+    spec, where = resolve_spec(name)
+    assert where == f"built-in spec {name}"
+    ref = build_from_config(make_config(config, seed=2, dtype="float64"))
+    net = build_from_config(make_config(config, seed=2, dtype="float64", model=spec))
+    assert net.spec["name"] == name and not hasattr(ref, "spec")
+    a, b = ref.state_dict(), net.state_dict()
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    rng = np.random.default_rng(0)
+    shape = tuple(spec["input_shape"])
+    x = rng.random((2,) + shape) if config != "dvs-4bit" \
+        else (rng.random((4, 2) + shape) < 0.3).astype(np.float64)
+    out_ref, out = ref.forward(x, num_steps=4), net.forward(x, num_steps=4)
+    np.testing.assert_array_equal(out_ref, out)
+    dout = rng.standard_normal(out.shape)
+    ref.backward(dout), net.backward(dout)
+    for k, g in ref.grads.items():
+        np.testing.assert_array_equal(g, net.grads[k], err_msg=k)
+
+
+NEW_LAYERS = {"name": "new", "input_shape": [2, 9, 9],
+              "layers": [{"type": "SumPool2d", "kernel_size": 2, "stride": 2, "padding": 1},
+                         {"type": "Synaptic", "alpha": 0.9, "learn_beta": True},
+                         {"type": "Flatten"}, {"type": "Linear", "out_features": 12},
+                         {"type": "RLeaky", "learn_threshold": True, "beta": 0.8},
+                         {"type": "Linear", "out_features": 5},
+                         {"type": "RSynaptic", "alpha": 0.5, "bias": False,
+                          "learn_alpha": True}]}
+
+
+def test_synaptic_recurrent_and_sum_pooling_layers_in_a_spec():
+    spec = check_spec(NEW_LAYERS)
+    assert [(l["name"], tuple(l["shape"])) for l in spec["layers"]] == [
+        ("pool1", (2, 5, 5)), ("syn1", (2, 5, 5)), ("flatten1", (50,)), ("fc1", (12,)),
+        ("rlif1", (12,)), ("fc2", (5,)), ("rsyn1", (5,))]
+    net = build_network(spec, {"bits": None, "dtype": "float64", "threshold": 0.3}, seed=0)
+    syn, rlif, rsyn = net.layers[1], net.layers[4], net.layers[6]
+    assert isinstance(syn, Synaptic) and isinstance(rlif, RLeaky) and isinstance(rsyn, RSynaptic)
+    assert net.layers[0].padding == 1 and net.layers[0].stride == 2
+    assert float(syn.alpha) == 0.9 and rlif.n == 12 and rsyn.n == 5
+    assert float(rlif.beta) == 0.8 and float(rsyn.beta) == 0.9      # the layer's, the setting
+    assert {"syn1.beta", "rlif1.threshold", "rlif1.W_rec", "rlif1.b_rec", "rsyn1.alpha",
+            "rsyn1.W_rec"} <= set(net.params) and "rsyn1.b_rec" not in net.params
+    x = np.random.default_rng(0).random((3, 2, 9, 9))
+    out = net.forward(x, num_steps=6)
+    assert out.shape == (6, 3, 5)
+    net.backward(np.ones(out.shape))
+    assert all(np.isfinite(g).all() for g in net.grads.values())
+    assert np.abs(net.grads["rsyn1.alpha"]).sum() > 0 or out.sum() == 0
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"type": "RLeaky"}, r"layer 1 \(RLeaky\): field 'type': expects a flat input"),
+    ({"type": "Synaptic"}, r"layer 1 \(Synaptic\): field 'alpha': required"),
+    ({"type": "Synaptic", "alpha": 1.5},
+     r"layer 1 \(Synaptic\): field 'alpha': must be a number in \[0, 1\]"),
+    ({"type": "SumPool2d", "kernel_size": 2, "padding": -1},
+     r"layer 1 \(SumPool2d\): field 'padding': must be an integer >= 0"),
+    ({"type": "RSynaptic", "alpha": 0.5, "sparse_grad": 0.1},
+     r"layer 1 \(RSynaptic\): field 'sparse_grad': not a field of RSynaptic"),
+])
+def test_new_layers_bad_fields(layer, message):
+    spec = {"input_shape": [1, 4, 4], "layers": [layer, {"type": "Flatten"},
+                                                 {"type": "Linear", "out_features": 2},
+                                                 {"type": "Leaky"}]}
+    with pytest.raises(SpecError, match=r"^my.json: " + message):
+        check_spec(spec, where="my.json")
+
+
+def test_rows_input_feeds_an_image_row_by_row():
+    spec = {"input_shape": [2, 3, 4], "input": "rows",
+            "layers": [{"type": "Linear", "out_features": 3}, {"type": "Leaky"}]}
+    net = build_network(spec, seed=0)
+    assert net.input_shape == (8,) and check_spec(spec)["layers"][0]["shape"] == (3,)
+    x = np.arange(5 * 2 * 3 * 4, dtype=np.float32).reshape(5, 2, 3, 4)
+    seq = as_input(net, x, 3)
+    assert seq.shape == (3, 5, 8)
+    for t in range(3):                        # step t: row t of every channel, channel-major
+        np.testing.assert_array_equal(seq[t], x[:, :, t, :].reshape(5, 8))
+    with pytest.raises(ValueError, match=r"runs 3 steps \(one per row\), not num_steps=7"):
+        as_input(net, x, 7)
+    plain = build_network(MLP, seed=0)
+    assert as_input(plain, x, 7) is x
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({**MLP, "input": "columns"}, r"field 'input': expected one of image, rows"),
+    ({**MLP, "input_shape": [784], "layers": MLP["layers"][1:], "input": "rows"},
+     r"field 'input': 'rows' reads a \[C, H, W\] image"),
+])
+def test_bad_input_field(spec, message):
+    with pytest.raises(SpecError, match=r"^my.json: " + message):
+        check_spec(spec, where="my.json")

@@ -31,7 +31,7 @@ FLOORS = [
     ("layers and neurons",
      ["mininsnn.layers", "mininsnn.neurons", "mininsnn.recurrent"]),
     ("network: layers run over a sequence, the paper's models, networks described as data",
-     ["mininsnn.network", "mininsnn.models", "mininsnn.spec"]),
+     ["mininsnn.network", "mininsnn.models", "mininsnn.spec", "mininsnn.specwriter"]),
     ("training: loss, optimiser, schedule, data, checkpoints, run folders, the trainer",
      ["mininsnn.loss", "mininsnn.optim", "mininsnn.schedule", "mininsnn.data", "mininsnn.dvs",
       "mininsnn.checkpoint", "mininsnn.runfiles", "mininsnn.runs", "mininsnn.train"]),

@@ -230,3 +230,32 @@ def test_rows_input_feeds_an_image_row_by_row():
 def test_bad_input_field(spec, message):
     with pytest.raises(SpecError, match=r"^my.json: " + message):
         check_spec(spec, where="my.json")
+
+
+def test_spec_of_a_network_rebuilds_it_layer_for_layer():
+    from mininsnn.specwriter import spec_of
+    net = build_network(NEW_LAYERS, {"bits": None, "dtype": "float64"}, seed=4)
+    spec = spec_of(net, "net.nir", name="again")
+    assert [l["name"] for l in spec["layers"]] == [l.name for l in net.layers]
+    again = build_network(spec, {"bits": None, "dtype": "float64"}, seed=9)
+    again.load_state_dict(net.state_dict())
+    x = np.random.default_rng(0).random((2, 2, 9, 9))
+    np.testing.assert_array_equal(net.forward(x, num_steps=5), again.forward(x, num_steps=5))
+    written = spec_of(build_network(CONV3, seed=0))["layers"]
+    assert [(l["name"], l["shape"]) for l in written] == \
+        [(l["name"], l["shape"]) for l in check_spec(CONV3)["layers"]]
+    assert written[3] == {"type": "Conv2d", "name": "conv2", "out_channels": 6, "kernel_size": 3,
+                          "stride": 2, "padding": 1, "bias": False, "shape": (6, 14, 14)}
+
+
+@pytest.mark.parametrize("layer, message", [
+    (Leaky(np.array([0.5, 0.6]), 1.0), r"layer lif1 \(Leaky\): field 'beta': differs between"),
+    (Leaky(0.5, 1.0, gain=2.0), r"layer lif1 \(Leaky\): field 'gain': must be 1"),
+    (Leaky(0.5, 1.0, v_reset=0.5, reset="zero"), r"layer lif1 \(Leaky\): field 'v_reset': must be 0"),
+])
+def test_spec_of_refuses_what_a_spec_cannot_hold_in_one_line(layer, message):
+    from mininsnn.network import Network
+    from mininsnn.specwriter import spec_of
+    net = Network([("lif1", layer)], (2,))
+    with pytest.raises(SpecError, match=r"^g.nir: " + message):
+        spec_of(net, "g.nir")

@@ -179,3 +179,35 @@ def test_a_shipped_spec_trains_through_the_cli(tmp_path, capsys):
     assert main(["train", "--model", str(REPO / "examples" / "specs" / "mlp-mnist.json"),
                  *TINY, "--out", str(out)]) == 0
     assert (out / "best.h5").is_file()
+
+
+def test_init_fine_tunes_a_nir_graph_from_its_weights(mlp_run, tmp_path, capsys):
+    """--init model.nir: the graph becomes the run's spec, its weights the starting point."""
+    pytest.importorskip("nir")
+    import numpy as np
+
+    from mininsnn.nir import read_nir
+    rc, out, expected = mlp_run
+    assert main(["export", str(out), "--format", "nir", "--out", str(tmp_path),
+                 "--name", "g"]) == 0
+    graph = read_nir(tmp_path / "g.nir")
+    run = tmp_path / "tuned"
+    assert main(["train", "--init", str(tmp_path / "g.nir"), *TINY, "--lr", "1e-12",
+                 "--out", str(run)]) == 0
+    tree = load_checkpoint(run / "last.h5")
+    spec = tree["config"]["model"]
+    assert spec["name"] == "g" and [l["name"] for l in spec["layers"]] == \
+        [l["name"] for l in expected["layers"]]
+    for k, v in graph.state_dict().items():                    # lr 1e-12: still the graph's
+        np.testing.assert_allclose(tree["model"][k], v, atol=1e-8, err_msg=k)
+    assert "--init" in (run / "command.txt").read_text()
+    capsys.readouterr()
+    assert main(["train", "--init", str(tmp_path / "g.nir"), "--model", "qsnn-mnist",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "drop --model" in capsys.readouterr().err
+    assert main(["train", "--init", str(tmp_path / "g.nir"), "--config", "dvs-4bit",
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'g.nir'}: field 'input_shape': [1, 28, 28] does not match the " \
+           "dvsgesture samples [2, 32, 32]" in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()

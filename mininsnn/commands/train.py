@@ -9,9 +9,11 @@ from pathlib import Path
 
 from mininsnn import config as C
 from mininsnn import data
+from mininsnn import nir
 from mininsnn import runs as R
 from mininsnn.commands.args import UsageError, add_setting_flags
 from mininsnn.spec import check_fits
+from mininsnn.specwriter import spec_of
 from mininsnn.train import Trainer, check_loadable, replay_schedule
 
 __all__ = ["add_args", "train_config", "describe", "run"]
@@ -30,6 +32,9 @@ def add_args(t) -> None:
                         "schedule; allowed only if that schedule gave the same lr at every "
                         "batch trained so far (e.g. warm_restarts with T_0 = T_max branched "
                         "from a cosine run at or before T_max batches)")
+    t.add_argument("--init", metavar="MODEL.nir",
+                   help="start from the network and weights of a NIR graph (fine-tune a graph "
+                        "another tool trained); the run records it as its spec (docs/spec.md)")
     t.add_argument("--keep-epochs", action="store_true", dest="keep_epochs",
                    help="also keep the checkpoint of every epoch, as OUT/epochs/epochNNN.h5 "
                         "(0.5 MB each for mnist-4bit), e.g. to --branch halve_on_rise from a "
@@ -100,9 +105,15 @@ def train_config(given: dict):
     overrides = {k: v for k, v in given.items() if k in settings}
     if "resume" in given and "branch" in given:
         raise UsageError("--resume continues a run, --branch starts a new one: pass one of them")
-    if "model" in given and ("resume" in given or "branch" in given):
-        raise UsageError("--resume and --branch continue the network their checkpoint records; "
-                         "drop --model")
+    for flag in ("model", "init"):
+        if flag in given and ("resume" in given or "branch" in given):
+            raise UsageError("--resume and --branch continue the network their checkpoint "
+                             f"records; drop --{flag}")
+    if "init" in given:
+        if "model" in given:
+            raise UsageError("--init's graph is the run's network; drop --model")
+        overrides["model"] = spec_of(_init_network(given["init"]), given["init"],
+                                     name=Path(given["init"]).stem)
     if "branch" in given:
         cfg, run_dir, tree, branch = _branch_config(given, overrides)
     elif "resume" in given:
@@ -110,7 +121,8 @@ def train_config(given: dict):
     else:
         cfg = C.make_config(given.get("config", "mnist-4bit"), **overrides)
         if cfg["model"] is not None:                # a spec that fits the dataset, or one line
-            check_fits(cfg["model"], cfg, getattr(given["model"], "where", "spec"))
+            check_fits(cfg["model"], cfg, given["init"] if "init" in given
+                       else getattr(given["model"], "where", "spec"))
         run_dir = Path(given["out"]) if "out" in given else \
             Path("runs") / f"{_run_name(cfg)}-seed{cfg['seed']}"
         R.check_new_run_dir(run_dir)
@@ -122,6 +134,13 @@ def train_config(given: dict):
                          f"uses {cfg['loss']}")
     R.check_writable(run_dir)                           # before minutes of loading and training
     return cfg, run_dir, tree, branch
+
+
+def _init_network(path: str):
+    """The float network of the NIR file ``path`` (a one-line NIRError otherwise)."""
+    if Path(path).suffix != ".nir":
+        raise UsageError(f"--init {path}: expected a NIR graph (.nir)")
+    return nir.read_nir(path)
 
 
 def _run_name(cfg: dict) -> str:
@@ -177,6 +196,8 @@ def run(a, argv) -> int:
         trainer.load_branch(tree)
     elif tree is not None:
         trainer.load_state(tree)
+    elif "init" in given:                              # the graph's weights, not the seed's
+        trainer.net.load_state_dict(_init_network(given["init"]).state_dict(), strict=True)
     where = (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
              else f", resuming after epoch {trainer.epoch}" if "resume" in given else "")
     print(f"mininsnn train: {describe(cfg, trainer, train_set, test_set)}{where} -> {run_dir}",

@@ -211,3 +211,17 @@ def test_init_fine_tunes_a_nir_graph_from_its_weights(mlp_run, tmp_path, capsys)
     assert f"{tmp_path / 'g.nir'}: field 'input_shape': [1, 28, 28] does not match the " \
            "dvsgesture samples [2, 32, 32]" in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_integer_export_of_a_spec_run(mlp_run, tmp_path, capsys):
+    """The paper's layout as a built-in spec converts as before; another spec is one line (the
+    integer converter takes the paper's layout only), with nothing written."""
+    _, out, _ = mlp_run
+    assert main(["export", str(out), "--format", "npz", "--out", str(tmp_path / "int")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not the spec 'small-mlp'" in err
+    assert not (tmp_path / "int").exists()
+    paper = tmp_path / "paper"
+    assert main(["train", "--model", "qsnn-mnist", *TINY, "--out", str(paper)]) == 0
+    assert main(["export", str(paper), "--format", "npz", "--out", str(tmp_path / "int")]) == 0
+    assert (tmp_path / "int" / "paper.npz").is_file()

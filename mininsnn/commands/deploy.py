@@ -93,7 +93,15 @@ def _integer_model(found, a):
               num_steps=getattr(a, "num_steps", None))
     if found.kind == "network":
         return convert_network(found.model, **kw)
-    return convert(found.model, found.config, **kw)
+    try:
+        return convert(found.model, found.config, **kw)
+    except ValueError as e:
+        spec = found.config.get("model")
+        if spec is None:
+            raise
+        raise UsageError(f"{a.src}: the integer converter takes the paper's layout (conv1, "
+                         f"conv2, fc1) only, not the spec {spec.get('name', '')!r} ({e}); "
+                         "run it with --engine float or export it with --format nir") from None
 
 
 def _out_folder(a) -> Path:

@@ -21,6 +21,12 @@ size is the number of classes. docs/spec.md lists every type and field.
 
 :func:`paper_spec` is the paper's conv network written as a spec; built with the same seed it is
 the network of :func:`mininsnn.models.reference_network`, weight for weight.
+
+As the network of a run (``mininsnn train --model SPEC``): :func:`resolve_spec` reads a file, a
+built-in name (:data:`BUILTIN`) or JSON text; the run configuration's ``model`` setting records
+the checked spec itself; :func:`check_fits` refuses a spec that does not take the dataset's
+samples or classes; :func:`as_input` feeds an image row by row when the spec says
+``"input": "rows"``.
 """
 from __future__ import annotations
 

@@ -95,6 +95,8 @@ def test_a_recurrent_spec_reading_rows_trains_and_evaluates(tmp_path, capsys):
     assert state["rsyn1.W_rec"].shape == (16, 16)
     assert main(["eval", str(out), "--test-subset", "16"]) == 0
     assert "on 16 samples" in capsys.readouterr().out
+    assert main(["plot", str(out), "--out", str(tmp_path / "plots")]) == 0    # raster by rows
+    assert (tmp_path / "plots" / "raster.png").is_file()
 
 
 def _with(layer: int, **fields) -> dict:

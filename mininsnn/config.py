@@ -21,6 +21,7 @@ needs Numba.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable
@@ -59,6 +60,15 @@ def _betas(v):
                        and 0.0 <= b < 1.0 for b in v)):
         raise ValueError(f"must be two numbers in [0, 1), got {v!r}")
     return tuple(float(b) for b in v)
+
+
+def _spec_data(v):
+    """A network spec as plain JSON data (mininsnn.spec checks its layers), or None."""
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("layers"), list):
+        raise ValueError(f"must be a network spec (with 'layers') or None, got {v!r:.60}")
+    return json.loads(json.dumps(v))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +111,9 @@ DATASETS = tuple(ARCHITECTURES)
 SETTINGS = (
     # -- the network (mininsnn.models.reference_network takes these by name) --
     Setting("dataset", None, rules.choice(*DATASETS), None),
+    Setting("model", None, _spec_data, "the network: a spec JSON file (docs/spec.md) or a "
+            "built-in spec (qsnn-mnist, qsnn-dvs); the run records the spec itself. Default: "
+            "the configuration's paper network"),
     Setting("bits", 4, rules.BITS, "weight bits 2..16, or 'none' for full precision", model=True),
     Setting("quant_grad", "ste+scale", rules.QUANT_GRAD,
             "quantizer backward: 'ste+scale' (the paper's code: straight-through plus the gradient "

@@ -19,6 +19,7 @@ from mininsnn.config import ARCHITECTURES, DEFAULTS, make_config, model_settings
 from mininsnn.layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
 from mininsnn.neurons import Leaky
 from mininsnn.network import Network
+from mininsnn.spec import build_network, check_fits
 
 __all__ = ["ARCHITECTURES", "build_model", "build_from_config", "reference_network"]
 
@@ -72,7 +73,15 @@ def reference_network(input_shape, channels, num_classes, *, bits, beta, thresho
 
 def build_from_config(cfg, seed=None, fuse=True):
     """The network a run configuration (mininsnn.config.make_config) describes; ``seed``
-    defaults to the configuration's own."""
+    defaults to the configuration's own. The network is the configuration's spec (``model``,
+    mininsnn.spec) when it has one."""
+    if cfg.get("model") is not None:
+        where = f"spec {cfg['model'].get('name', '')}".rstrip()
+        check_fits(cfg["model"], cfg, where)
+        net = build_network(cfg["model"], model_settings(cfg), where=where, fuse=fuse,
+                            seed=cfg["seed"] if seed is None else seed)
+        net.config = cfg
+        return net
     input_shape, c1, c2, n_cls = ARCHITECTURES[cfg["dataset"]]
     net = reference_network(input_shape, (c1, c2), n_cls, **model_settings(cfg),
                             seed=cfg["seed"] if seed is None else seed, fuse=fuse)

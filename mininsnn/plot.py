@@ -22,6 +22,7 @@ from mininsnn.config import ConfigError, test_steps, validate_config
 from mininsnn.loss import predict
 from mininsnn.runs import read_metrics
 from mininsnn.sources import run_checkpoint
+from mininsnn.spec import as_input
 from mininsnn.train import build_net
 
 __all__ = ["figure", "plot_run", "plot_curves", "plot_steps", "plot_raster", "plot_compare"]
@@ -114,6 +115,7 @@ def _raster(run_dir: Path, out: Path, sample: int, data_dir, log) -> Path | None
     net.load_state_dict(tree["model"])
     net.eval()
     x, y = test.get_batch([sample])
+    x = as_input(net, x, test_steps(cfg))               # a spec may read the image row by row
     try:
         if x.ndim == 4:
             spk = net.forward(x, num_steps=test_steps(cfg), record=True)

@@ -51,6 +51,7 @@ from mininsnn.quant import quantize_forward
 from mininsnn.runs import (CHECKPOINT_KIND, RunFolder, WriteError, atomic_write_text,
                            check_training_tree, writing)
 from mininsnn.schedule import make_schedule
+from mininsnn.spec import as_input
 
 __all__ = ["TrainingError", "Trainer", "build_net", "forward", "evaluate", "make_schedule_of",
            "loss_of", "replay_schedule", "zero_level_shares", "check_loadable"]
@@ -83,7 +84,7 @@ def forward(net, x, num_steps: int):
     """Spikes (T, B, classes). Static images (B, C, H, W) are fed at each of ``num_steps`` steps;
     event frames (T, B, C, H, W) were binned to the configuration's steps and must have as many.
     The batch is converted to the network's dtype (data sets give float32)."""
-    x = x.astype(net.dtype, copy=False)
+    x = as_input(net, x.astype(net.dtype, copy=False), num_steps)  # a spec may read rows
     if x.ndim == 4:
         return net.forward(x, num_steps=num_steps)
     if x.shape[0] != num_steps:

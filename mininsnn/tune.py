@@ -53,6 +53,7 @@ without it. The command line (mininsnn.commands.study) passes its parser in
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -87,6 +88,8 @@ __all__ = ["PAPER_SPACE", "import_optuna", "parse_param", "read_space_file", "ch
 def _flag(s, v) -> list[str]:
     if isinstance(s.default, bool):
         return [s.flag if v else "--no-" + s.flag[2:]]
+    if isinstance(v, dict):                             # --model: the spec itself, as JSON
+        return [s.flag, json.dumps(v, separators=(",", ":"))]
     if v is None:
         if s.key == "bits":
             return [s.flag, "none"]

@@ -348,6 +348,9 @@ def test_every_setting_has_a_flag_that_reaches_the_run_config(tmp_path):
             argv = [s.flag, want]
         elif s.key == "bits":
             argv, want = [s.flag, "none"], None
+        elif s.key == "model":                      # a spec: recorded itself, not its name
+            from mininsnn.spec import resolve_spec
+            argv, want = [s.flag, "qsnn-mnist"], resolve_spec("qsnn-mnist")[0]
         elif isinstance(s.default, float):
             want = v / 2 if v else 0.25
             argv = [s.flag, repr(want)]

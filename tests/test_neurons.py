@@ -219,3 +219,27 @@ def test_learned_parameters_in_params_and_clip():
     np.testing.assert_array_equal(s, Leaky(np.array([1.0, 0.9]), 1.0, gain=1.0 + 0 * x[0, 0]).forward(x, ctx))
     layer.backward(np.ones_like(x))
     assert layer.grads["beta"][0] == 0 and layer.grads["beta"][1] != 0
+
+
+def test_adam_updates_learned_beta_and_threshold_through_the_network():
+    """Learned parameters are network parameters: named '<layer>.beta', updated by Adam, saved and
+    loaded with the state dict (a scalar one as a 0-d array, a per-channel one in its shape)."""
+    from mininsnn.layers import Linear
+    from mininsnn.network import Network
+    from mininsnn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    net = Network([("fc", Linear(4, 3, rng=rng)),
+                   ("lif", Leaky(np.array([0.5, 0.7, 0.9]), 0.5, learn_beta=True, learn_threshold=True))], (4,))
+    assert net.params["lif.beta"].shape == (3,) and net.params["lif.threshold"].shape == ()
+    before = net.state_dict()
+    opt = Adam(net.params, lr=0.01)
+    net.zero_grad()
+    out = net.forward(rng.uniform(0, 2, (8, 5, 4)).astype(np.float32))
+    net.backward(np.ones_like(out, dtype=np.float32))
+    assert np.all(net.grads["lif.beta"] != 0) and net.grads["lif.threshold"] != 0
+    opt.step(net.grads)
+    after = net.state_dict()
+    assert np.all(after["lif.beta"] != before["lif.beta"]) and after["lif.threshold"] != before["lif.threshold"]
+    net.load_state_dict(before)
+    np.testing.assert_array_equal(net.params["lif.beta"], before["lif.beta"])

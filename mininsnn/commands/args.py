@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from mininsnn.config import SETTINGS
+from mininsnn.spec import SpecError, resolve_spec
 
-__all__ = ["UsageError", "Parser", "EXIT_USAGE", "bits", "frac_bits", "add_setting_flags",
-           "check_positive"]
+__all__ = ["UsageError", "Parser", "EXIT_USAGE", "bits", "frac_bits", "model_spec", "SpecArg",
+           "add_setting_flags", "check_positive"]
 
 EXIT_USAGE = 2
 
@@ -48,6 +49,24 @@ def frac_bits(text: str):
     return vals[0] if len(vals) == 1 else vals
 
 
+class SpecArg(dict):
+    """The checked spec of --model; ``where`` says where it was read, for later errors."""
+
+    where = "spec"
+
+
+def model_spec(text: str) -> SpecArg:
+    """--model: a spec file, a built-in spec's name or a spec as JSON text, checked here so that a
+    bad spec is refused before anything else is read (its one line names file, layer, field)."""
+    try:
+        spec, where = resolve_spec(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    arg = SpecArg(spec)
+    arg.where = where
+    return arg
+
+
 def add_setting_flags(p) -> None:
     """One flag per setting of mininsnn.config.SETTINGS that has a help line."""
     for s in SETTINGS:
@@ -57,6 +76,8 @@ def add_setting_flags(p) -> None:
         choices = getattr(s.check, "choices", None)
         if s.key == "bits":
             kw["type"] = bits
+        elif s.key == "model":
+            kw.update(type=model_spec, metavar="SPEC")
         elif isinstance(s.default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif choices is not None:

@@ -26,7 +26,8 @@ from mininsnn.deploy.cexport import export_c
 from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert, convert_network
 from mininsnn.deploy.modelfile import save_integer_model
 from mininsnn.sources import resolve
-from mininsnn.train import build_net
+from mininsnn.spec import output_size
+from mininsnn.train import build_net, forward
 
 __all__ = ["export_args", "export", "infer_args", "infer"]
 
@@ -92,7 +93,15 @@ def _integer_model(found, a):
               num_steps=getattr(a, "num_steps", None))
     if found.kind == "network":
         return convert_network(found.model, **kw)
-    return convert(found.model, found.config, **kw)
+    try:
+        return convert(found.model, found.config, **kw)
+    except ValueError as e:
+        spec = found.config.get("model")
+        if spec is None:
+            raise
+        raise UsageError(f"{a.src}: the integer converter takes the paper's layout (conv1, "
+                         f"conv2, fc1) only, not the spec {spec.get('name', '')!r} ({e}); "
+                         "run it with --engine float or export it with --format nir") from None
 
 
 def _out_folder(a) -> Path:
@@ -160,7 +169,9 @@ def _float_io(found):
     input (None: any numbers, fed as they are), static (images at every step) or not (None:
     decided by the input's rank), classes, T."""
     config = found.config or {}
-    if found.kind == "float":
+    if found.kind == "float" and config.get("model") is not None:      # a run of a spec
+        classes = output_size(config["model"])
+    elif found.kind == "float":
         classes = int(found.model["fc1.weight"].shape[0])
     else:                               # a Network (read from NIR): its output size
         net = found.model.eval()
@@ -250,7 +261,8 @@ def _engine(a, found, io, static: bool, T: int):
 
     def run(xb):
         xf = (xb / np.float32(255)).astype(np.float32) if scale else xb.astype(np.float32)
-        out = net.forward(xf, num_steps=T if static else None).sum(axis=0)
+        out = (forward(net, xf, T) if scale                 # images (a spec may read rows)
+               else net.forward(xf, num_steps=T if static else None)).sum(axis=0)
         return out.reshape(out.shape[0], -1)
     return run
 

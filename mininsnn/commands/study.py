@@ -10,6 +10,7 @@ from pathlib import Path
 from mininsnn import tune
 from mininsnn.commands.args import UsageError, add_setting_flags
 from mininsnn.config import SETTINGS, ConfigError, make_config
+from mininsnn.spec import check_fits
 
 __all__ = ["add_args", "study_spec", "run"]
 
@@ -103,6 +104,8 @@ def study_spec(a, kind: str, parse=None):
     given = vars(a)
     fixed = {k: v for k, v in given.items() if k in {s.key for s in SETTINGS}}
     base = make_config(given.get("config", "mnist-4bit"), **fixed)
+    if base["model"] is not None:                   # a spec that fits the dataset, or one line
+        check_fits(base["model"], base, getattr(given["model"], "where", "spec"))
     space = _space(given, kind, base, fixed)
     if kind == "tune" and base["validation"] is None:
         raise UsageError("mininsnn tune scores trials on held-out training samples, never on "

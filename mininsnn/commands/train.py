@@ -9,8 +9,11 @@ from pathlib import Path
 
 from mininsnn import config as C
 from mininsnn import data
+from mininsnn import nir
 from mininsnn import runs as R
 from mininsnn.commands.args import UsageError, add_setting_flags
+from mininsnn.spec import check_fits
+from mininsnn.specwriter import spec_of
 from mininsnn.train import Trainer, check_loadable, replay_schedule
 
 __all__ = ["add_args", "train_config", "describe", "run"]
@@ -29,6 +32,9 @@ def add_args(t) -> None:
                         "schedule; allowed only if that schedule gave the same lr at every "
                         "batch trained so far (e.g. warm_restarts with T_0 = T_max branched "
                         "from a cosine run at or before T_max batches)")
+    t.add_argument("--init", metavar="MODEL.nir",
+                   help="start from the network and weights of a NIR graph (fine-tune a graph "
+                        "another tool trained); the run records it as its spec (docs/spec.md)")
     t.add_argument("--keep-epochs", action="store_true", dest="keep_epochs",
                    help="also keep the checkpoint of every epoch, as OUT/epochs/epochNNN.h5 "
                         "(0.5 MB each for mnist-4bit), e.g. to --branch halve_on_rise from a "
@@ -99,14 +105,26 @@ def train_config(given: dict):
     overrides = {k: v for k, v in given.items() if k in settings}
     if "resume" in given and "branch" in given:
         raise UsageError("--resume continues a run, --branch starts a new one: pass one of them")
+    for flag in ("model", "init"):
+        if flag in given and ("resume" in given or "branch" in given):
+            raise UsageError("--resume and --branch continue the network their checkpoint "
+                             f"records; drop --{flag}")
+    if "init" in given:
+        if "model" in given:
+            raise UsageError("--init's graph is the run's network; drop --model")
+        overrides["model"] = spec_of(_init_network(given["init"]), given["init"],
+                                     name=Path(given["init"]).stem)
     if "branch" in given:
         cfg, run_dir, tree, branch = _branch_config(given, overrides)
     elif "resume" in given:
         cfg, run_dir, tree, branch = _resume_config(given, overrides)
     else:
         cfg = C.make_config(given.get("config", "mnist-4bit"), **overrides)
+        if cfg["model"] is not None:                # a spec that fits the dataset, or one line
+            check_fits(cfg["model"], cfg, given["init"] if "init" in given
+                       else getattr(given["model"], "where", "spec"))
         run_dir = Path(given["out"]) if "out" in given else \
-            Path("runs") / f"{cfg['config']}-seed{cfg['seed']}"
+            Path("runs") / f"{_run_name(cfg)}-seed{cfg['seed']}"
         R.check_new_run_dir(run_dir)
         tree = branch = None
     rates = [s.flag for s in C.SETTINGS if s.key in ("correct_rate", "incorrect_rate")
@@ -118,13 +136,26 @@ def train_config(given: dict):
     return cfg, run_dir, tree, branch
 
 
+def _init_network(path: str):
+    """The float network of the NIR file ``path`` (a one-line NIRError otherwise)."""
+    if Path(path).suffix != ".nir":
+        raise UsageError(f"--init {path}: expected a NIR graph (.nir)")
+    return nir.read_nir(path)
+
+
+def _run_name(cfg: dict) -> str:
+    """The configuration's name, after the spec's when the run has one."""
+    spec = cfg["model"]
+    return cfg["config"] if spec is None else f"{spec.get('name', 'spec')}-{cfg['config']}"
+
+
 def describe(cfg: dict, trainer, train_set, test_set) -> str:
     """One line about a training run: configuration, data, batches, steps, schedule."""
     bits = "full precision" if cfg["bits"] is None else f"{cfg['bits']}-bit"
     steps = f"T={cfg['num_steps']}" + ("" if C.test_steps(cfg) == cfg["num_steps"]
                                        else f" (test {C.test_steps(cfg)})")
     valid = "" if trainer.valid_set is None else f"{len(trainer.valid_set)} validation / "
-    return (f"{cfg['config']} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
+    return (f"{_run_name(cfg)} ({bits}), {len(train_set)} train / {valid}{len(test_set)} test "
             "samples, "
             f"{len(trainer.batches)} batch(es) of {cfg['batch_size']} per epoch, {steps}, "
             f"schedule {cfg['schedule']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
@@ -165,6 +196,8 @@ def run(a, argv) -> int:
         trainer.load_branch(tree)
     elif tree is not None:
         trainer.load_state(tree)
+    elif "init" in given:                              # the graph's weights, not the seed's
+        trainer.net.load_state_dict(_init_network(given["init"]).state_dict(), strict=True)
     where = (f", branching from {branch} after epoch {trainer.epoch}" if branch is not None
              else f", resuming after epoch {trainer.epoch}" if "resume" in given else "")
     print(f"mininsnn train: {describe(cfg, trainer, train_set, test_set)}{where} -> {run_dir}",

@@ -41,7 +41,7 @@ M, S, C (= I) (T, N); dX (TI, N); dpar (NPAR, N) or (0, N). ``mode`` is the tupl
 import numpy as np
 
 from mininsnn._jit import jit, prange
-from mininsnn.surrogate import sg_grad, sg_primitive
+from mininsnn.surrogate import ATAN, FAST_SIGMOID, SIGMOID, sg_grad, sg_primitive
 
 BLOCK = 4096  # neurons per parallel work item
 ALPHA, SYN_GAIN, BETA, GAIN, DRIVE, THETA, V_RESET = range(7)  # rows of par and dpar
@@ -124,45 +124,58 @@ def neuron_forward_plain(X, T, par, mode, M, S, C):
 
 
 @jit
-def _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi):
+def _sg_row(sg_code, sg_k, M, t, par, lo, hi, g):
+    """g[n - lo] = sg'(M[t, n] - theta[n]) for n in lo..hi-1, rounded to g's dtype (sg_grad may
+    widen). The surrogate is chosen once per row, outside the loop, so that the loop vectorises."""
+    if sg_code == FAST_SIGMOID:
+        for n in range(lo, hi):
+            g[n - lo] = sg_grad(FAST_SIGMOID, sg_k, M[t, n] - par[THETA, n])
+    elif sg_code == SIGMOID:
+        for n in range(lo, hi):
+            g[n - lo] = sg_grad(SIGMOID, sg_k, M[t, n] - par[THETA, n])
+    else:
+        for n in range(lo, hi):
+            g[n - lo] = sg_grad(ATAN, sg_k, M[t, n] - par[THETA, n])
+
+
+@jit
+def _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, g):
     """BPTT step t of neurons lo..hi-1 (module docstring): reads carries cu, ci (from step t+1),
-    leaves those of step t; writes dX[t] (or adds to dX[0] for a static input); adds to dpar."""
+    leaves those of step t; writes dX[t] (or adds to dX[0] for a static input); adds to dpar.
+    g: scratch of at least hi - lo entries in dX's dtype."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
-    ti = t if dX.shape[0] > 1 else 0
-    sg = np.empty(1, dtype=dX.dtype)  # sg' rounded to the gradient's dtype (sg_grad may widen)
+    static, learn = dX.shape[0] == 1, dpar.shape[0] > 0
+    ti = 0 if static else t
+    # fwd: S[t] = H(M[t] - theta)  =>  dS[t]/dM[t] = sg'(M[t] - theta)   (surrogate; true: Dirac delta)
+    _sg_row(sg_code, sg_k, M, t, par, lo, hi, g)
     for n in range(lo, hi):
-        theta, v_reset, beta = par[THETA, n], par[V_RESET, n], par[BETA, n]
+        theta = par[THETA, n]
         zero = theta - theta
-        m = M[t, n]
-        # fwd: S[t] = H(M[t] - theta)  =>  dS[t]/dM[t] = sg'(M[t] - theta)   (surrogate; true: Dirac delta)
-        sg[0] = sg_grad(sg_code, sg_k, m - theta)
-        ds_sg = dS[t, n] * sg[0]
-        u_prev = _u_prev(M, t, n, theta, v_reset, zero_reset, delay)
+        ds_sg = dS[t, n] * g[n - lo]
         if delay:
-            fired = t > 0 and u_prev > theta  # F = R[t] = H(U[t-1] - theta), detached
+            fired = t > 0 and M[t - 1, n] > theta  # F = R[t] = H(U[t-1] - theta), detached
             dU = ds_sg + cu[n]  # fwd: M[t] = U[t]
             # fwd: U[t] = Q[t] (1 - R[t]) + v_reset R[t]  or  Q[t] - theta R[t]
             dQ = zero if (zero_reset and fired) else dU
         else:
-            fired = m > theta  # F = S[t], detached in the reset
+            fired = M[t, n] > theta  # F = S[t], detached in the reset
             dU = cu[n]
             # fwd: U[t] = V[t] (1 - S[t]) + v_reset S[t]  or  V[t] - theta S[t];  M[t] = V[t] = Q[t]
             dQ = ds_sg + (zero if (zero_reset and fired) else dU)
-        x = X[ti, n]
-        c = C[t, n] if cuba else x
         # fwd: Q[t] = beta U[t-1] + gain I[t] + drive  =>  dI[t] = gain dQ[t] (+ alpha dI[t+1])
         dI = par[GAIN, n] * dQ + ci[n]
-        cu[n] = beta * dQ
+        cu[n] = par[BETA, n] * dQ
         dx = par[SYN_GAIN, n] * dI if cuba else dI  # fwd: I[t] = alpha I[t-1] + syn_gain X[t]
-        if dX.shape[0] > 1:
-            dX[t, n] = dx
-        else:
+        if static:
             dX[0, n] += dx
+        else:
+            dX[t, n] = dx
         if cuba:
             ci[n] = par[ALPHA, n] * dI
-        if dpar.shape[0] > 0:
-            dpar[BETA, n] += dQ * u_prev
-            dpar[GAIN, n] += dQ * c
+        if learn:
+            x = X[ti, n]
+            dpar[BETA, n] += dQ * _u_prev(M, t, n, theta, par[V_RESET, n], zero_reset, delay)
+            dpar[GAIN, n] += dQ * (C[t, n] if cuba else x)
             dpar[DRIVE, n] += dQ
             dUf = dU if fired else zero  # dU[t] F[t]
             dpar[THETA, n] += -ds_sg - (zero if zero_reset else dUf)
@@ -180,10 +193,11 @@ def neuron_backward(dS, X, par, mode, M, C, dX, dpar):
     ci = np.zeros(N, dtype=dX.dtype)  # dL/dI[t] from step t+1
     for blk in prange((N + BLOCK - 1) // BLOCK):
         lo, hi = blk * BLOCK, min(N, (blk + 1) * BLOCK)
+        g = np.empty(hi - lo, dtype=dX.dtype)  # sg'(M[t] - theta) of this block
         if dX.shape[0] == 1:
             dX[0, lo:hi] = 0.0
         for t in range(T - 1, -1, -1):
-            _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi)
+            _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, g)
 
 
 @jit(parallel=True)
@@ -191,7 +205,8 @@ def neuron_backward_step(dS, X, t, par, mode, M, C, cu, ci, dX, dpar):
     """BPTT step t only, every neuron (the recurrent layers): carries cu, ci (N,) in and out."""
     N = dS.shape[1]
     for blk in prange((N + BLOCK - 1) // BLOCK):
-        _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, blk * BLOCK, min(N, (blk + 1) * BLOCK))
+        lo, hi = blk * BLOCK, min(N, (blk + 1) * BLOCK)
+        _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, np.empty(hi - lo, dtype=dX.dtype))
 
 
 def neuron_backward_plain(dS, X, par, mode, M, C, dX, dpar):

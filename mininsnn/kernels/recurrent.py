@@ -80,6 +80,7 @@ def recurrent_backward(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
     ci = np.zeros(N, dtype=dXin.dtype)  # dL/dI[t] from step t+1
     for b in prange(N // n):
         lo = b * n
+        g = np.empty(n, dtype=dXin.dtype)  # sg'(M[t] - theta) of this sample
         if T == 1:
             dXin[0, lo:lo + n] = 0.0  # one step: the row kernel adds into it
         for t in range(T - 1, -1, -1):
@@ -92,7 +93,7 @@ def recurrent_backward(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
                         w = W[i]
                         for j in range(n):
                             row[j] += d * w[j]
-            _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, lo, lo + n)
+            _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, lo, lo + n, g)
 
 
 def recurrent_backward_plain(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):

@@ -25,7 +25,8 @@ nir = pytest.importorskip("nir", reason="the optional package 'nir' is not insta
 
 from mininsnn.checkpoint import save_checkpoint  # noqa: E402
 from mininsnn.config import CONFIGS, ConfigError, make_config  # noqa: E402
-from mininsnn.layers import Conv2d, Flatten, Leaky, Linear, MaxPool2d  # noqa: E402
+from mininsnn.layers import Conv2d, Flatten, Linear, MaxPool2d  # noqa: E402
+from mininsnn.neurons import Leaky  # noqa: E402
 from mininsnn.models import build_from_config, reference_network  # noqa: E402
 from mininsnn.network import Network  # noqa: E402
 from mininsnn.nir import (DEFAULT_DT, NIRError, from_nir, read_nir,  # noqa: E402

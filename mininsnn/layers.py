@@ -696,9 +696,8 @@ class Dropout(Layer):
 
 def __getattr__(name):
     """``mininsnn.layers.Leaky``, the neuron's old home, for code not yet moved to
-    :mod:`mininsnn.neurons` (nir.py and tests of other branches). Resolved lazily, at attribute
-    access: mininsnn.neurons imports this module, so an import at the top would be a cycle; a
-    reader of the imports still sees one, so this goes once no module imports Leaky from here."""
+    :mod:`mininsnn.neurons`. Resolved lazily, at attribute access: mininsnn.neurons imports this
+    module, so an import at the top would be a cycle."""
     if name == "Leaky":
         from mininsnn.neurons import Leaky  # lazy: see above
         return Leaky

@@ -61,6 +61,8 @@ class Neuron(Layer):
     (:data:`PARAM_RULES`), the learnable ones in ``params`` (Adam updates them, the state dict
     saves them as ``<layer>.beta`` ...), and runs the general kernels of kernels/neuron.py."""
 
+    general = True  # runs kernels/neuron.py (or kernels/recurrent.py); a reference Leaky sets False
+
     def __init__(self):
         super().__init__()
         self.smooth = False

@@ -203,7 +203,8 @@ def test_bad_parameters(kw, msg):
 
 def test_parameter_that_does_not_broadcast_is_refused_in_one_line():
     layer = Leaky(np.full(5, 0.5))
-    with pytest.raises(ValueError, match=r"^Leaky: beta of shape \(5,\) does not broadcast to the neuron shape \(4,\)$"):
+    msg = r"^Leaky: beta of shape \(5,\) does not broadcast to the neuron shape \(4,\)$"
+    with pytest.raises(ValueError, match=msg):
         layer.forward(np.zeros((2, 1, 4)), Context(T=2, training=False, rng=None))
 
 

@@ -4,7 +4,7 @@ learned neuron parameters), the forward against a step-by-step NumPy model."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mininsnn.kernels import recurrent as krec
@@ -12,6 +12,8 @@ from mininsnn.layers import Context
 from mininsnn.network import Network
 from mininsnn.neurons import Leaky
 from mininsnn.recurrent import RLeaky, RSynaptic
+from mininsnn.kernels.neuron import THETA as kn_THETA
+from tests.gradcheck import assert_close_grad, numeric_grad
 from tests.test_neurons import SURR, check_neuron_fd, random_par
 
 kernel_cases = st.fixed_dictionaries(dict(
@@ -156,3 +158,43 @@ def test_weight_gradient_kernel_equals_plain_twin(c, P, smooth):
     krec.recurrent_backward_weight(dXin, S, c["n"], parts)
     krec.recurrent_backward_weight_plain(dXin, S, c["n"], ref)
     np.testing.assert_allclose(parts.sum(axis=0), ref[0], rtol=1e-5 if d == np.float32 else 1e-12, atol=1e-5)
+
+
+@settings(deadline=None)
+@given(seed=st.integers(0, 2**31), delay=st.booleans(), zero=st.booleans())
+def test_network_of_new_layers_gradients_equal_finite_differences(seed, delay, zero):
+    """A whole network in smooth-twin mode, the graph of the issue's CNN and RNN shapes: Conv2d ->
+    Synaptic (per channel, learned beta) -> SumPool2d (padding) -> Flatten -> Linear -> RSynaptic
+    -> Linear -> Leaky (learned threshold); every parameter against finite differences."""
+    from mininsnn.layers import Conv2d, Flatten, Linear, SumPool2d
+    from mininsnn.neurons import Synaptic
+
+    rng = np.random.default_rng(seed)
+    kw = dict(reset="zero" if zero else "subtract", reset_delay=delay, dtype=np.float64)
+    net = Network([
+        ("conv", Conv2d(1, 2, 3, padding=1, dtype=np.float64, rng=rng)),
+        ("syn1", Synaptic(0.5, np.array([0.7, 0.9]).reshape(2, 1, 1), 0.4, learn_beta=True, **kw)),
+        ("pool", SumPool2d(2, padding=1)),
+        ("flat", Flatten()),
+        ("fc1", Linear(18, 4, dtype=np.float64, rng=rng)),
+        ("rsyn", RSynaptic(4, 0.6, 0.8, 0.5, rng=rng, **kw)),
+        ("fc2", Linear(4, 3, dtype=np.float64, rng=rng)),
+        ("lif", Leaky(0.9, 0.5, learn_threshold=True, **kw)),
+    ], (1, 4, 4), dtype=np.float64)
+    net.set_smooth(True)
+    x = rng.uniform(0, 1.5, (4, 2, 1, 4, 4))
+    out = net.forward(x)
+    assume(all(np.abs(l.cache[1] - l.cache[3][kn_THETA]).min() > 1e-4 for l in net.neurons() if l.general))
+    g = rng.standard_normal(out.shape)
+    net.zero_grad()
+    net.backward(g)
+
+    def loss():
+        return float((net.forward(x) * g).sum())
+
+    for name, p in net.params.items():
+        numeric = numeric_grad(loss, p)
+        if np.abs(numeric).max() < 1e-4:
+            np.testing.assert_allclose(net.grads[name], numeric, rtol=0, atol=1e-9, err_msg=name)
+        else:
+            assert_close_grad(net.grads[name], numeric, what=name)

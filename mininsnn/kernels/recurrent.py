@@ -25,23 +25,29 @@ from mininsnn.kernels.neuron import (ALPHA, BETA, DRIVE, GAIN, SYN_GAIN, THETA, 
                                      _forward_row)
 from mininsnn.surrogate import sg_grad, sg_primitive
 
+GROUP = 8  # samples per parallel work item: a row of W, once loaded, serves them all
+
 
 @jit(parallel=True)
 def recurrent_forward(Wt, par, mode, n, Xin, M, S, C):
-    """Wt (n, n) = W^T, rows by input neuron j; Xin (T, N) holds X + b_rec, the feedback is added."""
+    """Wt (n, n) = W^T, rows by input neuron j; Xin (T, N) holds X + b_rec, the feedback is added.
+    Samples run in groups of GROUP: each row of Wt, once loaded, serves the whole group."""
     T, N = Xin.shape
-    for b in prange(N // n):
-        lo = b * n
+    B = N // n
+    for grp in prange((B + GROUP - 1) // GROUP):
+        b0, b1 = grp * GROUP, min(B, (grp + 1) * GROUP)
         for t in range(T):
             if t > 0:
-                row, s_prev = Xin[t, lo:lo + n], S[t - 1, lo:lo + n]
                 for j in range(n):  # Xin[t] += W S[t-1], one input neuron (one row of Wt) at a time
-                    s = s_prev[j]
-                    if s != 0:
-                        w = Wt[j]
-                        for i in range(n):
-                            row[i] += s * w[i]
-            _forward_row(Xin, t, t, par, mode, M, S, C, lo, lo + n)
+                    w = Wt[j]
+                    for b in range(b0, b1):
+                        s = S[t - 1, b * n + j]
+                        if s != 0:
+                            row = Xin[t, b * n:b * n + n]
+                            for i in range(n):
+                                row[i] += s * w[i]
+            for b in range(b0, b1):
+                _forward_row(Xin, t, t, par, mode, M, S, C, b * n, b * n + n)
 
 
 def recurrent_forward_plain(Wt, par, mode, n, Xin, M, S, C):
@@ -74,26 +80,30 @@ def recurrent_forward_plain(Wt, par, mode, n, Xin, M, S, C):
 @jit(parallel=True)
 def recurrent_backward(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
     """BPTT through :func:`recurrent_forward`. W (n, n) rows by output neuron i; dS_tot (T, N)
-    holds dL/dS on entry and gets the feedback added; dXin (T, N) written; dpar added to."""
+    holds dL/dS on entry and gets the feedback added; dXin (T, N) written; dpar added to.
+    Samples run in groups of GROUP, as in the forward."""
     T, N = dS_tot.shape
+    B = N // n
     cu = np.zeros(N, dtype=dXin.dtype)  # dL/dU[t] from step t+1; each sample owns its columns
     ci = np.zeros(N, dtype=dXin.dtype)  # dL/dI[t] from step t+1
-    for b in prange(N // n):
-        lo = b * n
-        g = np.empty(n, dtype=dXin.dtype)  # sg'(M[t] - theta) of this sample
+    for grp in prange((B + GROUP - 1) // GROUP):
+        b0, b1 = grp * GROUP, min(B, (grp + 1) * GROUP)
+        g = np.empty(n, dtype=dXin.dtype)  # sg'(M[t] - theta) of one sample
         if T == 1:
-            dXin[0, lo:lo + n] = 0.0  # one step: the row kernel adds into it
+            dXin[0, b0 * n:b1 * n] = 0.0  # one step: the row kernel adds into it
         for t in range(T - 1, -1, -1):
             if t < T - 1:
                 # fwd: Xin[t+1, i] = ... + sum_j W[i, j] S[t, j]  =>  dS[t, j] += sum_i dXin[t+1, i] W[i, j]
-                row, d_next = dS_tot[t, lo:lo + n], dXin[t + 1, lo:lo + n]
                 for i in range(n):
-                    d = d_next[i]
-                    if d != 0:
-                        w = W[i]
-                        for j in range(n):
-                            row[j] += d * w[j]
-            _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, lo, lo + n, g)
+                    w = W[i]
+                    for b in range(b0, b1):
+                        d = dXin[t + 1, b * n + i]
+                        if d != 0:
+                            row = dS_tot[t, b * n:b * n + n]
+                            for j in range(n):
+                                row[j] += d * w[j]
+            for b in range(b0, b1):
+                _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, b * n, b * n + n, g)
 
 
 def recurrent_backward_plain(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):

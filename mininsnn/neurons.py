@@ -10,42 +10,40 @@ potential M compared with theta at every step of the last forward.
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn import surrogate as sg
+from mininsnn.config import DEFAULTS
 from mininsnn.kernels import lif as klif
 from mininsnn.kernels import neuron as kn
 from mininsnn.layers import SPIKE_DTYPE, ActiveGrad, Layer
 
 __all__ = ["Neuron", "Leaky", "Synaptic", "PARAM_RULES"]
 
-# Every neuron parameter: its row in kernels/neuron.py's ``par``, its range, the rule's wording.
+# Every neuron parameter: its row in kernels/neuron.py's ``par`` and its rule (mininsnn.rules).
 # Each may be a scalar or an array that broadcasts to the per-sample neuron shape, e.g. (N,),
 # (C, H, W) or per channel (C, 1, 1). alpha and beta of a learnable layer are clipped to [0, 1]
 # in the forward (the gradient is 0 where the stored value lies outside).
+_FINITE = rules.number()
 PARAM_RULES = {
-    "alpha": (kn.ALPHA, 0.0, 1.0, "in [0, 1]"),
-    "syn_gain": (kn.SYN_GAIN, -np.inf, np.inf, "finite"),
-    "beta": (kn.BETA, 0.0, 1.0, "in [0, 1]"),
-    "gain": (kn.GAIN, -np.inf, np.inf, "finite"),
-    "drive": (kn.DRIVE, -np.inf, np.inf, "finite"),
-    "threshold": (kn.THETA, 0.0, np.inf, "finite and > 0"),
-    "v_reset": (kn.V_RESET, -np.inf, np.inf, "finite"),
+    "alpha": (kn.ALPHA, rules.number(0, 1)),
+    "syn_gain": (kn.SYN_GAIN, _FINITE),
+    "beta": (kn.BETA, rules.BETA),
+    "gain": (kn.GAIN, _FINITE),
+    "drive": (kn.DRIVE, _FINITE),
+    "threshold": (kn.THETA, rules.THRESHOLD),
+    "v_reset": (kn.V_RESET, _FINITE),
 }
 CLIPPED = ("alpha", "beta")
 
 
 def _check_value(owner, key, v):
     """A neuron parameter: a float (scalar) or a float64 array, every value within its rule."""
-    _, lo, hi, rule = PARAM_RULES[key]
-    try:
-        a = np.array(v, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: expected {key} {rule} (a number or an array), got {v!r}") from None
-    bad = isinstance(v, (bool, np.bool_)) or a.size == 0 or not np.isfinite(a).all() or (a < lo).any() \
-        or (a > hi).any() or (key == "threshold" and (a <= 0).any())
-    if bad:
-        shown = v if a.ndim == 0 else f"an array of shape {a.shape} with values in [{a.min():g}, {a.max():g}]"
-        raise ValueError(f"{owner}: expected {key} {rule}, got {shown!r}")
-    return float(a) if a.ndim == 0 else a
+    if isinstance(v, (list, tuple)):
+        v = np.asarray(v)
+    a = rules.check(PARAM_RULES[key][1], owner, key, v, arrays=True)
+    if isinstance(a, np.ndarray) and a.size == 0:
+        raise ValueError(f"{owner}: expected {key} to be a number or a non-empty array, got an empty array")
+    return float(a) if np.ndim(a) == 0 else a
 
 
 def _sum_to(g, shape):
@@ -73,20 +71,16 @@ class Neuron(Layer):
     def _setup(self, owner, values, learn, reset, reset_delay, surrogate, smooth, dtype):
         """Validate and keep the parameters (``values``: key -> scalar or array), make the keys in
         ``learn`` learnable (arrays of ``dtype`` in params), and the common options."""
-        if reset not in ("subtract", "zero"):
-            raise ValueError(f"{owner}: expected reset 'subtract' or 'zero', got {reset!r}")
-        if not isinstance(reset_delay, (bool, np.bool_)):
-            raise ValueError(f"{owner}: expected reset_delay True or False, got {reset_delay!r}")
+        rules.check_reset(owner, reset)
+        rules.check_flag(owner, "reset_delay", reset_delay)
         for key, v in values.items():
             self._values[key] = _check_value(owner, key, v)
         for key in learn:
-            flag = learn[key]
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"{owner}: expected learn_{key} True or False, got {flag!r}")
-            if flag:
+            if rules.check_flag(owner, f"learn_{key}", learn[key]):
                 self._add_param(key, np.array(self._values.pop(key), dtype=dtype))
         self.reset, self.reset_delay = reset, bool(reset_delay)
-        self.surrogate = sg.fast_sigmoid(25.0) if surrogate is None else sg.make_surrogate(surrogate)
+        self.surrogate = sg.make_surrogate(DEFAULTS["surrogate"] if surrogate is None else surrogate,
+                                           DEFAULTS["slope"])
         self.smooth = bool(smooth)
 
     def value(self, key):
@@ -119,7 +113,7 @@ class Neuron(Layer):
         M = int(np.prod(per, dtype=np.int64))
         par = self._work_array("par", (kn.NPAR, B * M), dtype)  # (NPAR, N)
         view = par.reshape((kn.NPAR, B) + tuple(per))
-        for key, (row, _, _, _) in PARAM_RULES.items():
+        for key, (row, _) in PARAM_RULES.items():
             v = self.value(key) if key in self.params or key in self._values else _DEFAULTS[key]
             if np.ndim(v) and _broadcast(np.shape(v), per) != tuple(per):
                 raise ValueError(f"{self.name}: {key} of shape {np.shape(v)} does not broadcast to the "
@@ -232,17 +226,15 @@ class Leaky(Neuron):
     its gradient is 0 where the stored value lies outside. The threshold is not clipped.
     """
 
-    def __init__(self, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
-                 reset_delay=True, sparse_grad=None, *, gain=1.0, drive=0.0, v_reset=0.0,
-                 learn_beta=False, learn_threshold=False, dtype=np.float32):
+    def __init__(self, beta, threshold=DEFAULTS["threshold"], surrogate=None, reset=DEFAULTS["reset"],
+                 smooth=False, reset_delay=DEFAULTS["reset_delay"], sparse_grad=None, *, gain=1.0,
+                 drive=0.0, v_reset=0.0, learn_beta=False, learn_threshold=False,
+                 dtype=DEFAULTS["dtype"]):
         super().__init__()
         values = dict(beta=beta, threshold=threshold, gain=gain, drive=drive, v_reset=v_reset)
         self._setup("Leaky", values, dict(beta=learn_beta, threshold=learn_threshold), reset, reset_delay,
                     surrogate, smooth, dtype)
-        if sparse_grad is not None and not (isinstance(sparse_grad, (int, float, np.floating))
-                                            and not isinstance(sparse_grad, bool)
-                                            and np.isfinite(sparse_grad) and sparse_grad > 0):
-            raise ValueError(f"Leaky: expected sparse_grad to be None or a finite number > 0, got {sparse_grad!r}")
+        sparse_grad = rules.check_sparse_grad("Leaky", sparse_grad)
         if sparse_grad is not None and not reset_delay:
             raise ValueError("Leaky: sparse_grad needs the delayed reset (reset_delay=True)")
         # the kernels of kernels/lif.py (the reference neuron, bit for bit as before) serve scalar
@@ -339,9 +331,10 @@ class Synaptic(Neuron):
     last forward. Kernels: kernels/neuron.py (``cuba``).
     """
 
-    def __init__(self, alpha, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
-                 reset_delay=True, *, syn_gain=1.0, gain=1.0, drive=0.0, v_reset=0.0, learn_alpha=False,
-                 learn_beta=False, learn_threshold=False, dtype=np.float32):
+    def __init__(self, alpha, beta, threshold=DEFAULTS["threshold"], surrogate=None,
+                 reset=DEFAULTS["reset"], smooth=False, reset_delay=DEFAULTS["reset_delay"], *,
+                 syn_gain=1.0, gain=1.0, drive=0.0, v_reset=0.0, learn_alpha=False,
+                 learn_beta=False, learn_threshold=False, dtype=DEFAULTS["dtype"]):
         super().__init__()
         values = dict(alpha=alpha, syn_gain=syn_gain, beta=beta, threshold=threshold, gain=gain, drive=drive,
                       v_reset=v_reset)

@@ -14,6 +14,7 @@ like Linear's weight and bias, U(-1/sqrt(n), 1/sqrt(n)). Kernels: kernels/recurr
 
 import numpy as np
 
+from mininsnn.config import DEFAULTS
 from mininsnn.kernels import recurrent as krec
 from mininsnn.layers import GRAD_SLICES, SPIKE_DTYPE, _check_positive_int, _uniform_init
 from mininsnn.neurons import _LIF_DEFAULTS, PARAM_RULES, Neuron
@@ -94,9 +95,10 @@ class RLeaky(_Recurrent):
 
     keys = ("beta", "threshold", "gain", "drive", "v_reset")
 
-    def __init__(self, n, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False, reset_delay=True,
+    def __init__(self, n, beta, threshold=DEFAULTS["threshold"], surrogate=None,
+                 reset=DEFAULTS["reset"], smooth=False, reset_delay=DEFAULTS["reset_delay"],
                  *, bias=True, gain=1.0, drive=0.0, v_reset=0.0, learn_beta=False, learn_threshold=False,
-                 dtype=np.float32, rng=None):
+                 dtype=DEFAULTS["dtype"], rng=None):
         super().__init__()
         self._setup_recurrent("RLeaky", n, bias, dtype, rng)
         self._setup("RLeaky", dict(beta=beta, threshold=threshold, gain=gain, drive=drive, v_reset=v_reset,
@@ -114,9 +116,10 @@ class RSynaptic(_Recurrent):
     cuba = True
     keys = ("alpha", "beta", "threshold", "syn_gain", "gain", "drive", "v_reset")
 
-    def __init__(self, n, alpha, beta, threshold=1.0, surrogate=None, reset="subtract", smooth=False,
-                 reset_delay=True, *, bias=True, syn_gain=1.0, gain=1.0, drive=0.0, v_reset=0.0,
-                 learn_alpha=False, learn_beta=False, learn_threshold=False, dtype=np.float32, rng=None):
+    def __init__(self, n, alpha, beta, threshold=DEFAULTS["threshold"], surrogate=None,
+                 reset=DEFAULTS["reset"], smooth=False, reset_delay=DEFAULTS["reset_delay"], *,
+                 bias=True, syn_gain=1.0, gain=1.0, drive=0.0, v_reset=0.0, learn_alpha=False,
+                 learn_beta=False, learn_threshold=False, dtype=DEFAULTS["dtype"], rng=None):
         super().__init__()
         self._setup_recurrent("RSynaptic", n, bias, dtype, rng)
         self._setup("RSynaptic", dict(alpha=alpha, syn_gain=syn_gain, beta=beta, threshold=threshold, gain=gain,

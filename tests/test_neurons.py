@@ -190,7 +190,8 @@ def test_per_channel_parameters_act_per_channel():
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(beta=np.array([0.5, 1.2])), "beta in \\[0, 1\\]"), (dict(threshold=np.array([1.0, 0.0])), "threshold"),
+    (dict(beta=np.array([0.5, 1.2])), r"beta to be finite numbers in \[0, 1\], got 1.2 at index \(1,\)"),
+    (dict(threshold=np.array([1.0, 0.0])), "threshold"),
     (dict(gain=np.array([1.0, np.nan])), "gain"), (dict(drive=float("inf")), "drive"),
     (dict(v_reset="a"), "v_reset"), (dict(learn_beta="yes"), "learn_beta"),
     (dict(threshold=np.ones(2), sparse_grad=0.5), "sparse_grad")])

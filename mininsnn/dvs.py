@@ -19,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from mininsnn.aedat import (LABEL_HEADER, NUM_CLASSES, read_aedat31, read_labels_csv,
@@ -261,8 +262,6 @@ class DVSGesture:
         return None
 
     def _open_or_build(self) -> None:
-        import h5py
-
         if self.cache_path.exists():
             try:
                 f = h5py.File(self.cache_path, "r")
@@ -284,8 +283,6 @@ class DVSGesture:
         self._all_labels = self._h5["file"]["labels"][...].astype(np.int64)
 
     def _build(self) -> None:
-        import h5py
-
         n, T, S = len(self._samples), self.T, self.size
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(self.cache_path, suffix=".h5.tmp") as tmp:
@@ -375,7 +372,6 @@ class DVSGesture:
             self._read_into(x, rows)
         except OSError as e:  # a chunk failed its checksum or cannot be read: rebuild and retry once
             warnings.warn(f"rebuilding DVS128 Gesture cache {self.cache_path}: read failed ({e})", stacklevel=2)
-            import h5py
 
             self._h5["file"].close()
             self._build()

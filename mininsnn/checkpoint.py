@@ -25,8 +25,8 @@ leaves the temporary file ``.NAME.XXXXXXXX.tmp`` behind (mininsnn.runs removes t
 from __future__ import annotations
 
 import errno
+import io
 import os
-import re
 
 import h5py
 import numpy as np
@@ -112,32 +112,21 @@ def _write_items(grp: h5py.Group, tree: dict, where: str) -> None:
 
 
 def _write_file(tmp: str, tree: dict) -> None:
-    """The HDF5 file ``tmp`` holding ``tree``. A failed write (disk full, I/O error) raises
-    OSError with the errno HDF5 reports: HDF5 raises a RuntimeError when flushing or closing a
-    file fails (seen on a full tmpfs), also while closing after an OSError, which would hide it."""
-    f = h5py.File(tmp, "w", track_order=True)
-    try:
+    """The HDF5 file ``tmp`` holding ``tree``. The file is built in memory and written to disk with
+    one plain write, so a full disk or an I/O error is the OSError of that write, with its errno.
+    (Written by HDF5 itself, a failed write surfaced as RuntimeError at flush or close, and on a
+    full tmpfs HDF5 could crash the process with a segmentation fault while closing the file.)"""
+    image = io.BytesIO()
+    with h5py.File(image, "w", track_order=True) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         _write_items(f, tree, "")
-        _h5_io(f.flush)
-    except BaseException:
-        try:
-            f.close()
-        except Exception:                                 # the first error is the one to report
-            pass
-        raise
-    _h5_io(f.close)
+    _write_bytes(tmp, image.getbuffer())
 
 
-def _h5_io(call) -> None:
-    """``call()``, with HDF5's RuntimeError for a failed write turned into OSError(errno)."""
-    try:
-        call()
-    except RuntimeError as e:
-        code = re.search(r"errno = (\d+)", str(e))
-        code = int(code.group(1)) if code else errno.EIO
-        raise OSError(code, f"{os.strerror(code)} (HDF5: {str(e).splitlines()[0]})") from None
+def _write_bytes(path: str, data) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
 
 
 def save_checkpoint(path, tree: dict) -> None:

@@ -265,17 +265,17 @@ def test_the_lock_dies_with_its_process(tmp_path):
 # -- writes that fail ---------------------------------------------------------------------------
 
 def failing_h5(monkeypatch, name: str, nth: int, err: int):
-    """h5py.File raises OSError(err) at the nth checkpoint write whose target is ``name``."""
-    real = checkpoint.h5py.File
+    """Writing a checkpoint's bytes raises OSError(err) at the nth write whose target is ``name``."""
+    real = checkpoint._write_bytes
     seen = []
 
-    def File(path, mode="r", *a, **kw):
-        if mode == "w" and Path(path).name.startswith(f".{name}."):
+    def write(path, data):
+        if Path(path).name.startswith(f".{name}."):
             seen.append(path)
             if len(seen) == nth:
                 raise OSError(err, os.strerror(err))
-        return real(path, mode, *a, **kw)
-    monkeypatch.setattr(checkpoint.h5py, "File", File)
+        return real(path, data)
+    monkeypatch.setattr(checkpoint, "_write_bytes", write)
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ from mininsnn.data import read_idx
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy import numba_engine as nbe
 from mininsnn.deploy.cexport import export_c
-from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert, convert_network
+from mininsnn.deploy.chain import convert_network
+from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert
 from mininsnn.deploy.modelfile import save_integer_model
 from mininsnn.sources import resolve
 from mininsnn.train import build_net

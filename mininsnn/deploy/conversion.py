@@ -51,7 +51,7 @@ from mininsnn.deploy.proof import (ACC_BITS, MEM_BITS, ConversionError,  # noqa:
                                    prove_layer, tolerance)
 
 __all__ = ["IntegerModel", "IntLayer", "OverflowProofError", "ConversionError", "convert",
-           "convert_network", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
+           "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
            "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE", "ProofTerms", "prove_layer",
            "check_bounds", "membrane_bound", "beta_eff_of"]
 
@@ -102,7 +102,7 @@ def _code_dtype(bits_needed):
 class IntLayer:
     """One synapse + LIF stage of an integer model.
 
-    kind "conv": weight (O, C, KH, KW) fused codes, stride ``stride``, no padding;
+    kind "conv": weight (O, C, KH, KW) fused codes, stride ``stride``, zero padding ``padding``;
     kind "linear": weight (O, F).  in_shape (C, H, W) or (F,); out_shape (O, OH, OW) or (O,).
     sign, bias, theta: (O,) per output channel; frac_bits F of this layer.
     """
@@ -123,6 +123,7 @@ class IntLayer:
     unit: np.ndarray = None  # (O,) float64 u_c: one membrane step in float units
     tol: np.ndarray = None   # (O,) float64: float margin |U - theta| above which spikes agree
     bounds: dict = field(default_factory=dict)
+    padding: int = 0        # zero padding of a conv's input, on every side
 
 
 @dataclass
@@ -174,7 +175,7 @@ class IntegerModel:
 # ---------------------------------------------------------------------------------------------
 # folding: float parameters -> (k_c, b_c) per output channel
 
-def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area):
+def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area, eps=BN_EPS):
     """(k, b) float64 arrays (O,) with I_c = k_c * A + b_c (module docstring)."""
     _, s = codes_scale
     W = state[f"{prefix}.weight"]
@@ -187,7 +188,7 @@ def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area):
         gamma = np.asarray(state[f"{bn}.weight"], np.float64)
         rm = np.asarray(state[f"{bn}.running_mean"], np.float64)
         rv = np.asarray(state[f"{bn}.running_var"], np.float64)
-        g = gamma / np.sqrt(rv + BN_EPS)                    # g_c = gamma_c / sqrt(rv_c + eps)
+        g = gamma / np.sqrt(rv + eps)                       # g_c = gamma_c / sqrt(rv_c + eps)
         k = k * g                                           # k_c = g_c s in_scale / P
         b = g * (b - rm) + np.asarray(state[f"{bn}.bias"], np.float64)  # b_c = beta_c + g_c (bias - rm_c)
     return k, b
@@ -281,19 +282,20 @@ def _weight_bits(cfg_bits, bits):
     return _require(rules.integer(*rules.BITS_RANGE), "bits", cfg_bits if bits is None else bits)
 
 
-def _frac_bits_list(frac_bits):
-    """F per LIF layer: an int each, or None for "max"."""
+def _frac_bits_list(frac_bits, n=3):
+    """F per LIF layer (``n`` of them): an int each, or None for "max"."""
     if isinstance(frac_bits, str):
         if frac_bits != "max":
-            raise ConversionError(f"frac_bits must be an integer, a list of 3 or 'max', got "
+            raise ConversionError(f"frac_bits must be an integer, a list of {n} or 'max', got "
                                   f"{frac_bits!r}")
-        return [None] * 3
+        return [None] * n
     if isinstance(frac_bits, (int, np.integer)) and not isinstance(frac_bits, bool):
-        Fs = [int(frac_bits)] * 3
+        Fs = [int(frac_bits)] * n
     else:
         Fs = [int(f) for f in frac_bits]
-        if len(Fs) != 3:
-            raise ConversionError(f"frac_bits: expected 3 values (one per LIF layer), got {len(Fs)}")
+        if len(Fs) != n:
+            raise ConversionError(f"frac_bits: expected {n} values (one per LIF layer), got "
+                                  f"{len(Fs)}")
     for f in Fs:
         if not FRAC_BITS_RANGE[0] <= f <= 30:
             raise ConversionError(f"frac_bits must lie in {FRAC_BITS_RANGE[0]}..30, got {f}")
@@ -362,16 +364,24 @@ def _convert_layer(state, stage: _Stage, shape, shared: _Shared):
     W = np.asarray(state[f"{stage.name}.weight"])
     codes_scale, qf, out_shape, pool_area, stride = _layer_codes(stage.name, W, shape, shared.bits)
     k, b = _fold_layer(state, stage.name, stage.bn, codes_scale, stage.in_scale, pool_area)
+    kind = "conv" if stage.name.startswith("conv") else "linear"
+    return int_layer(stage, (kind, qf, stride, 0), (shape, out_shape), (k, b), shared)
+
+
+def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
+    """The IntLayer of a stage: synapse (kind, fused codes qf, stride, padding), shapes (in, out),
+    kb the folded (k, b) per output channel; F at stage.F or the largest proven."""
+    kind, qf, stride, padding = synapse
+    k, b = kb
     F, sign, bias, th, unit, bounds = _integer_layer(stage, qf, k, b, shared)
     qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
     return IntLayer(
-        name=stage.name, kind="conv" if stage.name.startswith("conv") else "linear",
-        weight=qf.astype(_code_dtype(qbits)), stride=stride, in_shape=tuple(shape),
-        out_shape=tuple(out_shape), sign=np.array(sign, np.int8),
+        name=stage.name, kind=kind, weight=qf.astype(_code_dtype(qbits)), stride=stride,
+        in_shape=tuple(shapes[0]), out_shape=tuple(shapes[1]), sign=np.array(sign, np.int8),
         bias=np.array(bias, np.int32), theta=np.array(th, np.int32), frac_bits=int(F),
         in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
         unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F),
-        bounds=bounds)
+        bounds=bounds, padding=int(padding))
 
 
 def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30,
@@ -425,13 +435,3 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
                         input_shape=tuple(input_shape), input_max=int(input_max), static=static,
                         num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
                         max_steps=None if beta_eff < 1 else int(num_steps), meta=meta)
-
-
-def convert_network(net, **kwargs):
-    """:func:`convert` of a ``mininsnn.network.Network`` built by ``mininsnn.models`` (its
-    ``config`` and ``state_dict()``)."""
-    config = getattr(net, "config", None)
-    if config is None:
-        raise ConversionError("the network has no config; build it with mininsnn.models or pass "
-                              "a state dict and a config to convert()")
-    return convert(net.state_dict(), config, **kwargs)

@@ -42,21 +42,21 @@ class InputError(ValueError):
 
 
 def check_input(model: IntegerModel, x, num_steps=None):
-    """Validate ``x``: (B, C, H, W) static images or (T, B, C, H, W) frames, integers in
+    """Validate ``x``: (B, *input_shape) static images or (T, B, *input_shape) frames, integers in
     0..input_max. Returns (x, static, T)."""
     if not isinstance(x, np.ndarray):
         raise InputError(f"expected a numpy array input, got {type(x).__name__}")
     per = tuple(model.input_shape)
     dims = ", ".join(str(d) for d in per)
     if model.static:
-        if x.ndim != 4 or x.shape[1:] != per:
+        if x.ndim != len(per) + 1 or x.shape[1:] != per:
             raise InputError(f"expected input of shape (B, {dims}) (an image fed at every step), "
                              f"got {x.shape}")
         if num_steps is None:
             num_steps = model.num_steps
         T = num_steps
     else:
-        if x.ndim != 5 or x.shape[2:] != per:
+        if x.ndim != len(per) + 2 or x.shape[2:] != per:
             raise InputError(f"expected input of shape (T, B, {dims}) (one frame per step), got "
                              f"{x.shape}")
         T = x.shape[0]
@@ -303,6 +303,11 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     return out, {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
 
 
+def pad(x, p):
+    """x (N, C, H, W) with p zeros added on every side of H and W (p = 0: x itself)."""
+    return x if not p else np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+
 def _tables(model, L, dtype):
     """The pattern (or byte) table of layer L, built once per model: two kernel rows per slot
     (2^12 patterns of KW = 6) while the table stays under TABLE_BYTES, else one."""
@@ -326,12 +331,15 @@ def _forward(model, x, static, T, record):
     for li, L in enumerate(model.layers):
         O = L.out_shape[0]
         acc_dtype = np.int16 if L.acc_bits == 16 else np.int32
-        if li == 0:       # integer input: im2col (static: once)
+        if li == 0:       # integer input: im2col or a matmul (static: once)
             xs = x if static else x.reshape((T * B,) + x.shape[2:])
-            A = conv_int(xs, L.weight, L.stride)                # (TI * B, O, OH, OW)
+            if L.kind == "linear":
+                A = xs.reshape(xs.shape[0], -1).astype(np.int64) @ L.weight.T.astype(np.int64)
+            else:
+                A = conv_int(pad(xs, L.padding), L.weight, L.stride)   # (TI * B, O, OH, OW)
         elif L.kind == "conv":
             Tab, rows = _tables(model, L, acc_dtype)
-            S = h.reshape((T * B,) + tuple(L.in_shape))
+            S = pad(h.reshape((T * B,) + tuple(L.in_shape)), L.padding)
             A = conv_spikes(S, Tab, L.weight.shape[2], L.weight.shape[3], L.stride, L.out_shape[1:],
                             rows)
         else:

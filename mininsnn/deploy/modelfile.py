@@ -96,6 +96,8 @@ def model_arrays_meta(model: cv.IntegerModel):
         layers.append({"name": L.name, "kind": L.kind, "stride": L.stride,
                        "in_shape": list(L.in_shape), "out_shape": list(L.out_shape),
                        "frac_bits": L.frac_bits, "in_max": L.in_max})
+        if L.padding:                      # only when used: the paper's files stay as they were
+            layers[-1]["padding"] = L.padding
     meta = {"format": FORMAT, "version": VERSION, "leak": list(model.leak), "reset": model.reset,
             "input_shape": list(model.input_shape), "input_max": model.input_max,
             "static": model.static, "num_steps": model.num_steps, "max_steps": model.max_steps,
@@ -146,12 +148,13 @@ def _header(meta, path):
         if max_steps is not None:
             _int(max_steps, 1, 2 ** 31 - 1, "max_steps", path)
         shape = tuple(_int(d, 1, 4096, "input_shape", path) for d in meta["input_shape"])
-        if len(shape) != 3:
-            raise ModelFileError(f"{path}: input_shape must be (C, H, W), got {shape}")
+        if not 1 <= len(shape) <= 3:
+            raise ModelFileError(f"{path}: input_shape must be (C, H, W), (H, W) or (F,), got "
+                                 f"{shape}")
         static = bool(meta["static"])
         specs = meta["layers"]
-        if [s["kind"] for s in specs] != ["conv", "conv", "linear"]:
-            raise ModelFileError(f"{path}: expected layers conv, conv, linear")
+        if not specs or any(s["kind"] not in ("conv", "linear") for s in specs):
+            raise ModelFileError(f"{path}: expected a list of conv and linear layers")
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
     return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
@@ -180,9 +183,11 @@ def _out_shape(spec, W, prev, path):
     name, O = spec["name"], W.shape[0]
     if spec["kind"] == "conv":
         stride = _int(spec["stride"], 1, 64, "stride", path)
-        if W.ndim != 4 or W.shape[1] != prev[0]:
+        p = _int(spec.get("padding", 0), 0, 64, "padding", path)     # absent in older files: 0
+        if W.ndim != 4 or len(prev) != 3 or W.shape[1] != prev[0]:
             raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
-        out = (O, (prev[1] - W.shape[2]) // stride + 1, (prev[2] - W.shape[3]) // stride + 1)
+        out = (O, (prev[1] + 2 * p - W.shape[2]) // stride + 1,
+               (prev[2] + 2 * p - W.shape[3]) // stride + 1)
         if min(out) < 1:
             raise ModelFileError(f"{path}: {name}: kernel larger than its input")
     else:
@@ -212,7 +217,8 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
     return cv.IntLayer(name=name, kind=spec["kind"], weight=W, stride=stride,
                        in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
                        frac_bits=F, in_max=in_max,
-                       acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds)
+                       acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds,
+                       padding=int(spec.get("padding", 0)))
 
 
 def model_from_arrays(arrays, meta, path="model"):

@@ -1,0 +1,250 @@
+"""Integer deploy of any chain of supported layers, read from a Network's layer list (NumPy only).
+
+The converter walks ``net.layers`` in order and cuts it into stages, one per neuron layer:
+
+    [Flatten] synapse [AvgPool2d | SumPool2d] [BatchNorm2d] [Dropout] Leaky
+
+synapse: Conv2d (any kernel, stride, zero padding, with or without bias) or Linear (with or without
+bias; it flattens its input). What is folded into the stage's integers (conversion.py's equations,
+docs/deploy.md):
+- a k x k pool with stride k right after a conv of stride s: one conv with the summed codes
+      qf[o, c, s a + kh, s b + kw] += q[o, c, kh, kw]     (a, b < k), stride s k, the same padding
+  and 1/k^2 in k_c for AvgPool2d (SumPool2d: a sum, no 1/k^2);
+- eval BatchNorm2d: g_c = gamma_c / sqrt(rv_c + eps) into k_c, beta_c - g_c rm_c into b_c;
+- a conv or linear bias: into b_c (before the BatchNorm);
+- Dropout is the identity in eval; Flatten only changes the shape.
+Each neuron layer gets its own F, Theta, Bias and overflow proof (conversion.int_layer); the leak
+and the reset are shared, so every Leaky must have the same beta and reset.
+
+Anything else is refused in one line naming the layer and the field (ConversionError), before
+anything is written. Layers are recognised by class name, so this module imports no layer code
+(and no Numba).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import NamedTuple
+
+import numpy as np
+
+from mininsnn.config import DEFAULTS
+from mininsnn.deploy import conversion as cv
+from mininsnn.deploy.conversion import ConversionError
+
+__all__ = ["convert_layers", "convert_network", "fuse_pool_strided", "SYNAPSES", "RUNS"]
+
+SYNAPSES = ("Conv2d", "Linear")
+POOLS = ("AvgPool2d", "SumPool2d")
+PASS = ("Flatten", "Dropout")
+RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d", "Leaky")   # what the integer engine runs
+_NEURON_DEFAULTS = {"gain": 1.0, "drive": 0.0, "v_reset": 0.0}
+
+
+def fuse_pool_strided(q, k, s):
+    """Codes of "conv (stride s) then k x k sum pooling (stride k)" as one conv of stride s k:
+
+        qf[o, c, s a + kh, s b + kw] += q[o, c, kh, kw]        a, b < k  (exact integers)
+
+    (s = 1: conversion.fuse_pool_codes.)  q: (O, C, KH, KW) -> (O, C, s(k-1)+KH, s(k-1)+KW)."""
+    O, C, KH, KW = q.shape
+    qf = np.zeros((O, C, s * (k - 1) + KH, s * (k - 1) + KW), np.int64)
+    for a in range(k):
+        for b in range(k):
+            qf[:, :, s * a:s * a + KH, s * b:s * b + KW] += q
+    return qf
+
+
+class _Group(NamedTuple):
+    """One stage of the chain: its synapse, pool and BatchNorm layers (None) and its Leaky."""
+
+    synapse: object
+    pool: object
+    bn: object
+    lif: object
+
+
+def _refuse(layer, field, why):
+    raise ConversionError(f"{layer.name}: {field} {why}")
+
+
+def _groups(layers):
+    """The chain cut into stages (ConversionError naming the first layer that does not fit)."""
+    groups, cur = [], {}
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind not in RUNS:
+            _refuse(layer, "type", f"{kind} has no integer form (the integer engine runs "
+                    f"{', '.join(RUNS)})")
+        if kind in PASS:
+            continue
+        if kind in SYNAPSES:
+            if cur:
+                _refuse(layer, "type", f"{kind} follows {cur['synapse'].name} without a Leaky "
+                        "between them")
+            cur = {"synapse": layer}
+        elif not cur:
+            _refuse(layer, "type", f"{kind} must follow a Conv2d or Linear in its stage")
+        elif kind == "Leaky":
+            groups.append(_Group(cur["synapse"], cur.get("pool"), cur.get("bn"), layer))
+            cur = {}
+        else:
+            slot = "pool" if kind in POOLS else "bn"
+            if slot in cur or (slot == "pool" and "bn" in cur) or \
+                    type(cur["synapse"]).__name__ != "Conv2d":
+                _refuse(layer, "type", f"{kind} must sit between a Conv2d and its Leaky, once "
+                        "(conv, pool, batchnorm)")
+            cur[slot] = layer
+    if cur:
+        _refuse(cur["synapse"], "type", "the network must end in a Leaky (no neuron after it)")
+    if not groups:
+        raise ConversionError("network: no Leaky layer; nothing to convert")
+    return groups
+
+
+def _neuron(lif):
+    """(beta, theta, reset) of a Leaky the integer engine runs, or ConversionError."""
+    for key, default in _NEURON_DEFAULTS.items():
+        v = lif.value(key)
+        if np.ndim(v) or float(v) != default:
+            _refuse(lif, key, f"must be {default} for the integer engine (per-neuron {key} has no "
+                    "integer form)")
+    for key in ("beta", "threshold"):
+        if np.ndim(lif.value(key)):
+            _refuse(lif, key, "must be one number for the integer engine, got an array")
+    if not lif.reset_delay:
+        _refuse(lif, "reset_delay", "False (the reset in the step that fires) has no integer "
+                "engine yet")
+    beta = float(np.clip(lif.value("beta"), 0, 1))
+    theta = float(lif.value("threshold"))
+    if not (np.isfinite(theta) and theta > 0):
+        _refuse(lif, "threshold", f"must be > 0, got {theta}")
+    return beta, theta, lif.reset
+
+
+def _synapse(g: _Group, shape, bits):
+    """(kind, codes_scale, qf, stride, padding, out_shape, pool_area) of a stage's synapse."""
+    syn = g.synapse
+    W = np.asarray(syn.params["weight"])
+    if not np.isfinite(W).all():
+        _refuse(syn, "weight", "must be finite")
+    q, s = cv.quant_codes(W, bits)
+    if type(syn).__name__ == "Linear":
+        n_in = int(np.prod(shape))
+        if W.shape[1] != n_in:
+            _refuse(syn, "in_features", f"{W.shape[1]} does not match its input {tuple(shape)}")
+        return "linear", (q, s), q, 1, 0, (W.shape[0],), 1
+    if len(shape) != 3 or W.shape[1] != shape[0]:
+        _refuse(syn, "in_channels", f"{W.shape[1]} does not match its input {tuple(shape)}")
+    st, p, K = syn.stride, syn.padding, W.shape[2]
+    OH, OW = (shape[1] + 2 * p - K) // st + 1, (shape[2] + 2 * p - K) // st + 1
+    k, area, qf = 1, 1, q
+    if g.pool is not None:
+        k = g.pool.k
+        if g.pool.stride != k or getattr(g.pool, "padding", 0):
+            _refuse(g.pool, "stride", f"must equal kernel_size {k} with no padding to fold into "
+                    f"{syn.name}")
+        area = k * k if type(g.pool).__name__ == "AvgPool2d" else 1
+        qf = fuse_pool_strided(q, k, st)
+    if OH // k < 1 or OW // k < 1:
+        _refuse(syn, "kernel_size", f"too large for its input {tuple(shape)}")
+    return "conv", (q, s), qf, st * k, p, (W.shape[0], OH // k, OW // k), area
+
+
+def _layer_bits(syn, bits):
+    try:
+        return cv._weight_bits(syn.bits, bits)
+    except ConversionError as e:
+        raise ConversionError(f"{syn.name}: bits: {e}") from None
+
+
+def _stage_state(g: _Group):
+    """The state-dict entries conversion._fold_layer reads for this stage."""
+    state = {f"{g.synapse.name}.{k}": np.asarray(v) for k, v in g.synapse.params.items()}
+    if g.bn is not None:
+        if g.bn.num_features != state[f"{g.synapse.name}.weight"].shape[0]:
+            _refuse(g.bn, "num_features", f"{g.bn.num_features} does not match {g.synapse.name}")
+        state.update({f"{g.bn.name}.{k}": np.asarray(v) for k, v in g.bn.params.items()})
+        state.update({f"{g.bn.name}.{k}": np.asarray(v) for k, v in g.bn.buffers.items()})
+    for key, v in state.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise ConversionError(f"{key}: must be finite")
+    return state
+
+
+class _Options(NamedTuple):
+    """The model-wide choices: shared leak and proof terms, input range and form, F per stage."""
+
+    leak: tuple
+    terms: cv.ProofTerms
+    beta: float
+    reset: str
+    input_max: int
+    static: bool
+    Fs: list
+
+
+def _options(groups, net, kw):
+    """_Options from the neurons (one beta and reset for all) and the keyword arguments."""
+    neurons = [_neuron(g.lif) for g in groups]
+    beta, _, reset = neurons[0]
+    for g, (b, _, r) in zip(groups[1:], neurons[1:]):
+        if b != beta:
+            _refuse(g.lif, "beta", f"{b} differs from {groups[0].lif.name}'s {beta} (the integer "
+                    "model shares one leak)")
+        if r != reset:
+            _refuse(g.lif, "reset", f"{r!r} differs from {groups[0].lif.name}'s {reset!r}")
+    leak_p, e = cv._leak_params(beta, kw["leak"], kw["leak_bits"], kw["shift"])
+    beta_eff = cv.beta_eff_of(leak_p)
+    if beta_eff == Fraction(1) and kw["num_steps"] is None:
+        raise cv.OverflowProofError("with beta_eff = 1 the membrane grows without bound over "
+                                    "time; pass num_steps to prove it for a fixed T")
+    config = getattr(net, "config", None) or {}
+    static = kw["static"]
+    if static is None:
+        static = config.get("dataset", "mnist") in cv.STATIC_DATASETS
+    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), reset, kw["num_steps"]),
+                    beta, reset, cv._require(cv.rules.integer(1, 255), "input_max",
+                                             kw["input_max"]),
+                    bool(static), cv._frac_bits_list(kw["frac_bits"], len(groups)))
+
+
+def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30, shift=None,
+                   input_max=255, num_steps=None, static=None):
+    """The integer model of any chain of supported layers (``net``: a mininsnn Network in eval
+    form; its ``layers``, ``input_shape`` and, if present, ``config``). Arguments as
+    conversion.convert (frac_bits: one per neuron layer); static defaults to the config's data
+    set (pixels/255 fed at every step), else True. ConversionError names the layer and field."""
+    groups = _groups(net.layers)
+    opt = _options(groups, net, dict(leak=leak, leak_bits=leak_bits, shift=shift,
+                                     num_steps=num_steps, static=static, input_max=input_max,
+                                     frac_bits=frac_bits))
+    layers, shape, used_bits = [], tuple(net.input_shape), set()
+    for i, g in enumerate(groups):
+        b = _layer_bits(g.synapse, bits)
+        used_bits.add(b)
+        kind, codes_scale, qf, stride, pad, out_shape, area = _synapse(g, shape, b)
+        in_max, in_scale = (opt.input_max, 1.0 / 255 if opt.static else 1.0) if i == 0 else (1, 1.0)
+        stage = cv._Stage(g.synapse.name, None if g.bn is None else g.bn.name, in_max, in_scale,
+                          opt.Fs[i])
+        k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,
+                               area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
+        shared = cv._Shared(opt.terms, opt.beta, _neuron(g.lif)[1], opt.leak, b)
+        layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
+                                   shared))
+        shape = out_shape
+    config = getattr(net, "config", None) or {}
+    meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
+                                              "dataset") if k in config},
+            "bits": int(max(used_bits)), "name": config.get("config", config.get("name"))}
+    return cv.IntegerModel(layers=layers, leak=opt.leak, reset=opt.reset,
+                           input_shape=tuple(net.input_shape), input_max=opt.input_max,
+                           static=opt.static,
+                           num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
+                           max_steps=None if opt.terms.beta < 1 else int(num_steps), meta=meta)
+
+
+def convert_network(net, **kwargs):
+    """:func:`convert_layers` of a Network: any chain of supported layers, the paper's included
+    (for those it builds conversion.convert's integers exactly; tests/test_deploy_any.py)."""
+    return convert_layers(net, **kwargs)

@@ -51,7 +51,7 @@ from mininsnn.deploy.proof import (ACC_BITS, MEM_BITS, ConversionError,  # noqa:
                                    prove_layer, tolerance)
 
 __all__ = ["IntegerModel", "IntLayer", "OverflowProofError", "ConversionError", "convert",
-           "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
+           "reference_layout", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
            "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE", "ProofTerms", "prove_layer",
            "check_bounds", "membrane_bound", "beta_eff_of"]
 
@@ -382,6 +382,13 @@ def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
         in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
         unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F),
         bounds=bounds, padding=int(padding))
+
+
+def reference_layout(model: IntegerModel):
+    """Whether ``model`` has the paper's layout (conv, conv, linear on a (C, H, W) input, no
+    padding): the one the Numba kernels and the event-driven C template are written for."""
+    return ([L.kind for L in model.layers] == ["conv", "conv", "linear"]
+            and len(model.input_shape) == 3 and not any(L.padding for L in model.layers))
 
 
 def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30,

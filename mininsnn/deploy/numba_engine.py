@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mininsnn._jit import jit, prange
-from mininsnn.deploy.conversion import IntegerModel
+from mininsnn.deploy.conversion import IntegerModel, reference_layout
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy.engine import check_input
 
@@ -470,8 +470,7 @@ def _to_chw(rec, shape):
 
 def fast_layout(model: IntegerModel):
     """Whether these kernels run ``model``: the paper's conv, conv, linear without padding."""
-    return ([L.kind for L in model.layers] == ["conv", "conv", "linear"]
-            and len(model.input_shape) == 3 and not any(L.padding for L in model.layers))
+    return reference_layout(model)
 
 
 def forward(model: IntegerModel, x, num_steps=None, record=False):

@@ -29,14 +29,20 @@ def _bn(c, rng):
 
 
 def mlp(seed, bits=4, beta=0.9, theta=1.0, reset="subtract", shape=(1, 12, 12), hidden=24,
-        classes=5):
-    """Flatten, Linear (bias), Leaky, Linear, Dropout, Leaky; float64, random weights."""
+        classes=5, delay=True, per_neuron=False):
+    """Flatten, Linear (bias), Leaky, Linear, Dropout, Leaky; float64, random weights.
+    per_neuron: the first Leaky gets a threshold, gain and drive per neuron (NIR's LIF form)."""
     rng = np.random.default_rng(seed)
     n = int(np.prod(shape))
+    kw = {}
+    if per_neuron:
+        kw = dict(gain=rng.uniform(0.2, 2.0, hidden), drive=rng.normal(0, 0.1, hidden))
+        theta1 = rng.uniform(0.5, 1.5, hidden)
+    lif1 = Leaky(beta, theta1 if per_neuron else theta, reset=reset, reset_delay=delay, **kw)
     layers = [("flat", Flatten()), ("fc1", Linear(n, hidden, bits=bits, rng=rng, dtype=np.float64)),
-              ("lif1", Leaky(beta, theta, reset=reset)),
+              ("lif1", lif1),
               ("fc2", Linear(hidden, classes, bias=False, bits=bits, rng=rng, dtype=np.float64)),
-              ("drop", Dropout(0.2)), ("lif2", Leaky(beta, theta, reset=reset))]
+              ("drop", Dropout(0.2)), ("lif2", Leaky(beta, theta, reset=reset, reset_delay=delay))]
     net = Network(layers, shape, dtype=np.float64).eval()
     for k, p in net.params.items():
         p[...] = rng.normal(0, 0.4 if k.endswith("weight") else 0.3, p.shape)
@@ -84,7 +90,8 @@ def follows_float(net, model, x, T, static=True):
             continue
         t0 = int(np.argmax(d.reshape(d.shape[0], -1).any(axis=1)))
         idx = np.argwhere(d[t0])
-        theta = float({layer.name: layer for layer in net.layers}[lif].threshold)
+        theta = np.broadcast_to({layer.name: layer for layer in net.layers}[lif].threshold,
+                                a.shape[2:])[tuple(idx[:, 1:].T)]
         margin = np.abs(net.recorded["membrane"][lif][t0][d[t0]] - theta)
         assert (margin <= L.tol[idx[:, 1]] * (1 + 1e-9) + 1e-12).all(), (L.name, t0)
         return L.name
@@ -133,10 +140,12 @@ def test_paper_network_spikes_numpy_general_equal_numba_fast_path():
 # other chains follow their float model
 
 @given(seed=st.integers(0, 2 ** 16), bits=st.integers(2, 8), reset=st.sampled_from(["subtract", "zero"]),
-       beta=st.sampled_from([0.5, 0.9, 0.97]), theta=st.floats(0.3, 2.0), static=st.booleans())
-@settings(max_examples=12, deadline=None)
-def test_mlp_follows_its_float_model(seed, bits, reset, beta, theta, static):
-    net = mlp(seed, bits, beta, theta, reset)
+       beta=st.sampled_from([0.5, 0.9, 0.97]), theta=st.floats(0.3, 2.0), static=st.booleans(),
+       delay=st.booleans(), per_neuron=st.booleans())
+@settings(max_examples=20, deadline=None)
+def test_mlp_follows_its_float_model(seed, bits, reset, beta, theta, static, delay, per_neuron):
+    """Either reset, delayed or in the step that fires; per-neuron threshold, gain and drive."""
+    net = mlp(seed, bits, beta, theta, reset, delay=delay, per_neuron=per_neuron)
     model = convert_layers(net, static=static)
     rng = np.random.default_rng(seed)
     T = 10
@@ -178,10 +187,11 @@ def test_strided_conv_then_sum_pool_is_one_conv_of_the_summed_codes(seed, k, s, 
 
 
 def test_general_model_file_round_trip(tmp_path):
-    for net in (mlp(1), three_conv(2)):
+    for net in (mlp(1), three_conv(2), mlp(3, delay=False, per_neuron=True)):
         model = convert_layers(net)
         mf.save_integer_model(model, tmp_path / "m.npz")
         back = mf.load_integer_model(tmp_path / "m.npz")
+        assert back.delay == model.delay
         assert [(L.kind, L.padding, L.stride, L.out_shape) for L in back.layers] == \
             [(L.kind, L.padding, L.stride, L.out_shape) for L in model.layers]
         x = np.random.default_rng(0).integers(0, 256, (5,) + net.input_shape).astype(np.uint8)
@@ -197,21 +207,25 @@ def _with(layers, shape=(1, 8, 8)):
 
 @pytest.mark.parametrize("case,match", [
     ("maxpool", r"^p: type MaxPool2d has no integer form"),
-    ("gain", r"^l1: gain must be 1.0"),
+    ("gain", r"^l1: gain varies within a channel"),
     ("beta", r"^l2: beta 0.5 differs from l1's 0.9"),
-    ("delay", r"^l1: reset_delay False"),
+    ("delay", r"^l2: reset_delay True differs from l1's False"),
+    ("v_reset", r"^l1: v_reset must be 0"),
     ("pool_after_linear", r"^p: type AvgPool2d must sit between a Conv2d"),
     ("no_lif_at_end", r"^fc: type the network must end in a Leaky"),
     ("pool_stride", r"^p: stride must equal kernel_size 2"),
-    ("array_theta", r"^l1: threshold must be one number"),
+    ("array_theta", r"^l1: threshold varies within a channel"),
+    ("beta_channels", r"^l1: beta differs between channels"),
 ])
 def test_unsupported_layers_are_refused_in_one_line(case, match):
     rng = np.random.default_rng(0)
     conv = Conv2d(1, 2, 3, bits=4, rng=rng, dtype=np.float64)
     fc = Linear(2 * 3 * 3, 3, bits=4, rng=rng, dtype=np.float64)
-    l1 = {"gain": Leaky(0.9, gain=np.full((2, 1, 1), 2.0)), "delay": Leaky(0.9, reset_delay=False),
-          "array_theta": Leaky(0.9, np.ones((2, 1, 1)))}.get(case, Leaky(0.9))
-    l2 = Leaky(0.5 if case == "beta" else 0.9)
+    varying = np.linspace(0.5, 1.0, 2 * 3 * 3).reshape(2, 3, 3)
+    l1 = {"gain": Leaky(0.9, gain=varying), "delay": Leaky(0.9, reset_delay=False),
+          "array_theta": Leaky(0.9, varying), "beta_channels": Leaky(np.array([[[0.9]], [[0.8]]])),
+          "v_reset": Leaky(0.9, reset="zero", v_reset=0.1)}.get(case, Leaky(0.9))
+    l2 = Leaky(0.5 if case == "beta" else 0.9, reset="zero" if case == "v_reset" else "subtract")
     pool = {"maxpool": MaxPool2d(2), "pool_stride": AvgPool2d(2, stride=1)}.get(case, AvgPool2d(2))
     layers = [("c", conv), ("p", pool), ("l1", l1), ("f", Flatten()), ("fc", fc), ("l2", l2)]
     if case == "pool_after_linear":

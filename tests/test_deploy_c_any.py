@@ -51,3 +51,18 @@ def test_export_refuses_a_chain_that_does_not_end_in_linear(tmp_path):
     with pytest.raises(CExportError, match="^c3: kind must be linear"):
         export_c(model, tmp_path, "m")
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_cc
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_exported_reset_in_the_step_that_fires_matches_the_engine(tmp_path, reset):
+    """NIR's LIF form: the reset in the step that fires, per-neuron threshold, gain and drive."""
+    net = mlp(6, reset=reset, delay=False, per_neuron=True)
+    model = convert_layers(net, static=False)
+    assert not model.delay
+    T = 12
+    rng = np.random.default_rng(4)
+    x = (rng.random((T, 8, 1, 12, 12)) < 0.3).astype(np.uint8) * 200
+    _, counts, _, _ = run_c(model, x, T, tmp_path, "nodelay")
+    ref = npe.predict(model, x, T)
+    assert np.array_equal(counts, ref) and ref.sum() > 0

@@ -299,7 +299,8 @@ def _describe(model: IntegerModel):
             else f"shift leak v - (v >> {a})")
     dims = "x".join(str(d) for d in model.input_shape)
     return (f"input {dims} uint8 0..{model.input_max}, F = "
-            f"{'/'.join(str(L.frac_bits) for L in model.layers)}, {leak}, {model.reset} reset.")
+            f"{'/'.join(str(L.frac_bits) for L in model.layers)}, {leak}, {model.reset} reset"
+            f"{'' if model.delay else ' in the step that fires'}.")
 
 
 def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):

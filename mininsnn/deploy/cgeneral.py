@@ -90,13 +90,17 @@ def general_sizes(model: IntegerModel):
 
 _LIF = """\
 /* One LIF step of n neurons, m per channel (channel = k / m, arrays (C, H, W)):
- * V = leak(V) + I - Theta R  (zero reset: (leak(V) + I)(1 - R)), R = previous spike, S = [V > Theta] */
+ * V = leak(V) + I - Theta R  (zero reset: (leak(V) + I)(1 - R)), R = previous spike, S = [V > Theta];
+ * without RESET_DELAY: W = leak(V) + I, S = [W > Theta], V = W - Theta S  (zero: W (1 - S)) */
 static void lif_step(int32_t *v, const int32_t *cur, uint8_t *s, int n, int m, const int32_t *theta)
 {
     int k;
     for (k = 0; k < n; ++k) {
         int64_t th = theta[k / m];
         int64_t u = leak(v[k]) + cur[k];
+#if !RESET_DELAY
+        s[k] = (uint8_t)(u > th);       /* the reset in the step that fires: R = S[t] */
+#endif
         if (s[k]) {
 #if ZERO_RESET
             u = 0;
@@ -105,7 +109,9 @@ static void lif_step(int32_t *v, const int32_t *cur, uint8_t *s, int n, int m, c
 #endif
         }
         v[k] = (int32_t)u;
+#if RESET_DELAY
         s[k] = (uint8_t)(u > th);
+#endif
     }
 }
 """
@@ -275,7 +281,8 @@ def general_files(model: IntegerModel, name, desc, max_steps):
               f"docs/deploy.md. */\n#include <string.h>\n#include \"{name}.h\"\n\n"
               f"#define LEAK_SHIFT {a}\n#define LEAK_MUL {bq if mode == 'multiply' else 0}"
               "   /* multiply leak: beta_q = round(beta 2^LEAK_SHIFT); 0: shift leak */\n"
-              f"#define ZERO_RESET {int(model.reset == 'zero')}\n\n{arrays}"
+              f"#define ZERO_RESET {int(model.reset == 'zero')}\n"
+              f"#define RESET_DELAY {int(model.delay)}\n\n{arrays}"
               + HELPERS.format(multiply=int(mode == "multiply")) + _LIF + "\n" + layers + "\n"
               + _predict(model, name, P))
     return ({f"{name}.h": _header(model, name, P, desc, sizes, max_steps), f"{name}.c": source},

@@ -13,8 +13,11 @@ docs/deploy.md):
 - eval BatchNorm2d: g_c = gamma_c / sqrt(rv_c + eps) into k_c, beta_c - g_c rm_c into b_c;
 - a conv or linear bias: into b_c (before the BatchNorm);
 - Dropout is the identity in eval; Flatten only changes the shape.
+- a Leaky's gain and drive (one number, or one per channel): gain_c into k_c, gain_c b_c + drive_c
+  into b_c; its threshold may be one per channel too.
 Each neuron layer gets its own F, Theta, Bias and overflow proof (conversion.int_layer); the leak
-and the reset are shared, so every Leaky must have the same beta and reset.
+and the reset are shared, so every Leaky must have the same beta, reset and reset_delay (the
+delayed reset, or the reset in the step that fires, as NIR's LIF).
 
 Anything else is refused in one line naming the layer and the field (ConversionError), before
 anything is written. Layers are recognised by class name, so this module imports no layer code
@@ -38,7 +41,6 @@ SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
 PASS = ("Flatten", "Dropout")
 RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d", "Leaky")   # what the integer engine runs
-_NEURON_DEFAULTS = {"gain": 1.0, "drive": 0.0, "v_reset": 0.0}
 
 
 def fuse_pool_strided(q, k, s):
@@ -102,24 +104,49 @@ def _groups(layers):
     return groups
 
 
-def _neuron(lif):
-    """(beta, theta, reset) of a Leaky the integer engine runs, or ConversionError."""
-    for key, default in _NEURON_DEFAULTS.items():
-        v = lif.value(key)
-        if np.ndim(v) or float(v) != default:
-            _refuse(lif, key, f"must be {default} for the integer engine (per-neuron {key} has no "
-                    "integer form)")
-    for key in ("beta", "threshold"):
-        if np.ndim(lif.value(key)):
-            _refuse(lif, key, "must be one number for the integer engine, got an array")
-    if not lif.reset_delay:
-        _refuse(lif, "reset_delay", "False (the reset in the step that fires) has no integer "
-                "engine yet")
-    beta = float(np.clip(lif.value("beta"), 0, 1))
-    theta = float(lif.value("threshold"))
-    if not (np.isfinite(theta) and theta > 0):
-        _refuse(lif, "threshold", f"must be > 0, got {theta}")
-    return beta, theta, lif.reset
+def _per_channel(lif, key, shape):
+    """The value of ``key`` per output channel (O,) of a neuron layer of ``shape`` (O, ...): one
+    number, or an array that broadcasts to ``shape`` and is constant within each channel."""
+    v = np.asarray(lif.value(key), np.float64)
+    try:
+        full = np.broadcast_to(v, tuple(shape)).reshape(shape[0], -1)
+    except ValueError:
+        _refuse(lif, key, f"of shape {v.shape} does not broadcast to the neuron shape {tuple(shape)}")
+    if not np.isfinite(full).all():
+        _refuse(lif, key, "must be finite")
+    if (full != full[:, :1]).any():
+        _refuse(lif, key, "varies within a channel (per-neuron values have no integer form; "
+                "one per channel or one for the layer)")
+    return full[:, 0].copy()
+
+
+class _Neuron(NamedTuple):
+    """A Leaky the integer engine runs: beta (one number), per channel theta, gain, drive."""
+
+    beta: float
+    theta: np.ndarray
+    gain: np.ndarray
+    drive: np.ndarray
+    reset: str
+    delay: bool
+
+
+def _neuron(lif, shape):
+    """The _Neuron of a Leaky whose neurons have ``shape``, or ConversionError naming the field.
+
+        V[t] = beta U[t-1] + gain_c I[t] + drive_c  =  beta U[t-1] + (gain_c k_c) A + (gain_c b_c + drive_c)
+
+    so gain and drive fold into k_c and b_c (convert_layers); v_reset must be 0."""
+    beta = _per_channel(lif, "beta", shape)
+    if (beta != beta[0]).any():
+        _refuse(lif, "beta", "differs between channels (the integer model shares one leak)")
+    if lif.reset == "zero" and (_per_channel(lif, "v_reset", shape) != 0).any():
+        _refuse(lif, "v_reset", "must be 0 for the integer engine")
+    theta = _per_channel(lif, "threshold", shape)
+    if (theta <= 0).any():
+        _refuse(lif, "threshold", f"must be > 0, got {theta.min()}")
+    return _Neuron(float(np.clip(beta[0], 0, 1)), theta, _per_channel(lif, "gain", shape),
+                   _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay))
 
 
 def _synapse(g: _Group, shape, bits):
@@ -184,17 +211,16 @@ class _Options(NamedTuple):
     Fs: list
 
 
-def _options(groups, net, kw):
-    """_Options from the neurons (one beta and reset for all) and the keyword arguments."""
-    neurons = [_neuron(g.lif) for g in groups]
-    beta, _, reset = neurons[0]
-    for g, (b, _, r) in zip(groups[1:], neurons[1:]):
-        if b != beta:
-            _refuse(g.lif, "beta", f"{b} differs from {groups[0].lif.name}'s {beta} (the integer "
-                    "model shares one leak)")
-        if r != reset:
-            _refuse(g.lif, "reset", f"{r!r} differs from {groups[0].lif.name}'s {reset!r}")
-    leak_p, e = cv._leak_params(beta, kw["leak"], kw["leak_bits"], kw["shift"])
+def _options(groups, neurons, net, kw):
+    """_Options from the neurons (one beta, reset and delay for all) and the keyword arguments."""
+    n0, first = neurons[0], groups[0].lif.name
+    for g, n in zip(groups[1:], neurons[1:]):
+        for field, a, b in (("beta", n.beta, n0.beta), ("reset", n.reset, n0.reset),
+                            ("reset_delay", n.delay, n0.delay)):
+            if a != b:
+                _refuse(g.lif, field, f"{a!r} differs from {first}'s {b!r} (the integer model "
+                        "shares one leak and reset)")
+    leak_p, e = cv._leak_params(n0.beta, kw["leak"], kw["leak_bits"], kw["shift"])
     beta_eff = cv.beta_eff_of(leak_p)
     if beta_eff == Fraction(1) and kw["num_steps"] is None:
         raise cv.OverflowProofError("with beta_eff = 1 the membrane grows without bound over "
@@ -203,9 +229,9 @@ def _options(groups, net, kw):
     static = kw["static"]
     if static is None:
         static = config.get("dataset", "mnist") in cv.STATIC_DATASETS
-    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), reset, kw["num_steps"]),
-                    beta, reset, cv._require(cv.rules.integer(1, 255), "input_max",
-                                             kw["input_max"]),
+    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), n0.reset, kw["num_steps"]),
+                    n0.beta, n0.reset, cv._require(cv.rules.integer(1, 255), "input_max",
+                                                   kw["input_max"]),
                     bool(static), cv._frac_bits_list(kw["frac_bits"], len(groups)))
 
 
@@ -216,7 +242,12 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
     conversion.convert (frac_bits: one per neuron layer); static defaults to the config's data
     set (pixels/255 fed at every step), else True. ConversionError names the layer and field."""
     groups = _groups(net.layers)
-    opt = _options(groups, net, dict(leak=leak, leak_bits=leak_bits, shift=shift,
+    shapes, shape = [], tuple(net.input_shape)
+    for g in groups:                       # the neuron shapes, checked before anything is folded
+        shape = _synapse(g, shape, 2)[5]
+        shapes.append(shape)
+    neurons = [_neuron(g.lif, sh) for g, sh in zip(groups, shapes)]
+    opt = _options(groups, neurons, net, dict(leak=leak, leak_bits=leak_bits, shift=shift,
                                      num_steps=num_steps, static=static, input_max=input_max,
                                      frac_bits=frac_bits))
     layers, shape, used_bits = [], tuple(net.input_shape), set()
@@ -229,7 +260,9 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
                           opt.Fs[i])
         k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,
                                area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
-        shared = cv._Shared(opt.terms, opt.beta, _neuron(g.lif)[1], opt.leak, b)
+        n = neurons[i]
+        k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
+        shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b)
         layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
                                    shared))
         shape = out_shape
@@ -241,7 +274,8 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
                            input_shape=tuple(net.input_shape), input_max=opt.input_max,
                            static=opt.static,
                            num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
-                           max_steps=None if opt.terms.beta < 1 else int(num_steps), meta=meta)
+                           max_steps=None if opt.terms.beta < 1 else int(num_steps), meta=meta,
+                           delay=neurons[0].delay)
 
 
 def convert_network(net, **kwargs):

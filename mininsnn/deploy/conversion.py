@@ -144,6 +144,7 @@ class IntegerModel:
     num_steps: int           # the default T
     max_steps: int = None
     meta: dict = field(default_factory=dict)
+    delay: bool = True       # the reset one step late (R[t] = S[t-1]); False: in the step that fires
 
     @property
     def num_classes(self):
@@ -160,7 +161,8 @@ class IntegerModel:
                 else f"leak v - (v >> {a}) (beta_eff {float(self.beta_eff()):.9f})")
         lines = [f"integer model: input {self.input_shape} ints 0..{self.input_max} "
                  f"({'static, fed at every step' if self.static else 'one frame per step'}), "
-                 f"{leak}, {self.reset} reset, membranes int{MEM_BITS}"
+                 f"{leak}, {self.reset} reset{'' if self.delay else ' in the step that fires'}, "
+                 f"membranes int{MEM_BITS}"
                  + ("" if self.max_steps is None else f", proven for T <= {self.max_steps}")]
         for L in self.layers:
             b = L.bounds
@@ -200,9 +202,12 @@ def _rint(x):
 
 
 def _integerize(k, b, theta, F):
-    """sign, Bias, Theta (Python int lists) and the unit u_c (float64) for fractional bits F."""
+    """sign, Bias, Theta (Python int lists) and the unit u_c (float64) for fractional bits F;
+    theta one float or one per channel (O,)."""
     sign, bias, th, unit = [], [], [], []
-    for kc, bc in zip(k, b):
+    thetas = np.broadcast_to(np.asarray(theta, np.float64), np.shape(k))   # theta or theta_c
+    for kc, bc, theta in zip(k, b, thetas):
+        theta = float(theta)
         if kc == 0:     # the current is the constant b_c: its own unit, the accumulator ignored
             u = max(theta, abs(bc)) / 2.0 ** ZERO_GAIN_BITS
             sign.append(0)
@@ -386,8 +391,8 @@ def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
 
 def reference_layout(model: IntegerModel):
     """Whether ``model`` has the paper's layout (conv, conv, linear on a (C, H, W) input, no
-    padding): the one the Numba kernels and the event-driven C template are written for."""
-    return ([L.kind for L in model.layers] == ["conv", "conv", "linear"]
+    padding, the delayed reset): the one the Numba kernels and the event-driven C template are written for."""
+    return ([L.kind for L in model.layers] == ["conv", "conv", "linear"] and model.delay
             and len(model.input_shape) == 3 and not any(L.padding for L in model.layers))
 
 

@@ -223,7 +223,7 @@ def current_terms(A, sign, F, bias):
     return A, coef, bias.astype(np.int64)[:, None]
 
 
-def lif_run(drive, T, theta, leak, reset):
+def lif_run(drive, T, theta, leak, reset, delay=True):
     """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
     drive = (A, coef, const): A (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays
     broadcastable to A[0] (per channel: (O, 1) for A of shape (TI, N, O, M)).
@@ -232,6 +232,9 @@ def lif_run(drive, T, theta, leak, reset):
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
         S[t] = [V[t] > Theta]
+
+    ``delay=False`` (the reset in the step that fires): W = leak(V[t-1]) + I[t], S[t] = [W > Theta],
+    V[t] = W - Theta S[t]  or  W (1 - S[t]).
 
     Multiply leak: leak(v) + I = (v beta_q + 2^(Q-1) + I 2^Q) >> Q exactly (I is an integer), so a
     step is V beta_q + A coef 2^Q + (const 2^Q + 2^(Q-1)), one shift; with a static input
@@ -265,11 +268,14 @@ def lif_run(drive, T, theta, leak, reset):
             np.right_shift(V, a, out=tmp)
             V -= tmp
             V += drive
-        if reset == "subtract":
+        if not delay:                                 # the reset in the step that fires:
+            np.greater(V, Th, out=R)                  # S[t] = [V[t] > Theta], then V -= Theta S[t]
+        if reset == "subtract":                       # or V (1 - S[t]), V[t] now is U[t]
             np.subtract(V, Th, out=V, where=R)        # - Theta R[t]
         else:
             V[R] = 0                                  # (1 - R[t])
-        np.greater(V, Th, out=R)                      # S[t] = [V[t] > Theta] = R[t+1]
+        if delay:
+            np.greater(V, Th, out=R)                  # S[t] = [V[t] > Theta] = R[t+1]
         S[t] = R
     return S
 
@@ -354,11 +360,11 @@ def _forward(model, x, static, T, record):
             cand = np.flatnonzero(may_fire(I, Th, model.leak))
             one = np.ones(1, np.int64)
             Sc = lif_run((I.reshape(1, -1)[:, cand], one, 0 * one), T, Th.reshape(-1)[cand],
-                         model.leak, model.reset)                   # (T, n candidates)
+                         model.leak, model.reset, model.delay)      # (T, n candidates)
             h = np.zeros((T, I.size), np.uint8)
             h[:, cand] = Sc
         else:
-            h = lif_run((A, coef, const), T, theta, model.leak, model.reset)
+            h = lif_run((A, coef, const), T, theta, model.leak, model.reset, model.delay)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

@@ -102,6 +102,8 @@ def model_arrays_meta(model: cv.IntegerModel):
             "input_shape": list(model.input_shape), "input_max": model.input_max,
             "static": model.static, "num_steps": model.num_steps, "max_steps": model.max_steps,
             "layers": layers, "model": model.meta}
+    if not model.delay:                    # only when used: the paper's files stay as they were
+        meta["reset_delay"] = False
     return arrays, meta
 
 
@@ -130,6 +132,7 @@ class _Header(NamedTuple):
     shape: tuple
     static: bool
     specs: list
+    delay: bool
 
 
 def _header(meta, path):
@@ -157,8 +160,11 @@ def _header(meta, path):
             raise ModelFileError(f"{path}: expected a list of conv and linear layers")
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
+    delay = meta.get("reset_delay", True)
+    if delay not in (True, False):
+        raise ModelFileError(f"{path}: bad reset_delay {delay!r}")
     return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
-                   specs)
+                   specs, bool(delay))
 
 
 def _layer_arrays(arrays, name, path):
@@ -240,7 +246,7 @@ def model_from_arrays(arrays, meta, path="model"):
     return cv.IntegerModel(layers=layers, leak=head.leak, reset=head.reset,
                            input_shape=head.shape, input_max=head.input_max, static=head.static,
                            num_steps=head.num_steps, max_steps=head.max_steps,
-                           meta=meta.get("model", {}))
+                           meta=meta.get("model", {}), delay=head.delay)
 
 
 def load_integer_model(path) -> cv.IntegerModel:

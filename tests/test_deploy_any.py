@@ -238,3 +238,44 @@ def test_unsupported_layers_are_refused_in_one_line(case, match):
     with pytest.raises(cv.ConversionError, match=match) as e:
         convert_layers(_with(layers))
     assert "\n" not in str(e.value)
+
+
+def pooled_spikes(seed, pool="sum", beta=1.0, bits=6, H=12, delay=False):
+    """Sinabs' form: conv stride 2 pad 1 (bias), IF, pool of spikes, conv pad 1, IF, pool of
+    spikes, Flatten, Linear (bias), IF; the reset in the step that fires, as NIR's IF."""
+    rng = np.random.default_rng(seed)
+    P = AvgPool2d if pool == "avg" else SumPool2d
+    lif = lambda: Leaky(beta, 1.0, reset="zero", reset_delay=delay)     # noqa: E731
+    conv = lambda c, o, **kw: Conv2d(c, o, 3, bits=bits, rng=rng, dtype=np.float64, **kw)  # noqa: E731
+    h = (H // 2) // 2 // 2
+    layers = [("c1", conv(2, 4, stride=2, padding=1, bias=True)), ("l1", lif()), ("p1", P(2)),
+              ("c2", conv(4, 5, padding=1)), ("l2", lif()), ("p2", P(2)), ("flat", Flatten()),
+              ("fc", Linear(5 * h * h, 4, bits=bits, rng=rng, dtype=np.float64)), ("l3", lif())]
+    net = Network(layers, (2, H, H), dtype=np.float64).eval()
+    for k, p in net.params.items():
+        p[...] = rng.normal(0.2 if k.endswith("weight") else 0, 0.5, p.shape)
+    return net
+
+
+@given(seed=st.integers(0, 2 ** 16), beta=st.sampled_from([1.0, 0.9]),
+       H=st.sampled_from([8, 12, 16]), delay=st.booleans())
+@settings(max_examples=12, deadline=None)
+def test_pools_of_spikes_fold_into_the_next_synapse(seed, beta, H, delay):
+    net = pooled_spikes(seed, "sum", beta, H=H, delay=delay)
+    T = 10
+    try:
+        model = convert_layers(net, static=False, num_steps=T)
+    except cv.OverflowProofError:
+        assume(False)
+    assert [L.kind for L in model.layers] == ["conv", "conv", "linear"]
+    assert model.layers[1].padding == 2 and model.layers[1].stride == 2
+    x = (np.random.default_rng(seed).random((T, 3, 2, H, H)) < 0.3).astype(np.uint8)
+    follows_float(net, model, x, T, static=False)
+
+
+def test_pool_of_spikes_before_a_conv_must_divide_its_input_and_be_a_sum():
+    net = pooled_spikes(0, H=10)         # 10 -> 5 after c1: a 2 x 2 pool does not divide 5
+    with pytest.raises(cv.ConversionError, match=r"^p1: kernel_size 2 must divide"):
+        convert_layers(net, static=False, num_steps=5)
+    with pytest.raises(cv.ConversionError, match=r"^p1: type AvgPool2d of spikes"):
+        convert_layers(pooled_spikes(0, "avg"), static=False, num_steps=5)

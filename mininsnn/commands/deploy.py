@@ -23,7 +23,7 @@ from mininsnn.data import read_idx
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy import numba_engine as nbe
 from mininsnn.deploy.cexport import export_c
-from mininsnn.deploy.chain import convert_network
+from mininsnn.deploy.chain import agreement, convert_network, random_inputs
 from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert
 from mininsnn.deploy.modelfile import save_integer_model
 from mininsnn.sources import resolve
@@ -58,6 +58,13 @@ def export_args(x) -> None:
                         "float network as a NIR graph, <name>.nir (docs/nir.md; extra 'nir')")
     x.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     x.add_argument("--name", help="file and C prefix (default from the model, e.g. mnist_4bit)")
+    x.add_argument("--num-steps", type=int, dest="num_steps", help="time steps T the overflow "
+                   "proof covers when beta = 1 (IF neurons), and of the agreement check of a "
+                   "float network (default: the model's, 100)")
+    x.add_argument("--input-max", type=int, default=255, dest="input_max", help="inputs are "
+                   "integers 0..this (default 255: pixels or event counts; 1: 0/1 spikes)")
+    x.add_argument("--samples", type=int, default=64, help="random inputs on which a float "
+                   "network (a .nir SRC) and its integer model are compared (default 64)")
     _representation_args(x)
 
 
@@ -90,9 +97,10 @@ def _integer_model(found, a):
                              "and --leak")
         return found.model
     kw = dict(bits=a.bits, frac_bits=a.frac_bits, leak=a.leak,
-              num_steps=getattr(a, "num_steps", None))
-    if found.kind == "network":
-        return convert_network(found.model, **kw)
+              num_steps=getattr(a, "num_steps", None), input_max=getattr(a, "input_max", 255))
+    if found.kind == "network":     # a graph without a data set takes frames of event counts
+        static = None if (getattr(found.model, "config", None) or {}).get("dataset") else False
+        return convert_network(found.model, static=static, **kw)
     return convert(found.model, found.config, **kw)
 
 
@@ -104,6 +112,7 @@ def _out_folder(a) -> Path:
 
 
 def export(a, argv) -> int:
+    check_positive(a, ("num_steps", "samples"))
     try:
         found = _resolve(a)
         if a.format == "nir":
@@ -118,6 +127,11 @@ def export(a, argv) -> int:
     out = _out_folder(a)
     out.mkdir(parents=True, exist_ok=True)            # every check has passed
     print(model.describe())
+    if found.kind == "network":                       # post-training quantization: how close
+        T = a.num_steps or model.num_steps
+        same, cls = agreement(found.model, model, random_inputs(model, a.samples, T), T)
+        print(f"agreement float vs integer on {a.samples} random inputs, T={T}: identical output "
+              f"spike counts {100 * same:.1f}%, identical predicted class {100 * cls:.1f}%")
     if a.format == "npz":
         save_integer_model(model, out / f"{name}.npz")
         print(f"wrote {out / (name + '.npz')}")

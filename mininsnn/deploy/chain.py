@@ -33,9 +33,10 @@ import numpy as np
 
 from mininsnn.config import DEFAULTS
 from mininsnn.deploy import conversion as cv
+from mininsnn.deploy import engine as npe
 from mininsnn.deploy.conversion import ConversionError
 
-__all__ = ["convert_layers", "convert_network", "fuse_pool_strided", "SYNAPSES", "RUNS"]
+__all__ = ["convert_layers", "convert_network", "agreement", "random_inputs", "fuse_pool_strided", "SYNAPSES", "RUNS"]
 
 SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
@@ -58,16 +59,35 @@ def fuse_pool_strided(q, k, s):
 
 
 class _Group(NamedTuple):
-    """One stage of the chain: its synapse, pool and BatchNorm layers (None) and its Leaky."""
+    """One stage of the chain: its synapse, pool and BatchNorm layers (None) and its Leaky; pre: a
+    pool of the previous stage's spikes before the synapse (None)."""
 
     synapse: object
     pool: object
     bn: object
     lif: object
+    pre: object = None
 
 
 def _refuse(layer, field, why):
     raise ConversionError(f"{layer.name}: {field} {why}")
+
+
+def _place(layer, kind, cur, groups):
+    """Put a pool or BatchNorm into the stage being read (``cur``, a dict), or refuse."""
+    if not cur:
+        if kind in POOLS and groups:               # pooling spikes: folded into the next synapse
+            return {"pre": layer}
+        _refuse(layer, "type", f"{kind} must follow a Conv2d or Linear in its stage")
+    if "synapse" not in cur:
+        _refuse(layer, "type", f"{kind} after {cur['pre'].name}: one pool of spikes, then a "
+                "Conv2d or Linear")
+    slot = "pool" if kind in POOLS else "bn"
+    if slot in cur or (slot == "pool" and "bn" in cur) or \
+            type(cur["synapse"]).__name__ != "Conv2d":
+        _refuse(layer, "type", f"{kind} must sit between a Conv2d and its Leaky, once "
+                "(conv, pool, batchnorm)")
+    return {**cur, slot: layer}
 
 
 def _groups(layers):
@@ -81,24 +101,19 @@ def _groups(layers):
         if kind in PASS:
             continue
         if kind in SYNAPSES:
-            if cur:
+            if "synapse" in cur:
                 _refuse(layer, "type", f"{kind} follows {cur['synapse'].name} without a Leaky "
                         "between them")
-            cur = {"synapse": layer}
-        elif not cur:
-            _refuse(layer, "type", f"{kind} must follow a Conv2d or Linear in its stage")
-        elif kind == "Leaky":
-            groups.append(_Group(cur["synapse"], cur.get("pool"), cur.get("bn"), layer))
+            cur = {**cur, "synapse": layer}
+        elif kind == "Leaky" and "synapse" in cur:
+            groups.append(_Group(cur["synapse"], cur.get("pool"), cur.get("bn"), layer,
+                                 cur.get("pre")))
             cur = {}
         else:
-            slot = "pool" if kind in POOLS else "bn"
-            if slot in cur or (slot == "pool" and "bn" in cur) or \
-                    type(cur["synapse"]).__name__ != "Conv2d":
-                _refuse(layer, "type", f"{kind} must sit between a Conv2d and its Leaky, once "
-                        "(conv, pool, batchnorm)")
-            cur[slot] = layer
+            cur = _place(layer, kind, cur, groups)
     if cur:
-        _refuse(cur["synapse"], "type", "the network must end in a Leaky (no neuron after it)")
+        first = cur.get("synapse", cur.get("pre"))
+        _refuse(first, "type", "the network must end in a Leaky (no neuron after it)")
     if not groups:
         raise ConversionError("network: no Leaky layer; nothing to convert")
     return groups
@@ -149,33 +164,63 @@ def _neuron(lif, shape):
                    _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay))
 
 
+def _pool_k(pool, syn):
+    """k of a k x k pool with stride k and no padding (the ones that fold), and its area factor
+    (k^2 for AvgPool2d, 1 for SumPool2d)."""
+    k = pool.k
+    if pool.stride != k or getattr(pool, "padding", 0):
+        _refuse(pool, "stride", f"must equal kernel_size {k} with no padding to fold into "
+                f"{syn.name}")
+    return k, k * k if type(pool).__name__ == "AvgPool2d" else 1
+
+
+def _pre_pool(g: _Group, shape):
+    """(k, area, pooled shape) of the pool of spikes before the synapse (1, 1, shape: none)."""
+    if g.pre is None:
+        return 1, 1, tuple(shape)
+    k, area = _pool_k(g.pre, g.synapse)
+    if area != 1:       # layers.AvgPool2d keeps its input's dtype: on uint8 spikes it truncates
+        _refuse(g.pre, "type", "AvgPool2d of spikes has no integer form (the float layer "
+                "averages uint8 spikes in uint8); use SumPool2d")
+    if len(shape) != 3 or shape[1] < k or shape[2] < k:
+        _refuse(g.pre, "kernel_size", f"{k} does not fit its input {tuple(shape)}")
+    if type(g.synapse).__name__ == "Conv2d" and (shape[1] % k or shape[2] % k):
+        _refuse(g.pre, "kernel_size", f"{k} must divide its input's height and width "
+                f"{tuple(shape[1:])} to fold into {g.synapse.name}")
+    return k, area, (shape[0], shape[1] // k, shape[2] // k)
+
+
 def _synapse(g: _Group, shape, bits):
-    """(kind, codes_scale, qf, stride, padding, out_shape, pool_area) of a stage's synapse."""
+    """(kind, codes_scale, qf, stride, padding, out_shape, pool_area) of a stage's synapse. A pool
+    of spikes before it (g.pre, k x k) is folded by repeating each code over its k x k inputs."""
     syn = g.synapse
     W = np.asarray(syn.params["weight"])
     if not np.isfinite(W).all():
         _refuse(syn, "weight", "must be finite")
     q, s = cv.quant_codes(W, bits)
+    kp, area, pshape = _pre_pool(g, shape)
     if type(syn).__name__ == "Linear":
-        n_in = int(np.prod(shape))
-        if W.shape[1] != n_in:
-            _refuse(syn, "in_features", f"{W.shape[1]} does not match its input {tuple(shape)}")
-        return "linear", (q, s), q, 1, 0, (W.shape[0],), 1
-    if len(shape) != 3 or W.shape[1] != shape[0]:
-        _refuse(syn, "in_channels", f"{W.shape[1]} does not match its input {tuple(shape)}")
+        if W.shape[1] != int(np.prod(pshape)):
+            _refuse(syn, "in_features", f"{W.shape[1]} does not match its input {pshape}")
+        if kp > 1:      # w'[o, c, y, x] = w[o, c, y // k, x // k] inside the pooled rows, else 0
+            C, PH, PW = pshape
+            full = np.zeros((W.shape[0],) + tuple(shape), np.int64)
+            full[:, :, :PH * kp, :PW * kp] = q.reshape(-1, C, PH, PW).repeat(kp, 2).repeat(kp, 3)
+            q = full.reshape(W.shape[0], -1)
+        return "linear", (None, s), q, 1, 0, (W.shape[0],), area
+    if len(pshape) != 3 or W.shape[1] != pshape[0]:
+        _refuse(syn, "in_channels", f"{W.shape[1]} does not match its input {pshape}")
     st, p, K = syn.stride, syn.padding, W.shape[2]
-    OH, OW = (shape[1] + 2 * p - K) // st + 1, (shape[2] + 2 * p - K) // st + 1
-    k, area, qf = 1, 1, q
+    OH, OW = (pshape[1] + 2 * p - K) // st + 1, (pshape[2] + 2 * p - K) // st + 1
+    q = q.repeat(kp, 2).repeat(kp, 3)           # conv of the pooled input = conv of k x k blocks
+    k = 1
     if g.pool is not None:
-        k = g.pool.k
-        if g.pool.stride != k or getattr(g.pool, "padding", 0):
-            _refuse(g.pool, "stride", f"must equal kernel_size {k} with no padding to fold into "
-                    f"{syn.name}")
-        area = k * k if type(g.pool).__name__ == "AvgPool2d" else 1
-        qf = fuse_pool_strided(q, k, st)
+        k, post = _pool_k(g.pool, syn)
+        area *= post
+        q = fuse_pool_strided(q, k, st * kp)
     if OH // k < 1 or OW // k < 1:
-        _refuse(syn, "kernel_size", f"too large for its input {tuple(shape)}")
-    return "conv", (q, s), qf, st * k, p, (W.shape[0], OH // k, OW // k), area
+        _refuse(syn, "kernel_size", f"too large for its input {pshape}")
+    return "conv", (None, s), q, st * kp * k, p * kp, (W.shape[0], OH // k, OW // k), area
 
 
 def _layer_bits(syn, bits):
@@ -282,3 +327,24 @@ def convert_network(net, **kwargs):
     """:func:`convert_layers` of a Network: any chain of supported layers, the paper's included
     (for those it builds conversion.convert's integers exactly; tests/test_deploy_any.py)."""
     return convert_layers(net, **kwargs)
+
+
+def random_inputs(model: cv.IntegerModel, n, T, seed=0, rate=0.2):
+    """A batch of ``n`` integer inputs the model takes: static images with values 0..input_max
+    uniform, or T frames of 0/1 events at ``rate`` (the input a spiking graph expects)."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(model.input_shape)
+    if model.static:
+        return rng.integers(0, model.input_max + 1, (n,) + shape).astype(np.uint8)
+    return (rng.random((T, n) + shape) < rate).astype(np.uint8)
+
+
+def agreement(net, model: cv.IntegerModel, x, T):
+    """(share of samples whose output spike counts are identical, share whose predicted class is
+    the same) between the float network ``net`` (run in eval mode on x/255 for a static model,
+    else on the integer frames as floats) and the integer model, on integer inputs ``x``."""
+    xin = (x / 255.0) if model.static else x
+    out = net.eval().forward(np.asarray(xin, net.dtype), num_steps=T if model.static else None)
+    fc = np.asarray(out).sum(axis=0).reshape(out.shape[1], -1)
+    ic = npe.predict(model, x, T).reshape(fc.shape[0], -1)
+    return float((fc == ic).all(axis=1).mean()), float((fc.argmax(1) == ic.argmax(1)).mean())

@@ -279,3 +279,77 @@ def test_pool_of_spikes_before_a_conv_must_divide_its_input_and_be_a_sum():
         convert_layers(net, static=False, num_steps=5)
     with pytest.raises(cv.ConversionError, match=r"^p1: type AvgPool2d of spikes"):
         convert_layers(pooled_spikes(0, "avg"), static=False, num_steps=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# random chains
+
+@st.composite
+def chains(draw):
+    """A random chain: 0-3 conv stages (kernel 1-4, stride 1-2, padding 0-2, bias or not, an
+    average or sum pool, BatchNorm), a Flatten, 1-2 linear stages (bias or not); one Leaky per
+    stage with a common beta and reset. Returns (seed, layers spec, input shape, static)."""
+    seed = draw(st.integers(0, 2 ** 16))
+    H = draw(st.integers(6, 14))
+    C = draw(st.integers(1, 3))
+    convs = []
+    h, c = H, C
+    for _ in range(draw(st.integers(0, 3))):
+        K, s, p = draw(st.integers(1, 4)), draw(st.integers(1, 2)), draw(st.integers(0, 2))
+        oh = (h + 2 * p - K) // s + 1
+        pool = draw(st.sampled_from([None, "avg", "sum"])) if oh >= 2 else None
+        oh = oh // 2 if pool else oh
+        if oh < 1 or K > h + 2 * p:
+            break
+        o = draw(st.integers(1, 4))
+        convs.append((c, o, K, s, p, draw(st.booleans()), pool, draw(st.booleans())))
+        h, c = oh, o
+    linears = [draw(st.integers(2, 6)) for _ in range(draw(st.integers(1, 2)))]
+    neuron = (draw(st.sampled_from([0.5, 0.9, 1.0])), draw(st.sampled_from(["subtract", "zero"])),
+              draw(st.booleans()))
+    return seed, convs, linears, (C, H, H), neuron, draw(st.booleans())
+
+
+def build_chain(seed, convs, linears, shape, neuron):
+    rng = np.random.default_rng(seed)
+    beta, reset, delay = neuron
+    layers = []
+    for i, (c, o, K, s, p, bias, pool, bn) in enumerate(convs):
+        layers.append((f"c{i}", Conv2d(c, o, K, stride=s, padding=p, bias=bias, bits=4, rng=rng,
+                                        dtype=np.float64)))
+        if pool:
+            layers.append((f"p{i}", (AvgPool2d if pool == "avg" else SumPool2d)(2)))
+        if bn:
+            layers.append((f"bn{i}", _bn(o, rng)))
+        layers.append((f"l{i}", Leaky(beta, 1.0, reset=reset, reset_delay=delay)))
+    probe = Network(layers + [("flat", Flatten())], shape, dtype=np.float64).eval() if layers \
+        else None
+    n = int(np.prod(probe.forward(np.zeros((1,) + shape), num_steps=1).shape[2:])) if probe \
+        else int(np.prod(shape))
+    layers.append(("flat", Flatten()))
+    for j, o in enumerate(linears):
+        layers.append((f"fc{j}", Linear(n, o, bias=bool(j % 2 == 0), bits=4, rng=rng,
+                                        dtype=np.float64)))
+        layers.append((f"lf{j}", Leaky(beta, 1.0, reset=reset, reset_delay=delay)))
+        n = o
+    net = Network(layers, shape, dtype=np.float64).eval()
+    for k, p in net.params.items():
+        if k.endswith("weight") and p.ndim > 1:
+            p[...] = rng.normal(0.1, 0.6, p.shape)
+    return net
+
+
+@given(case=chains())
+@settings(max_examples=100, deadline=None)
+def test_random_chains_follow_their_float_model(case):
+    seed, convs, linears, shape, neuron, static = case
+    net = build_chain(seed, convs, linears, shape, neuron)
+    T = 8
+    try:
+        model = convert_layers(net, static=static, num_steps=T)
+    except cv.OverflowProofError:
+        assume(False)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (3,) + shape if static else (T, 3) + shape).astype(np.uint8)
+    follows_float(net, model, x, T, static)
+    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))

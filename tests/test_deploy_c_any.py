@@ -4,11 +4,14 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+
+from mininsnn.deploy import conversion as cv
 
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy.cexport import CExportError, c_sizes, export_c
 from mininsnn.deploy.chain import convert_layers
-from tests.test_deploy_any import mlp, three_conv
+from tests.test_deploy_any import build_chain, chains, mlp, three_conv
 from tests.test_deploy_c import needs_cc, run_c
 
 
@@ -66,3 +69,20 @@ def test_exported_reset_in_the_step_that_fires_matches_the_engine(tmp_path, rese
     _, counts, _, _ = run_c(model, x, T, tmp_path, "nodelay")
     ref = npe.predict(model, x, T)
     assert np.array_equal(counts, ref) and ref.sum() > 0
+
+
+@needs_cc
+@given(case=chains())
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_exported_random_chains_match_the_engine(tmp_path, case):
+    seed, convs, linears, shape, neuron, static = case
+    net = build_chain(seed, convs, linears, shape, neuron)
+    T = 8
+    try:
+        model = convert_layers(net, static=static, num_steps=T)
+    except cv.OverflowProofError:
+        assume(False)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (4,) + shape if static else (T, 4) + shape).astype(np.uint8)
+    _, counts, _, _ = run_c(model, x, T, tmp_path, "chain")
+    assert np.array_equal(counts, npe.predict(model, x, T))

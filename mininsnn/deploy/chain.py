@@ -11,7 +11,7 @@ docs/deploy.md):
       qf[o, c, s a + kh, s b + kw] += q[o, c, kh, kw]     (a, b < k), stride s k, the same padding
   and 1/k^2 in k_c for AvgPool2d (SumPool2d: a sum, no 1/k^2);
 - eval BatchNorm2d: g_c = gamma_c / sqrt(rv_c + eps) into k_c, beta_c - g_c rm_c into b_c;
-- a conv or linear bias: into b_c (before the BatchNorm);
+- a conv or linear bias: into b_c (before the BatchNorm; k^2 times after a k x k sum pool);
 - Dropout is the identity in eval; Flatten only changes the shape.
 - a Leaky's gain and drive (one number, or one per channel): gain_c into k_c, gain_c b_c + drive_c
   into b_c; its threshold may be one per channel too.
@@ -233,6 +233,9 @@ def _layer_bits(syn, bits):
 def _stage_state(g: _Group):
     """The state-dict entries conversion._fold_layer reads for this stage."""
     state = {f"{g.synapse.name}.{k}": np.asarray(v) for k, v in g.synapse.params.items()}
+    bias = f"{g.synapse.name}.bias"
+    if bias in state and g.pool is not None and type(g.pool).__name__ == "SumPool2d":
+        state[bias] = state[bias] * g.pool.k ** 2       # a k x k sum adds the bias k^2 times
     if g.bn is not None:
         if g.bn.num_features != state[f"{g.synapse.name}.weight"].shape[0]:
             _refuse(g.bn, "num_features", f"{g.bn.num_features} does not match {g.synapse.name}")

@@ -82,3 +82,22 @@ def test_nir_nodes_the_integer_engine_cannot_run_are_refused_in_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cuba: type Synaptic has no integer form" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_infer_runs_a_nir_graph_on_the_integer_engines(tmp_path, capsys):
+    """(N, T, 16) event frames of a 1-D input; labels = the integer model's own classes."""
+    rng = np.random.default_rng(5)
+    nir.write(tmp_path / "g.nir", _lif_mlp(rng))
+    rep = ["--bits", "12", "--input-max", "1"]
+    assert main(["export", str(tmp_path / "g.nir"), "--format", "npz", "--out", str(tmp_path)]
+                + rep) == 0
+    model = load_integer_model(tmp_path / "g.npz")
+    x = (rng.random((30, 20, 16)) < 0.3).astype(np.uint8)
+    y = npe.predict(model, np.moveaxis(x, 1, 0), 20).argmax(axis=1)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    capsys.readouterr()
+    for engine in ("int", "int-numpy"):
+        assert main(["infer", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"),
+                     "--labels", str(tmp_path / "y.npy"), "--engine", engine] + rep) == 0
+        assert "accuracy 100.00%" in capsys.readouterr().out

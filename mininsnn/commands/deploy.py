@@ -49,6 +49,9 @@ def _representation_args(q) -> None:
                         "largest the overflow proof admits), an integer, or F1,F2,F3")
     q.add_argument("--leak", choices=("multiply", "shift"), default="multiply",
                    help="leak as a fixed-point multiply (default) or v - (v >> k)")
+    q.add_argument("--input-max", type=int, default=255, dest="input_max", help="a float "
+                   "network's inputs are integers 0..this (default 255: pixels or event counts; "
+                   "1: 0/1 spikes)")
 
 
 def export_args(x) -> None:
@@ -61,8 +64,6 @@ def export_args(x) -> None:
     x.add_argument("--num-steps", type=int, dest="num_steps", help="time steps T the overflow "
                    "proof covers when beta = 1 (IF neurons), and of the agreement check of a "
                    "float network (default: the model's, 100)")
-    x.add_argument("--input-max", type=int, default=255, dest="input_max", help="inputs are "
-                   "integers 0..this (default 255: pixels or event counts; 1: 0/1 spikes)")
     x.add_argument("--samples", type=int, default=64, help="random inputs on which a float "
                    "network (a .nir SRC) and its integer model are compared (default 64)")
     _representation_args(x)
@@ -216,12 +217,13 @@ def _checked_input(a, io):
                              f"{shape}), got {x.shape} dtype {x.dtype}")
         return x, x.shape[1:] == per
     if io.static:
-        if x.ndim == 3 and per[0] == 1:
+        if x.ndim == 3 and len(per) == 3 and per[0] == 1:
             x = x[:, None]
-        if x.ndim != 4 or x.shape[1:] != per:
-            raise UsageError(f"--input {a.input}: expected images (N, {per[1]}, {per[2]}) or "
-                             f"(N, {', '.join(map(str, per))}), got {x.shape}")
-    elif x.ndim != 5 or x.shape[2:] != per:
+        if x.ndim != len(per) + 1 or x.shape[1:] != per:
+            raise UsageError(f"--input {a.input}: expected images "
+                             + (f"(N, {per[1]}, {per[2]}) or " if len(per) == 3 else "")
+                             + f"(N, {', '.join(map(str, per))}), got {x.shape}")
+    elif x.ndim != len(per) + 2 or x.shape[2:] != per:
         raise UsageError(f"--input {a.input}: expected event counts (N, T, "
                          f"{', '.join(map(str, per))}), got {x.shape}")
     if x.dtype.kind not in "ui" or x.size == 0:
@@ -264,7 +266,7 @@ def _engine(a, found, io, static: bool, T: int):
     scale = static and io.input_max is not None                  # pixels -> [0, 1]
 
     def run(xb):
-        xf = (xb / np.float32(255)).astype(np.float32) if scale else xb.astype(np.float32)
+        xf = (xb / np.float32(255)).astype(net.dtype) if scale else xb.astype(net.dtype)
         out = net.forward(xf, num_steps=T if static else None).sum(axis=0)
         return out.reshape(out.shape[0], -1)
     return run

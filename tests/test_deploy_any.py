@@ -153,6 +153,7 @@ def test_mlp_follows_its_float_model(seed, bits, reset, beta, theta, static, del
     if not static:
         x[rng.random(x.shape) < 0.8] = 0
     follows_float(net, model, x, T, static)
+    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))   # numba_general
 
 
 @given(seed=st.integers(0, 2 ** 16), bits=st.integers(2, 6), reset=st.sampled_from(["subtract", "zero"]),
@@ -167,7 +168,7 @@ def test_three_conv_network_with_padding_and_stride_follows_its_float_model(seed
         assume(False)
     x = np.random.default_rng(seed).integers(0, 256, (3, 2, H, W)).astype(np.uint8)
     follows_float(net, model, x, 8)
-    counts = nbe.predict(model, x, 8)                   # not the fast layout: the NumPy engine
+    counts = nbe.predict(model, x, 8)                   # not the fast layout: numba_general
     assert not nbe.fast_layout(model) and np.array_equal(counts, npe.predict(model, x, 8))
 
 
@@ -271,6 +272,7 @@ def test_pools_of_spikes_fold_into_the_next_synapse(seed, beta, H, delay):
     assert model.layers[1].padding == 2 and model.layers[1].stride == 2
     x = (np.random.default_rng(seed).random((T, 3, 2, H, H)) < 0.3).astype(np.uint8)
     follows_float(net, model, x, T, static=False)
+    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))   # numba_general
 
 
 def test_pool_of_spikes_before_a_conv_must_divide_its_input_and_be_a_sum():
@@ -352,4 +354,4 @@ def test_random_chains_follow_their_float_model(case):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (3,) + shape if static else (T, 3) + shape).astype(np.uint8)
     follows_float(net, model, x, T, static)
-    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))
+    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))   # numba_general

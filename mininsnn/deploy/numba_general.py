@@ -85,13 +85,14 @@ def plan(model: IntegerModel) -> Plan:
 
 @jit
 def _accumulate(g, weights, x, acc):
-    """acc (n_out,) int64 = the layer's accumulator of input x ((H, W, C) flat, any ints)."""
+    """acc (n_out,) int32 = the layer's accumulator of input x ((H, W, C) flat, any ints; the
+    overflow proof bounds every partial sum by the int32 accumulator bound)."""
     acc[:] = 0
     O_ = g[O]
     w0 = g[WOFF]
     if g[KIND] == 1:                                     # linear: a row per nonzero input
         for f in range(g[NIN]):
-            v = np.int64(x[f])
+            v = np.int32(x[f])
             if v != 0:
                 base = w0 + f * O_
                 for o in range(O_):
@@ -107,15 +108,19 @@ def _accumulate(g, weights, x, acc):
             j_lo = max(0, (xp - KW_ + S_) // S_)
             j_hi = min(OW_ - 1, xp // S_)
             for c in range(C_):
-                v = np.int64(x[(y * W_ + xx) * C_ + c])
+                v = np.int32(x[(y * W_ + xx) * C_ + c])
                 if v == 0:
                     continue
                 for i in range(i_lo, i_hi + 1):
                     for j in range(j_lo, j_hi + 1):
                         base = w0 + ((c * KH_ + (yp - i * S_)) * KW_ + (xp - j * S_)) * O_
                         out = (i * OW_ + j) * O_
-                        for o in range(O_):
-                            acc[out + o] += v * weights[base + o]
+                        if v == 1:                       # a spike: add the row
+                            for o in range(O_):
+                                acc[out + o] += weights[base + o]
+                        else:
+                            for o in range(O_):
+                                acc[out + o] += v * weights[base + o]
 
 
 @jit
@@ -123,7 +128,7 @@ def _current(g, chan, acc, cur):
     """cur = sgn_c (A << F) + Bias_c per neuron (channel = index % O, channels last)."""
     O_, F_, c0 = g[O], g[F], g[COFF]
     for k in range(g[NOUT]):
-        a = acc[k]
+        a = np.int64(acc[k])
         if F_ >= 0:
             a = a << F_
         else:
@@ -164,7 +169,7 @@ def _run(x, static, T, pl, counts):
     for b in prange(B):
         V = np.zeros((L, n_max), np.int64)
         Sp = np.zeros((L, n_max), np.uint8)
-        acc = np.zeros(n_max, np.int64)
+        acc = np.zeros(n_max, np.int32)
         cur0 = np.zeros(n_max, np.int64)
         cur = np.zeros(n_max, np.int64)
         for t in range(T):

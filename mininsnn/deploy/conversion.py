@@ -31,6 +31,10 @@ The leak is ``("multiply", Q)``: leak(v) = (v * beta_q + 2^(Q-1)) >> Q, beta_q =
 (round half up of the product, int64 intermediate), or ``("shift", k)``: leak(v) = v - (v >> k),
 beta_eff = 1 - 2^-k. ``>>`` is an arithmetic shift (floor).
 
+This module folds the paper's layout from a state dict and its config (``convert``), and holds
+the pieces every conversion shares; mininsnn.deploy.chain converts any chain of layers read from
+a Network's layer list with the same pieces (``int_layer``).
+
 The overflow proof (mininsnn.deploy.proof: ``prove_layer``, ``membrane_bound``) bounds every accumulator, input current and membrane over all
 inputs in range (pixels 0..input_max, spikes 0/1) and all time steps, and the converter refuses
 with the numbers when one exceeds its width.
@@ -167,7 +171,9 @@ class IntegerModel:
         for L in self.layers:
             b = L.bounds
             lines.append(
-                f"  {L.name}: {L.kind} {L.weight.shape} codes {L.weight.dtype}, F={L.frac_bits}, "
+                f"  {L.name}: {L.kind} {L.weight.shape}"
+                + (f" stride {L.stride} padding {L.padding}" if L.padding else "")
+                + f" codes {L.weight.dtype}, F={L.frac_bits}, "
                 f"|acc| <= {b['acc']} (int{L.acc_bits}), |input| <= {b['input']}, "
                 f"|membrane| <= {b['membrane']} (limit {2 ** (MEM_BITS - 1) - 1}), "
                 f"Theta {int(L.theta.min())}..{int(L.theta.max())}")

@@ -188,11 +188,11 @@ def test_strided_conv_then_sum_pool_is_one_conv_of_the_summed_codes(seed, k, s, 
 
 
 def test_general_model_file_round_trip(tmp_path):
-    for net in (mlp(1), three_conv(2), mlp(3, delay=False, per_neuron=True)):
+    for net in (mlp(1), three_conv(2), mlp(3, delay=False, per_neuron=True), synaptic_mlp(4)):
         model = convert_layers(net)
         mf.save_integer_model(model, tmp_path / "m.npz")
         back = mf.load_integer_model(tmp_path / "m.npz")
-        assert back.delay == model.delay
+        assert back.delay == model.delay and back.alpha_leak == model.alpha_leak
         assert [(L.kind, L.padding, L.stride, L.out_shape) for L in back.layers] == \
             [(L.kind, L.padding, L.stride, L.out_shape) for L in model.layers]
         x = np.random.default_rng(0).integers(0, 256, (5,) + net.input_shape).astype(np.uint8)
@@ -353,5 +353,36 @@ def test_random_chains_follow_their_float_model(case):
         assume(False)
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (3,) + shape if static else (T, 3) + shape).astype(np.uint8)
+    follows_float(net, model, x, T, static)
+    assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))   # numba_general
+
+
+def synaptic_mlp(seed, bits=6, reset="zero", delay=False, alpha=0.8, beta=0.9):
+    """Linear, Synaptic (per-neuron syn_gain, gain, drive, threshold), Linear, Leaky."""
+    from mininsnn.neurons import Synaptic
+    rng = np.random.default_rng(seed)
+    h, k = 10, 4
+    syn = Synaptic(alpha, beta, rng.uniform(0.5, 1.5, h), reset=reset, reset_delay=delay,
+                   syn_gain=rng.uniform(0.3, 1.0, h), gain=rng.uniform(0.5, 2.0, h),
+                   drive=rng.normal(0, 0.05, h))
+    layers = [("flat", Flatten()), ("fc1", Linear(36, h, bits=bits, rng=rng, dtype=np.float64)),
+              ("syn1", syn), ("fc2", Linear(h, k, bits=bits, rng=rng, dtype=np.float64)),
+              ("lif2", Leaky(beta, 1.0, reset=reset, reset_delay=delay))]
+    net = Network(layers, (1, 6, 6), dtype=np.float64).eval()
+    for kk, p in net.params.items():
+        p[...] = rng.normal(0.1, 0.5, p.shape)
+    return net
+
+
+@given(seed=st.integers(0, 2 ** 16), reset=st.sampled_from(["subtract", "zero"]),
+       delay=st.booleans(), alpha=st.sampled_from([0.5, 0.8, 0.95]), static=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_synaptic_layers_follow_their_float_model(seed, reset, delay, alpha, static):
+    net = synaptic_mlp(seed, reset=reset, delay=delay, alpha=alpha)
+    model = convert_layers(net, static=static)
+    assert model.layers[0].drive is not None and model.layers[1].drive is None
+    T = 12
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (4, 1, 6, 6) if static else (T, 4, 1, 6, 6)).astype(np.uint8)
     follows_float(net, model, x, T, static)
     assert np.array_equal(nbe.predict(model, x, T), npe.predict(model, x, T))   # numba_general

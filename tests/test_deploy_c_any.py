@@ -11,7 +11,7 @@ from mininsnn.deploy import conversion as cv
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy.cexport import CExportError, c_sizes, export_c
 from mininsnn.deploy.chain import convert_layers
-from tests.test_deploy_any import build_chain, chains, mlp, three_conv
+from tests.test_deploy_any import build_chain, chains, mlp, synaptic_mlp, three_conv
 from tests.test_deploy_c import needs_cc, run_c
 
 
@@ -86,3 +86,15 @@ def test_exported_random_chains_match_the_engine(tmp_path, case):
     x = rng.integers(0, 256, (4,) + shape if static else (T, 4) + shape).astype(np.uint8)
     _, counts, _, _ = run_c(model, x, T, tmp_path, "chain")
     assert np.array_equal(counts, npe.predict(model, x, T))
+
+
+@needs_cc
+@pytest.mark.parametrize("reset,delay,leak", [("zero", False, "multiply"), ("subtract", True, "shift")])
+def test_exported_synaptic_layers_match_the_engine(tmp_path, reset, delay, leak):
+    net = synaptic_mlp(3, reset=reset, delay=delay)
+    model = convert_layers(net, leak=leak)
+    x = np.random.default_rng(5).integers(0, 256, (8, 1, 6, 6)).astype(np.uint8)
+    size, counts, _, state = run_c(model, x, 15, tmp_path, "cuba")
+    ref = npe.predict(model, x, 15)
+    assert np.array_equal(counts, ref) and ref.sum() > 0
+    assert size == state == c_sizes(model)[1]

@@ -73,6 +73,8 @@ def general_arrays(model: IntegerModel):
         out[f"sign{i}"] = L.sign.astype(np.int8)
         out[f"bias{i}"] = L.bias.astype(np.int32)
         out[f"theta{i}"] = L.theta.astype(np.int32)
+        if L.drive is not None:
+            out[f"drive{i}"] = L.drive.astype(np.int32)
     return out
 
 
@@ -83,7 +85,7 @@ def general_sizes(model: IntegerModel):
     offset = 0
     for L in model.layers:
         n = int(np.prod(L.out_shape))
-        for size in (4, 4, 1):
+        for size in ((4, 4, 4, 4, 1) if L.drive is not None else (4, 4, 1)):
             offset = -(-offset // size) * size + n * size
     return const, -(-offset // 4) * 4
 
@@ -113,6 +115,31 @@ static void lif_step(int32_t *v, const int32_t *cur, uint8_t *s, int n, int m, c
         s[k] = (uint8_t)(u > th);
 #endif
     }
+}
+"""
+
+_CUBA = """\
+/* alpha_leak(j): the synaptic current's leak, as leak() */
+static int64_t alpha_leak(int64_t j)
+{
+#if ALEAK_MUL
+    return floor_shift(j * (int64_t)ALEAK_MUL + ((int64_t)1 << (ALEAK_SHIFT - 1)), ALEAK_SHIFT);
+#else
+    return j - floor_shift(j, ALEAK_SHIFT);
+#endif
+}
+
+/* One step of n synaptic neurons, m per channel: J = alpha_leak(J) + I (never reset), then
+ * lif_step's update with the input J + Drive_c. */
+static void cuba_step(int32_t *v, int32_t *j, const int32_t *cur, uint8_t *s, int n, int m,
+                      const int32_t *theta, const int32_t *drive, int32_t *in)
+{
+    int k;
+    for (k = 0; k < n; ++k) {
+        j[k] = (int32_t)(alpha_leak(j[k]) + cur[k]);
+        in[k] = j[k] + drive[k / m];
+    }
+    lif_step(v, in, s, n, m, theta);
 }
 """
 
@@ -201,6 +228,10 @@ def _predict(model, name, P):
         if i:
             per_step += f"        layer{i}(st->s{i - 1}, st->cur{i});\n"
         m = int(np.prod(L.out_shape[1:])) if len(L.out_shape) > 1 else 1
+        if L.drive is not None:     # st->in{i}: J + Drive, formed where cur{i} is not needed
+            per_step += (f"        cuba_step(st->v{i}, st->j{i}, st->cur{i}, st->s{i}, "
+                         f"{int(np.prod(L.out_shape))}, {m}, theta{i}, drive{i}, st->in{i});\n")
+            continue
         per_step += (f"        lif_step(st->v{i}, st->cur{i}, st->s{i}, "
                      f"{int(np.prod(L.out_shape))}, {m}, theta{i});\n")
     return f"""\
@@ -234,7 +265,10 @@ def _header(model, name, P, desc, sizes, max_steps):
     fields = "".join(
         f"    int32_t cur{i}[{n}];   /* {L.name}: input current (C, H, W) */\n"
         f"    int32_t v{i}[{n}];     /* membranes */\n"
-        f"    uint8_t s{i}[{n}];     /* spikes of the last step */\n"
+        + (f"    int32_t j{i}[{n}];     /* synaptic currents */\n"
+           f"    int32_t in{i}[{n}];    /* J + Drive: the membranes' input */\n"
+           if L.drive is not None else "")
+        + f"    uint8_t s{i}[{n}];     /* spikes of the last step */\n"
         for i, L in enumerate(model.layers) for n in [int(np.prod(L.out_shape))])
     return f"""\
 /* {name}.h: integer-only spiking network exported by mininsnn (mininsnn.deploy.cexport).
@@ -269,6 +303,14 @@ int {name}_predict(const uint8_t *input, int32_t num_steps, {name}_state *st, ui
 """
 
 
+def _alpha_macros(model):
+    if model.alpha_leak is None:
+        return ""
+    mode, a, bq = model.alpha_leak
+    return (f"#define ALEAK_SHIFT {a}\n#define ALEAK_MUL {bq if mode == 'multiply' else 0}"
+            "   /* the synaptic current's leak, as LEAK_* */\n")
+
+
 def general_files(model: IntegerModel, name, desc, max_steps):
     """{file name: text} of ``<name>.h`` and ``<name>.c`` for any chain, and (const, state) bytes.
     The last layer must be linear (its neurons are the classes)."""
@@ -282,8 +324,9 @@ def general_files(model: IntegerModel, name, desc, max_steps):
               f"#define LEAK_SHIFT {a}\n#define LEAK_MUL {bq if mode == 'multiply' else 0}"
               "   /* multiply leak: beta_q = round(beta 2^LEAK_SHIFT); 0: shift leak */\n"
               f"#define ZERO_RESET {int(model.reset == 'zero')}\n"
-              f"#define RESET_DELAY {int(model.delay)}\n\n{arrays}"
-              + HELPERS.format(multiply=int(mode == "multiply")) + _LIF + "\n" + layers + "\n"
+              f"#define RESET_DELAY {int(model.delay)}\n{_alpha_macros(model)}\n{arrays}"
+              + HELPERS.format(multiply=int(mode == "multiply")) + _LIF + "\n"
+              + (_CUBA + "\n" if model.alpha_leak is not None else "") + layers + "\n"
               + _predict(model, name, P))
     return ({f"{name}.h": _header(model, name, P, desc, sizes, max_steps), f"{name}.c": source},
             sizes)

@@ -41,7 +41,8 @@ __all__ = ["convert_layers", "convert_network", "agreement", "random_inputs", "f
 SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
 PASS = ("Flatten", "Dropout")
-RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d", "Leaky")   # what the integer engine runs
+NEURONS = ("Leaky", "Synaptic")
+RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d",) + NEURONS   # what the integer engine runs
 
 
 def fuse_pool_strided(q, k, s):
@@ -105,7 +106,7 @@ def _groups(layers):
                 _refuse(layer, "type", f"{kind} follows {cur['synapse'].name} without a Leaky "
                         "between them")
             cur = {**cur, "synapse": layer}
-        elif kind == "Leaky" and "synapse" in cur:
+        elif kind in NEURONS and "synapse" in cur:
             groups.append(_Group(cur["synapse"], cur.get("pool"), cur.get("bn"), layer,
                                  cur.get("pre")))
             cur = {}
@@ -144,6 +145,8 @@ class _Neuron(NamedTuple):
     drive: np.ndarray
     reset: str
     delay: bool
+    alpha: float = None        # a Synaptic: its current's decay (one number) and syn_gain (O,)
+    syn_gain: np.ndarray = None
 
 
 def _neuron(lif, shape):
@@ -160,8 +163,15 @@ def _neuron(lif, shape):
     theta = _per_channel(lif, "threshold", shape)
     if (theta <= 0).any():
         _refuse(lif, "threshold", f"must be > 0, got {theta.min()}")
+    alpha = syn_gain = None
+    if type(lif).__name__ == "Synaptic":      # I[t] = alpha I[t-1] + syn_gain X[t]
+        a = _per_channel(lif, "alpha", shape)
+        if (a != a[0]).any():
+            _refuse(lif, "alpha", "differs between channels (the integer model shares one leak)")
+        alpha, syn_gain = float(np.clip(a[0], 0, 1)), _per_channel(lif, "syn_gain", shape)
     return _Neuron(float(np.clip(beta[0], 0, 1)), theta, _per_channel(lif, "gain", shape),
-                   _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay))
+                   _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay), alpha,
+                   syn_gain)
 
 
 def _pool_k(pool, syn):
@@ -257,6 +267,8 @@ class _Options(NamedTuple):
     input_max: int
     static: bool
     Fs: list
+    alpha: float = None          # the synaptic layers' decay and its integer leak (None: none)
+    alpha_leak: tuple = None
 
 
 def _options(groups, neurons, net, kw):
@@ -277,10 +289,25 @@ def _options(groups, neurons, net, kw):
     static = kw["static"]
     if static is None:
         static = config.get("dataset", "mnist") in cv.STATIC_DATASETS
-    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), n0.reset, kw["num_steps"]),
+    syn = [(g, n) for g, n in zip(groups, neurons) if n.alpha is not None]
+    alpha = alpha_leak = alpha_terms = None
+    for g, n in syn:
+        if n.alpha != syn[0][1].alpha:
+            _refuse(g.lif, "alpha", f"{n.alpha!r} differs from {syn[0][0].lif.name}'s "
+                    f"{syn[0][1].alpha!r} (the integer model shares one current leak)")
+    if syn:
+        alpha = syn[0][1].alpha
+        alpha_leak, e_a = cv._leak_params(alpha, kw["leak"], kw["leak_bits"], None)
+        alpha_terms = (float(cv.beta_eff_of(alpha_leak)), float(e_a))
+        if alpha_terms[0] == 1 and kw["num_steps"] is None:
+            raise cv.OverflowProofError("with alpha_eff = 1 the synaptic current grows without "
+                                        "bound over time; pass num_steps")
+    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), n0.reset, kw["num_steps"],
+                                          alpha_terms),
                     n0.beta, n0.reset, cv._require(cv.rules.integer(1, 255), "input_max",
                                                    kw["input_max"]),
-                    bool(static), cv._frac_bits_list(kw["frac_bits"], len(groups)))
+                    bool(static), cv._frac_bits_list(kw["frac_bits"], len(groups)), alpha,
+                    alpha_leak)
 
 
 def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30, shift=None,
@@ -309,8 +336,12 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
         k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,
                                area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
         n = neurons[i]
-        k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
-        shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b)
+        if n.alpha is None:
+            k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
+            shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b)
+        else:      # J = gain I: J[t] = alpha J[t-1] + gain syn_gain X[t];  V += J + drive
+            k, bc = n.gain * n.syn_gain * k, n.gain * n.syn_gain * bc
+            shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b, n.drive, opt.alpha)
         layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
                                    shared))
         shape = out_shape
@@ -323,7 +354,7 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
                            static=opt.static,
                            num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
                            max_steps=None if opt.terms.beta < 1 else int(num_steps), meta=meta,
-                           delay=neurons[0].delay)
+                           delay=neurons[0].delay, alpha_leak=opt.alpha_leak)
 
 
 def convert_network(net, **kwargs):

@@ -128,6 +128,7 @@ class IntLayer:
     tol: np.ndarray = None   # (O,) float64: float margin |U - theta| above which spikes agree
     bounds: dict = field(default_factory=dict)
     padding: int = 0        # zero padding of a conv's input, on every side
+    drive: np.ndarray = None  # (O,) int32 Drive_c of a synaptic layer (None: a Leaky)
 
 
 @dataclass
@@ -149,6 +150,7 @@ class IntegerModel:
     max_steps: int = None
     meta: dict = field(default_factory=dict)
     delay: bool = True       # the reset one step late (R[t] = S[t-1]); False: in the step that fires
+    alpha_leak: tuple = None  # the synaptic current's leak, as ``leak`` (None: no synaptic layer)
 
     @property
     def num_classes(self):
@@ -349,6 +351,8 @@ class _Shared(NamedTuple):
     theta: float
     leak: tuple
     bits: int
+    drive: object = None    # a synaptic layer: drive_c (O,) floats, and alpha its float decay
+    alpha: float = None
 
 
 def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
@@ -356,9 +360,11 @@ def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
     FRAC_BITS_RANGE whose proof holds (stage.F None); OverflowProofError when none does."""
     def attempt(F):
         sign, bias, th, unit = _integerize(k, b, shared.theta, F)
-        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms)
+        drive = None if shared.drive is None else \
+            [_rint(d / u) for d, u in zip(shared.drive, unit)]   # Drive_c = rint(drive_c / u_c)
+        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms, drive)
         check_bounds(stage.name, bounds, shared.leak, F)
-        return F, sign, bias, th, unit, bounds
+        return F, sign, bias, th, unit, (bounds, drive)
 
     if stage.F is not None:
         return attempt(stage.F)
@@ -384,15 +390,17 @@ def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
     kb the folded (k, b) per output channel; F at stage.F or the largest proven."""
     kind, qf, stride, padding = synapse
     k, b = kb
-    F, sign, bias, th, unit, bounds = _integer_layer(stage, qf, k, b, shared)
+    F, sign, bias, th, unit, (bounds, drive) = _integer_layer(stage, qf, k, b, shared)
     qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
+    syn = None if drive is None else (shared.alpha, bounds["input"])
     return IntLayer(
         name=stage.name, kind=kind, weight=qf.astype(_code_dtype(qbits)), stride=stride,
         in_shape=tuple(shapes[0]), out_shape=tuple(shapes[1]), sign=np.array(sign, np.int8),
         bias=np.array(bias, np.int32), theta=np.array(th, np.int32), frac_bits=int(F),
         in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
-        unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F),
-        bounds=bounds, padding=int(padding))
+        unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F, syn),
+        bounds=bounds, padding=int(padding),
+        drive=None if drive is None else np.array(drive, np.int32))
 
 
 def reference_layout(model: IntegerModel):

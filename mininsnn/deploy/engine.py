@@ -280,6 +280,37 @@ def lif_run(drive, T, theta, leak, reset, delay=True):
     return S
 
 
+def _leak_of(v, leak):
+    """leak(v) = (v beta_q + 2^(Q-1)) >> Q  or  v - (v >> k), int64 arrays."""
+    mode, a, bq = leak
+    return (v * bq + (1 << (a - 1))) >> a if mode == "multiply" else v - (v >> a)
+
+
+def cuba_run(drive, T, theta, leaks, reset, delay, D):
+    """Synaptic neurons: lif_run's arguments and, per channel, Drive D (broadcastable like theta);
+    leaks = (leak, alpha_leak).  Returns S (T, ...) uint8.
+
+        J[t] = leak_alpha(J[t-1]) + I[t]          (never reset; J[-1] = 0)
+        V[t] = leak(V[t-1]) + J[t] + D - Theta R[t]    then spike and reset as lif_run
+    """
+    A, coef, const = drive
+    shape = A.shape[1:]
+    V = np.zeros(shape, np.int64)
+    J = np.zeros(shape, np.int64)
+    R = np.zeros(shape, bool)
+    S = np.empty((T,) + shape, np.uint8)
+    for t in range(T):
+        J = _leak_of(J, leaks[1]) + (A[t if A.shape[0] > 1 else 0] * coef + const)
+        V = _leak_of(V, leaks[0]) + J + D
+        if not delay:
+            R = V > theta
+        V = np.where(R, 0 if reset == "zero" else V - theta, V)
+        if delay:
+            R = V > theta
+        S[t] = R
+    return S
+
+
 def may_fire(I, theta, leak):
     """Whether a neuron with the constant input I can ever fire (as numba_engine._may_fire):
     without a spike V[t] <= (I + e) / (1 - beta) (e = 1/2 multiply, 1 shift) and V[t] <= 0 for
@@ -354,7 +385,10 @@ def _forward(model, x, static, T, record):
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
         theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
-        if TI == 1:       # static: only the neurons that can ever fire are simulated
+        if L.drive is not None:     # a synaptic layer
+            h = cuba_run((A, coef, const), T, theta, (model.leak, model.alpha_leak),
+                         model.reset, model.delay, L.drive.astype(np.int64)[:, None])
+        elif TI == 1:     # static: only the neurons that can ever fire are simulated
             I = A[0] * coef + const                                # (B, O, M) constant current
             Th = np.broadcast_to(theta, I.shape)
             cand = np.flatnonzero(may_fire(I, Th, model.leak))

@@ -93,6 +93,8 @@ def model_arrays_meta(model: cv.IntegerModel):
         arrays[f"{L.name}.sign"] = L.sign.astype(np.int8)
         arrays[f"{L.name}.bias"] = L.bias.astype(np.int32)
         arrays[f"{L.name}.theta"] = L.theta.astype(np.int32)
+        if L.drive is not None:            # a synaptic layer
+            arrays[f"{L.name}.drive"] = L.drive.astype(np.int32)
         layers.append({"name": L.name, "kind": L.kind, "stride": L.stride,
                        "in_shape": list(L.in_shape), "out_shape": list(L.out_shape),
                        "frac_bits": L.frac_bits, "in_max": L.in_max})
@@ -104,6 +106,8 @@ def model_arrays_meta(model: cv.IntegerModel):
             "layers": layers, "model": model.meta}
     if not model.delay:                    # only when used: the paper's files stay as they were
         meta["reset_delay"] = False
+    if model.alpha_leak is not None:
+        meta["alpha_leak"] = list(model.alpha_leak)
     return arrays, meta
 
 
@@ -133,6 +137,7 @@ class _Header(NamedTuple):
     static: bool
     specs: list
     delay: bool
+    alpha_leak: tuple | None
 
 
 def _header(meta, path):
@@ -163,8 +168,17 @@ def _header(meta, path):
     delay = meta.get("reset_delay", True)
     if delay not in (True, False):
         raise ModelFileError(f"{path}: bad reset_delay {delay!r}")
+    alpha_leak = meta.get("alpha_leak")
+    if alpha_leak is not None:
+        if not (isinstance(alpha_leak, list) and len(alpha_leak) == 3
+                and alpha_leak[0] in ("multiply", "shift")):
+            raise ModelFileError(f"{path}: bad alpha_leak {alpha_leak!r}")
+        _int(alpha_leak[1], 1, 30, "the alpha leak shift", path)
+        _int(alpha_leak[2], 0, 2 ** alpha_leak[1] if alpha_leak[0] == "multiply" else 0,
+             "alpha_q", path)
+        alpha_leak = tuple(alpha_leak)
     return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
-                   specs, bool(delay))
+                   specs, bool(delay), alpha_leak)
 
 
 def _layer_arrays(arrays, name, path):
@@ -212,10 +226,18 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
     W, sign, bias, theta = _layer_arrays(arrays, name, path)
     F = _int(spec["frac_bits"], cv.FRAC_BITS_RANGE[0], 30, "frac_bits", path)
     stride, out = _out_shape(spec, W, prev, path)
+    drive = arrays.get(f"{name}.drive")
+    if drive is not None and (drive.dtype != np.int32 or drive.shape != sign.shape or
+                              head.alpha_leak is None):
+        raise ModelFileError(f"{path}: {name}.drive inconsistent with the layer or the metadata")
+    alpha = None if head.alpha_leak is None else (
+        float(cv.beta_eff_of(head.alpha_leak)), 0.5 if head.alpha_leak[0] == "multiply" else 1.0)
     terms = cv.ProofTerms(float(cv.beta_eff_of(head.leak)),
-                          0.5 if head.leak[0] == "multiply" else 1.0, head.reset, head.max_steps)
+                          0.5 if head.leak[0] == "multiply" else 1.0, head.reset, head.max_steps,
+                          alpha)
     ints = ([int(v) for v in sign], [int(v) for v in bias], [int(v) for v in theta])
-    bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms)
+    bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms,
+                            None if drive is None else [int(v) for v in drive])
     try:
         cv.check_bounds(name, bounds, head.leak, F)
     except cv.OverflowProofError as err:
@@ -224,7 +246,7 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
                        in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
                        frac_bits=F, in_max=in_max,
                        acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds,
-                       padding=int(spec.get("padding", 0)))
+                       padding=int(spec.get("padding", 0)), drive=drive)
 
 
 def model_from_arrays(arrays, meta, path="model"):
@@ -234,7 +256,8 @@ def model_from_arrays(arrays, meta, path="model"):
     for i, spec in enumerate(head.specs):
         try:
             name = spec["name"]
-            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta"))
+            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta", "drive")
+                            if f"{name}.{k}" in arrays or k != "drive")
             layers.append(_file_layer(arrays, spec, prev, head.input_max if i == 0 else 1, head,
                                       path))
         except (KeyError, TypeError) as e:
@@ -246,7 +269,8 @@ def model_from_arrays(arrays, meta, path="model"):
     return cv.IntegerModel(layers=layers, leak=head.leak, reset=head.reset,
                            input_shape=head.shape, input_max=head.input_max, static=head.static,
                            num_steps=head.num_steps, max_steps=head.max_steps,
-                           meta=meta.get("model", {}), delay=head.delay)
+                           meta=meta.get("model", {}), delay=head.delay,
+                           alpha_leak=head.alpha_leak)
 
 
 def load_integer_model(path) -> cv.IntegerModel:

@@ -28,14 +28,14 @@ from mininsnn.deploy.conversion import IntegerModel
 __all__ = ["Plan", "plan", "forward", "predict"]
 
 # columns of Plan.geo
-KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT = range(16)
+KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT, CUBA = range(17)
 
 
 class Plan(NamedTuple):
     """geo (L, 16) int64 per layer (the columns above); weights int32, every layer's Wt
     concatenated (conv (C, KH, KW, O), linear (n_in, O) in channels-last input order); chan
-    (sum O, 3) int64 sign, bias, theta; leak (mode 0 multiply / 1 shift, a, beta_q) int64;
-    flags (zero reset, delayed reset) int64."""
+    (sum O, 4) int64 sign, bias, theta, Drive; leak (mode 0 multiply / 1 shift, a, beta_q) int64
+    and the synaptic current's leak after it; flags (zero reset, delayed reset) int64."""
 
     geo: np.ndarray
     weights: np.ndarray
@@ -57,7 +57,7 @@ def plan(model: IntegerModel) -> Plan:
     cached = getattr(model, "_numba_plan", None)
     if cached is not None:
         return cached
-    geo = np.zeros((len(model.layers), 16), np.int64)
+    geo = np.zeros((len(model.layers), 17), np.int64)
     ws, chans, woff, coff = [], [], 0, 0
     for i, L in enumerate(model.layers):
         n_in, n_out = int(np.prod(L.in_shape)), int(np.prod(L.out_shape))
@@ -70,14 +70,17 @@ def plan(model: IntegerModel) -> Plan:
             wt = L.weight.T[_hwc_rows(L.in_shape)]                       # (n_in, O), HWC rows
             kh = kw = 1
         ws.append(np.ascontiguousarray(wt, np.int32).reshape(-1))
-        chans.append(np.stack([L.sign, L.bias, L.theta], axis=1).astype(np.int64))
+        drive = np.zeros(outs[0], np.int64) if L.drive is None else L.drive
+        chans.append(np.stack([L.sign, L.bias, L.theta, drive], axis=1).astype(np.int64))
         geo[i] = (int(L.kind == "linear"), ins[0], ins[1], ins[2], outs[0], outs[1], outs[2],
-                  kh, kw, L.stride, L.padding, L.frac_bits, woff, coff, n_in, n_out)
+                  kh, kw, L.stride, L.padding, L.frac_bits, woff, coff, n_in, n_out,
+                  int(L.drive is not None))
         woff += ws[-1].size
         coff += outs[0]
-    mode, a, bq = model.leak
+    leaks = [model.leak, model.alpha_leak or ("multiply", 1, 0)]
     out = Plan(geo, np.concatenate(ws), np.concatenate(chans),
-               np.array([0 if mode == "multiply" else 1, a, bq], np.int64),
+               np.array([v for mode, a, bq in leaks
+                         for v in (0 if mode == "multiply" else 1, a, bq)], np.int64),
                np.array([model.reset == "zero", model.delay], np.int64))
     model._numba_plan = out
     return out
@@ -138,16 +141,29 @@ def _current(g, chan, acc, cur):
 
 
 @jit
-def _lif(g, chan, cur, V, Sp, leak, flags):
-    """One step: V = leak(V) + I - Theta R (or (..)(1 - R)); R = S[t-1], or S[t] without delay."""
+def _leak(v, leak, i):
+    """leak(v) with the leak at leak[i:i+3]: (v beta_q + 2^(a-1)) >> a  or  v - (v >> a)."""
+    a = leak[i + 1]
+    if leak[i] == 0:
+        return (v * leak[i + 2] + (np.int64(1) << (a - 1))) >> a
+    return v - (v >> a)
+
+
+@jit
+def _lif(g, chan, cur, state, Sp, leak, flags):
+    """One step: V = leak(V) + I - Theta R (or (..)(1 - R)); R = S[t-1], or S[t] without delay.
+    A synaptic layer (g[CUBA]): J = leak_alpha(J) + I, V = leak(V) + J + Drive_c. state: (V, J)."""
+    V, J = state
     O_, c0 = g[O], g[COFF]
-    mode, a, bq = leak[0], leak[1], leak[2]
-    half = np.int64(1) << (a - 1)
     for k in range(g[NOUT]):
-        th = chan[c0 + k % O_, 2]
-        v = V[k]
-        u = ((v * bq + half) >> a) if mode == 0 else v - (v >> a)
-        u += cur[k]
+        c = c0 + k % O_
+        th = chan[c, 2]
+        u = _leak(V[k], leak, 0)
+        if g[CUBA]:
+            J[k] = _leak(J[k], leak, 3) + cur[k]
+            u += J[k] + chan[c, 3]
+        else:
+            u += cur[k]
         if flags[1] == 0:
             Sp[k] = u > th
         if Sp[k]:
@@ -168,6 +184,7 @@ def _run(x, static, T, pl, counts):
         n_max = max(n_max, geo[li, NOUT])
     for b in prange(B):
         V = np.zeros((L, n_max), np.int64)
+        J = np.zeros((L, n_max), np.int64)
         Sp = np.zeros((L, n_max), np.uint8)
         acc = np.zeros(n_max, np.int32)
         cur0 = np.zeros(n_max, np.int64)
@@ -179,11 +196,11 @@ def _run(x, static, T, pl, counts):
                     if t == 0 or not static:
                         _accumulate(g, weights, x[0 if static else t, b], acc)
                         _current(g, chan, acc, cur0)
-                    _lif(g, chan, cur0, V[0], Sp[0], leak, flags)
+                    _lif(g, chan, cur0, (V[0], J[0]), Sp[0], leak, flags)
                 else:
                     _accumulate(g, weights, Sp[li - 1], acc)
                     _current(g, chan, acc, cur)
-                    _lif(g, chan, cur, V[li], Sp[li], leak, flags)
+                    _lif(g, chan, cur, (V[li], J[li]), Sp[li], leak, flags)
             last = geo[L - 1]
             for k in range(last[NOUT]):
                 counts[b, k] += Sp[L - 1, k]

@@ -2,7 +2,8 @@
 
 The converter walks ``net.layers`` in order and cuts it into stages, one per neuron layer:
 
-    [Flatten] synapse [AvgPool2d | SumPool2d] [BatchNorm2d] [Dropout] Leaky
+    [SumPool2d of spikes] [Flatten] synapse [AvgPool2d | SumPool2d] [BatchNorm2d] [Dropout]
+    Leaky | Synaptic
 
 synapse: Conv2d (any kernel, stride, zero padding, with or without bias) or Linear (with or without
 bias; it flattens its input). What is folded into the stage's integers (conversion.py's equations,
@@ -15,6 +16,9 @@ docs/deploy.md):
 - Dropout is the identity in eval; Flatten only changes the shape.
 - a Leaky's gain and drive (one number, or one per channel): gain_c into k_c, gain_c b_c + drive_c
   into b_c; its threshold may be one per channel too.
+- a pool of spikes before a synapse: each code repeated over its k x k inputs;
+- a Synaptic (J[t] = alpha J[t-1] + gain syn_gain X[t], V[t] = beta U[t-1] + J[t] + drive):
+  gain_c syn_gain_c into k_c and b_c, drive_c as its own per-channel Drive_c.
 Each neuron layer gets its own F, Theta, Bias and overflow proof (conversion.int_layer); the leak
 and the reset are shared, so every Leaky must have the same beta, reset and reset_delay (the
 delayed reset, or the reset in the step that fires, as NIR's LIF).

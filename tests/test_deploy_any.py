@@ -29,7 +29,7 @@ def _bn(c, rng):
 
 
 def mlp(seed, bits=4, beta=0.9, theta=1.0, reset="subtract", shape=(1, 12, 12), hidden=24,
-        classes=5, delay=True, per_neuron=False):
+        classes=5, delay=True, per_neuron=False, beta2=None):
     """Flatten, Linear (bias), Leaky, Linear, Dropout, Leaky; float64, random weights.
     per_neuron: the first Leaky gets a threshold, gain and drive per neuron (NIR's LIF form)."""
     rng = np.random.default_rng(seed)
@@ -42,7 +42,8 @@ def mlp(seed, bits=4, beta=0.9, theta=1.0, reset="subtract", shape=(1, 12, 12), 
     layers = [("flat", Flatten()), ("fc1", Linear(n, hidden, bits=bits, rng=rng, dtype=np.float64)),
               ("lif1", lif1),
               ("fc2", Linear(hidden, classes, bias=False, bits=bits, rng=rng, dtype=np.float64)),
-              ("drop", Dropout(0.2)), ("lif2", Leaky(beta, theta, reset=reset, reset_delay=delay))]
+              ("drop", Dropout(0.2)),
+              ("lif2", Leaky(beta if beta2 is None else beta2, theta, reset=reset, reset_delay=delay))]
     net = Network(layers, shape, dtype=np.float64).eval()
     for k, p in net.params.items():
         p[...] = rng.normal(0, 0.4 if k.endswith("weight") else 0.3, p.shape)
@@ -141,14 +142,17 @@ def test_paper_network_spikes_numpy_general_equal_numba_fast_path():
 
 @given(seed=st.integers(0, 2 ** 16), bits=st.integers(2, 8), reset=st.sampled_from(["subtract", "zero"]),
        beta=st.sampled_from([0.5, 0.9, 0.97]), theta=st.floats(0.3, 2.0), static=st.booleans(),
-       delay=st.booleans(), per_neuron=st.booleans())
+       delay=st.booleans(), per_neuron=st.booleans(), beta2=st.sampled_from([None, 0.8, 1.0]))
 @settings(max_examples=20, deadline=None)
-def test_mlp_follows_its_float_model(seed, bits, reset, beta, theta, static, delay, per_neuron):
-    """Either reset, delayed or in the step that fires; per-neuron threshold, gain and drive."""
-    net = mlp(seed, bits, beta, theta, reset, delay=delay, per_neuron=per_neuron)
-    model = convert_layers(net, static=static)
-    rng = np.random.default_rng(seed)
+def test_mlp_follows_its_float_model(seed, bits, reset, beta, theta, static, delay, per_neuron,
+                                     beta2):
+    """Either reset, delayed or in the step that fires; per-neuron threshold, gain and drive; a
+    second layer with its own beta (its own leak)."""
+    net = mlp(seed, bits, beta, theta, reset, delay=delay, per_neuron=per_neuron, beta2=beta2)
     T = 10
+    model = convert_layers(net, static=static, num_steps=T)
+    assert (model.layers[1].leak is not None) == (beta2 not in (None, beta))
+    rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (4, 1, 12, 12) if static else (T, 4, 1, 12, 12)).astype(np.uint8)
     if not static:
         x[rng.random(x.shape) < 0.8] = 0
@@ -188,11 +192,13 @@ def test_strided_conv_then_sum_pool_is_one_conv_of_the_summed_codes(seed, k, s, 
 
 
 def test_general_model_file_round_trip(tmp_path):
-    for net in (mlp(1), three_conv(2), mlp(3, delay=False, per_neuron=True), synaptic_mlp(4)):
+    for net in (mlp(1), three_conv(2), mlp(3, delay=False, per_neuron=True, beta2=0.7),
+                synaptic_mlp(4)):
         model = convert_layers(net)
         mf.save_integer_model(model, tmp_path / "m.npz")
         back = mf.load_integer_model(tmp_path / "m.npz")
         assert back.delay == model.delay and back.alpha_leak == model.alpha_leak
+        assert [L.leak for L in back.layers] == [L.leak for L in model.layers]
         assert [(L.kind, L.padding, L.stride, L.out_shape) for L in back.layers] == \
             [(L.kind, L.padding, L.stride, L.out_shape) for L in model.layers]
         x = np.random.default_rng(0).integers(0, 256, (5,) + net.input_shape).astype(np.uint8)
@@ -209,7 +215,6 @@ def _with(layers, shape=(1, 8, 8)):
 @pytest.mark.parametrize("case,match", [
     ("maxpool", r"^p: type MaxPool2d has no integer form"),
     ("gain", r"^l1: gain varies within a channel"),
-    ("beta", r"^l2: beta 0.5 differs from l1's 0.9"),
     ("delay", r"^l2: reset_delay True differs from l1's False"),
     ("v_reset", r"^l1: v_reset must be 0"),
     ("pool_after_linear", r"^p: type AvgPool2d must sit between a Conv2d"),
@@ -226,7 +231,7 @@ def test_unsupported_layers_are_refused_in_one_line(case, match):
     l1 = {"gain": Leaky(0.9, gain=varying), "delay": Leaky(0.9, reset_delay=False),
           "array_theta": Leaky(0.9, varying), "beta_channels": Leaky(np.array([[[0.9]], [[0.8]]])),
           "v_reset": Leaky(0.9, reset="zero", v_reset=0.1)}.get(case, Leaky(0.9))
-    l2 = Leaky(0.5 if case == "beta" else 0.9, reset="zero" if case == "v_reset" else "subtract")
+    l2 = Leaky(0.9, reset="zero" if case == "v_reset" else "subtract")
     pool = {"maxpool": MaxPool2d(2), "pool_stride": AvgPool2d(2, stride=1)}.get(case, AvgPool2d(2))
     layers = [("c", conv), ("p", pool), ("l1", l1), ("f", Flatten()), ("fc", fc), ("l2", l2)]
     if case == "pool_after_linear":

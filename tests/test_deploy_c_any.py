@@ -60,9 +60,9 @@ def test_export_refuses_a_chain_that_does_not_end_in_linear(tmp_path):
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_exported_reset_in_the_step_that_fires_matches_the_engine(tmp_path, reset):
     """NIR's LIF form: the reset in the step that fires, per-neuron threshold, gain and drive."""
-    net = mlp(6, reset=reset, delay=False, per_neuron=True)
+    net = mlp(6, reset=reset, delay=False, per_neuron=True, beta2=0.8)   # and a beta per layer
     model = convert_layers(net, static=False)
-    assert not model.delay
+    assert not model.delay and model.layers[1].leak is not None
     T = 12
     rng = np.random.default_rng(4)
     x = (rng.random((T, 8, 1, 12, 12)) < 0.3).astype(np.uint8) * 200

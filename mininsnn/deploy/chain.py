@@ -19,9 +19,10 @@ docs/deploy.md):
 - a pool of spikes before a synapse: each code repeated over its k x k inputs;
 - a Synaptic (J[t] = alpha J[t-1] + gain syn_gain X[t], V[t] = beta U[t-1] + J[t] + drive):
   gain_c syn_gain_c into k_c and b_c, drive_c as its own per-channel Drive_c.
-Each neuron layer gets its own F, Theta, Bias and overflow proof (conversion.int_layer); the leak
-and the reset are shared, so every Leaky must have the same beta, reset and reset_delay (the
-delayed reset, or the reset in the step that fires, as NIR's LIF).
+Each neuron layer gets its own F, Theta, Bias, leak (its beta) and overflow proof
+(conversion.int_layer); the reset is shared, so every neuron layer must have the same reset and
+reset_delay (the delayed reset, or the reset in the step that fires, as NIR's LIF), and every
+Synaptic the same alpha.
 
 Anything else is refused in one line naming the layer and the field (ConversionError), before
 anything is written. Layers are recognised by class name, so this module imports no layer code
@@ -262,54 +263,63 @@ def _stage_state(g: _Group):
 
 
 class _Options(NamedTuple):
-    """The model-wide choices: shared leak and proof terms, input range and form, F per stage."""
+    """The model-wide choices: per neuron layer its leak, proof terms and float beta; the reset,
+    input range and form, F per stage; the synaptic current's decay and leak (None: none)."""
 
-    leak: tuple
-    terms: cv.ProofTerms
-    beta: float
+    leaks: list
+    terms: list
+    betas: list
     reset: str
     input_max: int
     static: bool
     Fs: list
-    alpha: float = None          # the synaptic layers' decay and its integer leak (None: none)
+    alpha: float = None
     alpha_leak: tuple = None
 
 
-def _options(groups, neurons, net, kw):
-    """_Options from the neurons (one beta, reset and delay for all) and the keyword arguments."""
-    n0, first = neurons[0], groups[0].lif.name
-    for g, n in zip(groups[1:], neurons[1:]):
-        for field, a, b in (("beta", n.beta, n0.beta), ("reset", n.reset, n0.reset),
-                            ("reset_delay", n.delay, n0.delay)):
-            if a != b:
-                _refuse(g.lif, field, f"{a!r} differs from {first}'s {b!r} (the integer model "
-                        "shares one leak and reset)")
-    leak_p, e = cv._leak_params(n0.beta, kw["leak"], kw["leak_bits"], kw["shift"])
-    beta_eff = cv.beta_eff_of(leak_p)
-    if beta_eff == Fraction(1) and kw["num_steps"] is None:
-        raise cv.OverflowProofError("with beta_eff = 1 the membrane grows without bound over "
-                                    "time; pass num_steps to prove it for a fixed T")
-    config = getattr(net, "config", None) or {}
-    static = kw["static"]
-    if static is None:
-        static = config.get("dataset", "mnist") in cv.STATIC_DATASETS
+def _alpha(groups, neurons, kw):
+    """(alpha, alpha_leak, (alpha_eff, e)) of the synaptic layers (one alpha for all), or Nones."""
     syn = [(g, n) for g, n in zip(groups, neurons) if n.alpha is not None]
-    alpha = alpha_leak = alpha_terms = None
     for g, n in syn:
         if n.alpha != syn[0][1].alpha:
             _refuse(g.lif, "alpha", f"{n.alpha!r} differs from {syn[0][0].lif.name}'s "
                     f"{syn[0][1].alpha!r} (the integer model shares one current leak)")
-    if syn:
-        alpha = syn[0][1].alpha
-        alpha_leak, e_a = cv._leak_params(alpha, kw["leak"], kw["leak_bits"], None)
-        alpha_terms = (float(cv.beta_eff_of(alpha_leak)), float(e_a))
-        if alpha_terms[0] == 1 and kw["num_steps"] is None:
-            raise cv.OverflowProofError("with alpha_eff = 1 the synaptic current grows without "
-                                        "bound over time; pass num_steps")
-    return _Options(leak_p, cv.ProofTerms(float(beta_eff), float(e), n0.reset, kw["num_steps"],
-                                          alpha_terms),
-                    n0.beta, n0.reset, cv._require(cv.rules.integer(1, 255), "input_max",
-                                                   kw["input_max"]),
+    if not syn:
+        return None, None, None
+    alpha = syn[0][1].alpha
+    alpha_leak, e_a = cv._leak_params(alpha, kw["leak"], kw["leak_bits"], None)
+    if cv.beta_eff_of(alpha_leak) == 1 and kw["num_steps"] is None:
+        raise cv.OverflowProofError("with alpha_eff = 1 the synaptic current grows without "
+                                    "bound over time; pass num_steps")
+    return alpha, alpha_leak, (float(cv.beta_eff_of(alpha_leak)), float(e_a))
+
+
+def _options(groups, neurons, net, kw):
+    """_Options from the neurons (one reset and delay for all; a leak per layer) and the keyword
+    arguments."""
+    n0, first = neurons[0], groups[0].lif.name
+    for g, n in zip(groups[1:], neurons[1:]):
+        for field, a, b in (("reset", n.reset, n0.reset), ("reset_delay", n.delay, n0.delay)):
+            if a != b:
+                _refuse(g.lif, field, f"{a!r} differs from {first}'s {b!r} (the integer model "
+                        "shares one reset)")
+    alpha, alpha_leak, alpha_terms = _alpha(groups, neurons, kw)
+    leaks, terms = [], []
+    for n in neurons:
+        leak_p, e = cv._leak_params(n.beta, kw["leak"], kw["leak_bits"], kw["shift"])
+        beta_eff = cv.beta_eff_of(leak_p)
+        if beta_eff == Fraction(1) and kw["num_steps"] is None:
+            raise cv.OverflowProofError("with beta_eff = 1 the membrane grows without bound over "
+                                        "time; pass num_steps to prove it for a fixed T")
+        leaks.append(leak_p)
+        terms.append(cv.ProofTerms(float(beta_eff), float(e), n0.reset, kw["num_steps"],
+                                   alpha_terms))
+    config = getattr(net, "config", None) or {}
+    static = kw["static"]
+    if static is None:
+        static = config.get("dataset", "mnist") in cv.STATIC_DATASETS
+    return _Options(leaks, terms, [n.beta for n in neurons], n0.reset,
+                    cv._require(cv.rules.integer(1, 255), "input_max", kw["input_max"]),
                     bool(static), cv._frac_bits_list(kw["frac_bits"], len(groups)), alpha,
                     alpha_leak)
 
@@ -340,24 +350,29 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
         k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,
                                area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
         n = neurons[i]
+        base = (opt.terms[i], opt.betas[i], n.theta, opt.leaks[i], b)
         if n.alpha is None:
             k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
-            shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b)
+            shared = cv._Shared(*base)
         else:      # J = gain I: J[t] = alpha J[t-1] + gain syn_gain X[t];  V += J + drive
             k, bc = n.gain * n.syn_gain * k, n.gain * n.syn_gain * bc
-            shared = cv._Shared(opt.terms, opt.beta, n.theta, opt.leak, b, n.drive, opt.alpha)
+            shared = cv._Shared(*base, n.drive, opt.alpha)
         layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
                                    shared))
+        if opt.leaks[i] != opt.leaks[0]:       # its own beta: its own leak
+            layers[-1].leak = opt.leaks[i]
         shape = out_shape
     config = getattr(net, "config", None) or {}
     meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
                                               "dataset") if k in config},
             "bits": int(max(used_bits)), "name": config.get("config", config.get("name"))}
-    return cv.IntegerModel(layers=layers, leak=opt.leak, reset=opt.reset,
+    return cv.IntegerModel(layers=layers, leak=opt.leaks[0], reset=opt.reset,
                            input_shape=tuple(net.input_shape), input_max=opt.input_max,
                            static=opt.static,
                            num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
-                           max_steps=None if opt.terms.beta < 1 else int(num_steps), meta=meta,
+                           max_steps=None if all(t.beta < 1 and (t.alpha or (0,))[0] < 1
+                                                 for t in opt.terms) else int(num_steps),
+                           meta=meta,
                            delay=neurons[0].delay, alpha_leak=opt.alpha_leak)
 
 

@@ -129,6 +129,7 @@ class IntLayer:
     bounds: dict = field(default_factory=dict)
     padding: int = 0        # zero padding of a conv's input, on every side
     drive: np.ndarray = None  # (O,) int32 Drive_c of a synaptic layer (None: a Leaky)
+    leak: tuple = None        # its own leak when its beta differs from the model's (None: model.leak)
 
 
 @dataclass
@@ -175,6 +176,7 @@ class IntegerModel:
             lines.append(
                 f"  {L.name}: {L.kind} {L.weight.shape}"
                 + (f" stride {L.stride} padding {L.padding}" if L.padding else "")
+                + (f" (own leak {L.leak[0]} {L.leak[1]} {L.leak[2]})" if L.leak else "")
                 + f" codes {L.weight.dtype}, F={L.frac_bits}, "
                 f"|acc| <= {b['acc']} (int{L.acc_bits}), |input| <= {b['input']}, "
                 f"|membrane| <= {b['membrane']} (limit {2 ** (MEM_BITS - 1) - 1}), "
@@ -407,6 +409,7 @@ def reference_layout(model: IntegerModel):
     """Whether ``model`` has the paper's layout (conv, conv, linear on a (C, H, W) input, no
     padding, the delayed reset): the one the Numba kernels and the event-driven C template are written for."""
     return ([L.kind for L in model.layers] == ["conv", "conv", "linear"] and model.delay
+            and all(L.leak is None and L.drive is None for L in model.layers)
             and len(model.input_shape) == 3 and not any(L.padding for L in model.layers))
 
 

@@ -386,19 +386,20 @@ def _forward(model, x, static, T, record):
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
         theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
         if L.drive is not None:     # a synaptic layer
-            h = cuba_run((A, coef, const), T, theta, (model.leak, model.alpha_leak),
+            h = cuba_run((A, coef, const), T, theta, (L.leak or model.leak, model.alpha_leak),
                          model.reset, model.delay, L.drive.astype(np.int64)[:, None])
         elif TI == 1:     # static: only the neurons that can ever fire are simulated
             I = A[0] * coef + const                                # (B, O, M) constant current
             Th = np.broadcast_to(theta, I.shape)
-            cand = np.flatnonzero(may_fire(I, Th, model.leak))
+            cand = np.flatnonzero(may_fire(I, Th, L.leak or model.leak))
             one = np.ones(1, np.int64)
             Sc = lif_run((I.reshape(1, -1)[:, cand], one, 0 * one), T, Th.reshape(-1)[cand],
-                         model.leak, model.reset, model.delay)      # (T, n candidates)
+                         L.leak or model.leak, model.reset, model.delay)   # (T, candidates)
             h = np.zeros((T, I.size), np.uint8)
             h[:, cand] = Sc
         else:
-            h = lif_run((A, coef, const), T, theta, model.leak, model.reset, model.delay)
+            h = lif_run((A, coef, const), T, theta, L.leak or model.leak, model.reset,
+                        model.delay)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

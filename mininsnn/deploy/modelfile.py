@@ -100,6 +100,8 @@ def model_arrays_meta(model: cv.IntegerModel):
                        "frac_bits": L.frac_bits, "in_max": L.in_max})
         if L.padding:                      # only when used: the paper's files stay as they were
             layers[-1]["padding"] = L.padding
+        if L.leak is not None:             # its own beta
+            layers[-1]["leak"] = list(L.leak)
     meta = {"format": FORMAT, "version": VERSION, "leak": list(model.leak), "reset": model.reset,
             "input_shape": list(model.input_shape), "input_max": model.input_max,
             "static": model.static, "num_steps": model.num_steps, "max_steps": model.max_steps,
@@ -123,6 +125,15 @@ def _int(v, lo, hi, what, path):
         return rules.integer(lo, hi)(v)
     except rules.RuleError as e:
         raise ModelFileError(f"{path}: {what} {e}") from None
+
+
+def _leak(leak, path, what):
+    """("multiply", Q, beta_q) or ("shift", k, 0) from a file's list, checked."""
+    if not (isinstance(leak, list) and len(leak) == 3 and leak[0] in ("multiply", "shift")):
+        raise ModelFileError(f"{path}: bad {what} {leak!r}")
+    _int(leak[1], 1, 30, f"{what} shift", path)
+    _int(leak[2], 0, 2 ** leak[1] if leak[0] == "multiply" else 0, f"{what} beta_q", path)
+    return tuple(leak)
 
 
 class _Header(NamedTuple):
@@ -170,13 +181,7 @@ def _header(meta, path):
         raise ModelFileError(f"{path}: bad reset_delay {delay!r}")
     alpha_leak = meta.get("alpha_leak")
     if alpha_leak is not None:
-        if not (isinstance(alpha_leak, list) and len(alpha_leak) == 3
-                and alpha_leak[0] in ("multiply", "shift")):
-            raise ModelFileError(f"{path}: bad alpha_leak {alpha_leak!r}")
-        _int(alpha_leak[1], 1, 30, "the alpha leak shift", path)
-        _int(alpha_leak[2], 0, 2 ** alpha_leak[1] if alpha_leak[0] == "multiply" else 0,
-             "alpha_q", path)
-        alpha_leak = tuple(alpha_leak)
+        alpha_leak = _leak(alpha_leak, path, "alpha_leak")
     return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
                    specs, bool(delay), alpha_leak)
 
@@ -232,21 +237,22 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
         raise ModelFileError(f"{path}: {name}.drive inconsistent with the layer or the metadata")
     alpha = None if head.alpha_leak is None else (
         float(cv.beta_eff_of(head.alpha_leak)), 0.5 if head.alpha_leak[0] == "multiply" else 1.0)
-    terms = cv.ProofTerms(float(cv.beta_eff_of(head.leak)),
-                          0.5 if head.leak[0] == "multiply" else 1.0, head.reset, head.max_steps,
-                          alpha)
+    own = None if spec.get("leak") is None else _leak(spec["leak"], path, f"{name}: leak")
+    leak = own or head.leak
+    terms = cv.ProofTerms(float(cv.beta_eff_of(leak)), 0.5 if leak[0] == "multiply" else 1.0,
+                          head.reset, head.max_steps, alpha)
     ints = ([int(v) for v in sign], [int(v) for v in bias], [int(v) for v in theta])
     bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms,
                             None if drive is None else [int(v) for v in drive])
     try:
-        cv.check_bounds(name, bounds, head.leak, F)
+        cv.check_bounds(name, bounds, leak, F)
     except cv.OverflowProofError as err:
         raise ModelFileError(f"{path}: {err}") from None
     return cv.IntLayer(name=name, kind=spec["kind"], weight=W, stride=stride,
                        in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
                        frac_bits=F, in_max=in_max,
                        acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds,
-                       padding=int(spec.get("padding", 0)), drive=drive)
+                       padding=int(spec.get("padding", 0)), drive=drive, leak=own)
 
 
 def model_from_arrays(arrays, meta, path="model"):

@@ -28,14 +28,15 @@ from mininsnn.deploy.conversion import IntegerModel
 __all__ = ["Plan", "plan", "forward", "predict"]
 
 # columns of Plan.geo
-KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT, CUBA = range(17)
+KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT, CUBA, LMODE, LA, LBQ = range(20)
 
 
 class Plan(NamedTuple):
     """geo (L, 16) int64 per layer (the columns above); weights int32, every layer's Wt
     concatenated (conv (C, KH, KW, O), linear (n_in, O) in channels-last input order); chan
-    (sum O, 4) int64 sign, bias, theta, Drive; leak (mode 0 multiply / 1 shift, a, beta_q) int64
-    and the synaptic current's leak after it; flags (zero reset, delayed reset) int64."""
+    (sum O, 4) int64 sign, bias, theta, Drive; leak: the model's leak (mode 0 multiply / 1 shift,
+    a, beta_q) then the synaptic current's (each layer's own in geo); flags (zero reset, delayed
+    reset) int64."""
 
     geo: np.ndarray
     weights: np.ndarray
@@ -57,7 +58,7 @@ def plan(model: IntegerModel) -> Plan:
     cached = getattr(model, "_numba_plan", None)
     if cached is not None:
         return cached
-    geo = np.zeros((len(model.layers), 17), np.int64)
+    geo = np.zeros((len(model.layers), 20), np.int64)
     ws, chans, woff, coff = [], [], 0, 0
     for i, L in enumerate(model.layers):
         n_in, n_out = int(np.prod(L.in_shape)), int(np.prod(L.out_shape))
@@ -74,7 +75,8 @@ def plan(model: IntegerModel) -> Plan:
         chans.append(np.stack([L.sign, L.bias, L.theta, drive], axis=1).astype(np.int64))
         geo[i] = (int(L.kind == "linear"), ins[0], ins[1], ins[2], outs[0], outs[1], outs[2],
                   kh, kw, L.stride, L.padding, L.frac_bits, woff, coff, n_in, n_out,
-                  int(L.drive is not None))
+                  int(L.drive is not None), int((L.leak or model.leak)[0] == "shift"),
+                  (L.leak or model.leak)[1], (L.leak or model.leak)[2])
         woff += ws[-1].size
         coff += outs[0]
     leaks = [model.leak, model.alpha_leak or ("multiply", 1, 0)]
@@ -142,7 +144,8 @@ def _current(g, chan, acc, cur):
 
 @jit
 def _leak(v, leak, i):
-    """leak(v) with the leak at leak[i:i+3]: (v beta_q + 2^(a-1)) >> a  or  v - (v >> a)."""
+    """leak(v) with the leak at leak[i:i+3] (mode 0 multiply / 1 shift, a, beta_q):
+    (v beta_q + 2^(a-1)) >> a  or  v - (v >> a)."""
     a = leak[i + 1]
     if leak[i] == 0:
         return (v * leak[i + 2] + (np.int64(1) << (a - 1))) >> a
@@ -158,7 +161,7 @@ def _lif(g, chan, cur, state, Sp, leak, flags):
     for k in range(g[NOUT]):
         c = c0 + k % O_
         th = chan[c, 2]
-        u = _leak(V[k], leak, 0)
+        u = _leak(V[k], g, LMODE)                    # the layer's own leak
         if g[CUBA]:
             J[k] = _leak(J[k], leak, 3) + cur[k]
             u += J[k] + chan[c, 3]

@@ -49,7 +49,7 @@ def run_c(model, x, T, tmp_path, name):
     exe = tmp_path / "a.out"
     subprocess.run([CC, *FLAGS, "-o", str(exe), str(tmp_path / "main.c"), paths[1]], check=True,
                    capture_output=True)
-    data = x.tobytes() if model.static else np.ascontiguousarray(x.transpose(1, 0, 2, 3, 4)).tobytes()
+    data = x.tobytes() if model.static else np.ascontiguousarray(np.moveaxis(x, 1, 0)).tobytes()
     out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode()
     lines = out.split("\n")
     rows = [list(map(int, line.split())) for line in lines[1:] if line]

@@ -216,13 +216,12 @@ def test_init_fine_tunes_a_nir_graph_from_its_weights(mlp_run, tmp_path, capsys)
 
 
 def test_integer_export_of_a_spec_run(mlp_run, tmp_path, capsys):
-    """The paper's layout as a built-in spec converts as before; another spec is one line (the
-    integer converter takes the paper's layout only), with nothing written."""
+    """A spec run converts layer by layer (mininsnn.deploy.chain) to an integer model and C; the
+    paper's layout as a built-in spec converts as before."""
     _, out, _ = mlp_run
-    assert main(["export", str(out), "--format", "npz", "--out", str(tmp_path / "int")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not the spec 'small-mlp'" in err
-    assert not (tmp_path / "int").exists()
+    assert main(["export", str(out), "--format", "npz", "--out", str(tmp_path / "int")]) == 0
+    assert main(["export", str(out), "--format", "c", "--out", str(tmp_path / "c")]) == 0
+    assert "wrote" in capsys.readouterr().out
     paper = tmp_path / "paper"
     assert main(["train", "--model", "qsnn-mnist", *TINY, "--out", str(paper)]) == 0
     assert main(["export", str(paper), "--format", "npz", "--out", str(tmp_path / "int")]) == 0

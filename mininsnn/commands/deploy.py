@@ -23,7 +23,8 @@ from mininsnn.data import read_idx
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy import numba_engine as nbe
 from mininsnn.deploy.cexport import export_c
-from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert, convert_network
+from mininsnn.deploy.chain import agreement, convert_network, random_inputs
+from mininsnn.deploy.conversion import INPUT_SHAPES, STATIC_DATASETS, convert
 from mininsnn.deploy.modelfile import save_integer_model
 from mininsnn.sources import resolve
 from mininsnn.spec import output_size
@@ -49,6 +50,9 @@ def _representation_args(q) -> None:
                         "largest the overflow proof admits), an integer, or F1,F2,F3")
     q.add_argument("--leak", choices=("multiply", "shift"), default="multiply",
                    help="leak as a fixed-point multiply (default) or v - (v >> k)")
+    q.add_argument("--input-max", type=int, default=255, dest="input_max", help="a float "
+                   "network's inputs are integers 0..this (default 255: pixels or event counts; "
+                   "1: 0/1 spikes)")
 
 
 def export_args(x) -> None:
@@ -58,6 +62,11 @@ def export_args(x) -> None:
                         "float network as a NIR graph, <name>.nir (docs/nir.md; extra 'nir')")
     x.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     x.add_argument("--name", help="file and C prefix (default from the model, e.g. mnist_4bit)")
+    x.add_argument("--num-steps", type=int, dest="num_steps", help="time steps T the overflow "
+                   "proof covers when beta = 1 (IF neurons), and of the agreement check of a "
+                   "float network (default: the model's, 100)")
+    x.add_argument("--samples", type=int, default=64, help="random inputs on which a float "
+                   "network (a .nir SRC) and its integer model are compared (default 64)")
     _representation_args(x)
 
 
@@ -90,18 +99,20 @@ def _integer_model(found, a):
                              "and --leak")
         return found.model
     kw = dict(bits=a.bits, frac_bits=a.frac_bits, leak=a.leak,
-              num_steps=getattr(a, "num_steps", None))
-    if found.kind == "network":
-        return convert_network(found.model, **kw)
-    try:
+              num_steps=getattr(a, "num_steps", None), input_max=getattr(a, "input_max", 255))
+    if found.kind == "network":     # a graph without a data set takes frames of event counts
+        static = None if (getattr(found.model, "config", None) or {}).get("dataset") else False
+        return convert_network(found.model, static=static, **kw)
+    spec = found.config.get("model")
+    if spec is None:                 # the paper's network as a state dict
         return convert(found.model, found.config, **kw)
-    except ValueError as e:
-        spec = found.config.get("model")
-        if spec is None:
-            raise
-        raise UsageError(f"{a.src}: the integer converter takes the paper's layout (conv1, "
-                         f"conv2, fc1) only, not the spec {spec.get('name', '')!r} ({e}); "
-                         "run it with --engine float or export it with --format nir") from None
+    if spec.get("input") == "rows":
+        raise UsageError(f"{a.src}: the spec {spec.get('name', '')!r} reads an image row by row; "
+                         "the integer engines feed the whole image at every step: run it with "
+                         "--engine float or export it with --format nir")
+    net = build_net(validate_config(found.config))      # a run of a spec: its layer list
+    net.load_state_dict(found.model)
+    return convert_network(net.eval(), **kw)
 
 
 def _out_folder(a) -> Path:
@@ -112,6 +123,7 @@ def _out_folder(a) -> Path:
 
 
 def export(a, argv) -> int:
+    check_positive(a, ("num_steps", "samples"))
     try:
         found = _resolve(a)
         if a.format == "nir":
@@ -126,6 +138,11 @@ def export(a, argv) -> int:
     out = _out_folder(a)
     out.mkdir(parents=True, exist_ok=True)            # every check has passed
     print(model.describe())
+    if found.kind == "network":                       # post-training quantization: how close
+        T = a.num_steps or model.num_steps
+        same, cls = agreement(found.model, model, random_inputs(model, a.samples, T), T)
+        print(f"agreement float vs integer on {a.samples} random inputs, T={T}: identical output "
+              f"spike counts {100 * same:.1f}%, identical predicted class {100 * cls:.1f}%")
     if a.format == "npz":
         save_integer_model(model, out / f"{name}.npz")
         print(f"wrote {out / (name + '.npz')}")
@@ -212,12 +229,13 @@ def _checked_input(a, io):
                              f"{shape}), got {x.shape} dtype {x.dtype}")
         return x, x.shape[1:] == per
     if io.static:
-        if x.ndim == 3 and per[0] == 1:
+        if x.ndim == 3 and len(per) == 3 and per[0] == 1:
             x = x[:, None]
-        if x.ndim != 4 or x.shape[1:] != per:
-            raise UsageError(f"--input {a.input}: expected images (N, {per[1]}, {per[2]}) or "
-                             f"(N, {', '.join(map(str, per))}), got {x.shape}")
-    elif x.ndim != 5 or x.shape[2:] != per:
+        if x.ndim != len(per) + 1 or x.shape[1:] != per:
+            raise UsageError(f"--input {a.input}: expected images "
+                             + (f"(N, {per[1]}, {per[2]}) or " if len(per) == 3 else "")
+                             + f"(N, {', '.join(map(str, per))}), got {x.shape}")
+    elif x.ndim != len(per) + 2 or x.shape[2:] != per:
         raise UsageError(f"--input {a.input}: expected event counts (N, T, "
                          f"{', '.join(map(str, per))}), got {x.shape}")
     if x.dtype.kind not in "ui" or x.size == 0:
@@ -260,7 +278,7 @@ def _engine(a, found, io, static: bool, T: int):
     scale = static and io.input_max is not None                  # pixels -> [0, 1]
 
     def run(xb):
-        xf = (xb / np.float32(255)).astype(np.float32) if scale else xb.astype(np.float32)
+        xf = (xb / np.float32(255)).astype(net.dtype) if scale else xb.astype(net.dtype)
         out = (forward(net, xf, T) if scale                 # images (a spec may read rows)
                else net.forward(xf, num_steps=T if static else None)).sum(axis=0)
         return out.reshape(out.shape[0], -1)

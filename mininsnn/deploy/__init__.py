@@ -8,11 +8,12 @@
 ``mininsnn.deploy.cexport`` writes them as C99. Nothing imported here imports Numba.
 """
 
+from mininsnn.deploy.chain import convert_layers, convert_network   # any chain of layers
 from mininsnn.deploy.conversion import (ConversionError, IntegerModel, IntLayer, OverflowProofError,
-                                     convert, convert_network)
+                                     convert)
 from mininsnn.deploy.engine import InputError, check_input, forward, predict
 from mininsnn.deploy.modelfile import ModelFileError, load_integer_model, save_integer_model
 
 __all__ = ["ConversionError", "OverflowProofError", "IntegerModel", "IntLayer", "InputError",
-           "ModelFileError", "convert", "convert_network", "check_input", "forward", "predict",
+           "ModelFileError", "convert", "convert_network", "convert_layers", "check_input", "forward", "predict",
            "load_integer_model", "save_integer_model"]

@@ -24,26 +24,16 @@ import numpy as np
 
 from mininsnn import rules
 from mininsnn.atomic import atomic_file
-from mininsnn.deploy.conversion import IntegerModel
+from mininsnn.deploy.cgeneral import HELPERS, general_files, general_sizes
+from mininsnn.deploy.cgeneral import c_array as _array
+from mininsnn.deploy.cgeneral import ctype as _ctype
+from mininsnn.deploy.conversion import IntegerModel, reference_layout
 
 __all__ = ["export_c", "c_sizes", "CExportError"]
 
 
 class CExportError(ValueError):
     """The model or the arguments cannot be exported."""
-
-
-def _ctype(dtype):
-    return {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t",
-            np.dtype(np.int32): "int32_t", np.dtype(np.uint8): "uint8_t"}[np.dtype(dtype)]
-
-
-def _array(name, a, per_line=24):
-    a = np.asarray(a).ravel()
-    vals = [str(int(v)) for v in a]
-    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
-    body = ",\n    ".join(lines)
-    return f"static const {_ctype(a.dtype)} {name}[{len(a)}] = {{\n    {body}\n}};\n"
 
 
 def _arrays(model):
@@ -66,7 +56,9 @@ def _arrays(model):
 def c_sizes(model: IntegerModel):
     """(const bytes, state bytes): the weight and parameter tables, and sizeof the state struct
     (membranes, spikes, accumulators, with the usual alignment padding; the only other memory is
-    O3 int32 on the stack)."""
+    O3 int32 on the stack). Any other layout: cgeneral.general_sizes."""
+    if not reference_layout(model):
+        return general_sizes(model)
     const = sum(a.nbytes for a in _arrays(model).values())
     N1 = int(np.prod(model.layers[0].out_shape))
     N2 = int(np.prod(model.layers[1].out_shape))
@@ -148,35 +140,7 @@ _SOURCE = """\
 #define ZERO_RESET {zero}
 
 {arrays}
-/* floor(x / 2^s) for any sign, with shifts of non-negative values only (C99 leaves >> of a
- * negative value implementation-defined). */
-static int64_t floor_shift(int64_t x, int s)
-{{
-    return x >= 0 ? (x >> s) : -(((-x) - 1) >> s) - 1;
-}}
-
-/* leak(v) = (v beta_q + 2^(Q-1)) >> Q   or   v - (v >> k) */
-static int64_t leak(int64_t v)
-{{
-#if {multiply}
-    return floor_shift(v * (int64_t)LEAK_MUL + ((int64_t)1 << (LEAK_SHIFT - 1)), LEAK_SHIFT);
-#else
-    return v - floor_shift(v, LEAK_SHIFT);
-#endif
-}}
-
-/* I = sgn_c (A << F) + Bias_c   (F < 0: sgn_c ((A + 2^(-F-1)) >> -F) + Bias_c) */
-static int32_t current(int64_t a, int f, int8_t sign, int32_t bias)
-{{
-    if (f >= 0) {{
-        a = a * ((int64_t)1 << f);
-    }} else {{
-        a = floor_shift(a + ((int64_t)1 << (-f - 1)), -f);
-    }}
-    return (int32_t)(sign * a + bias);
-}}
-
-/* One LIF step of n neurons (channel = index % o):
+""" + HELPERS + """/* One LIF step of n neurons (channel = index % o):
  * V = leak(V) + I - Theta R  (zero reset: (leak(V) + I)(1 - R)), R = previous spike, S = [V > Theta] */
 static void lif_step(int32_t *v, const int32_t *cur, uint8_t *s, int n, int o, const int32_t *theta)
 {{
@@ -308,28 +272,58 @@ def _write_atomic_pair(out_dir, files):
                 f.write(text)
 
 
-def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):
-    """Write ``<out_dir>/<name>.h`` and ``<name>.c``; returns (paths, const bytes, state bytes).
-
-    name: a C identifier (lowercase letters, digits, underscores).  num_steps: the largest T the
-    C code accepts (default: the model's proof limit, else 65535 so that counts fit uint16).
-    """
+def _checked(model: IntegerModel, out_dir, name, num_steps):
+    """The largest T the C code accepts, after the checks of export_c (CExportError)."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name or ""):
         raise CExportError(f"name must be a C identifier of lowercase letters, digits and "
                            f"underscores, got {name!r}")
-    if [L.kind for L in model.layers] != ["conv", "conv", "linear"]:
-        raise CExportError("C export supports the reference layout conv, conv, linear")
+    if len(model.layers[-1].out_shape) != 1:
+        raise CExportError(f"{model.layers[-1].name}: kind must be linear for the C export (its "
+                           f"neurons are the classes), got {model.layers[-1].kind}")
     if model.input_max > 255:
         raise CExportError("C export takes uint8 inputs (input_max <= 255)")
-    out_dir = os.fspath(out_dir)
-    if not os.path.isdir(out_dir):
-        raise CExportError(f"output folder {out_dir} does not exist")
+    if not os.path.isdir(os.fspath(out_dir)):
+        raise CExportError(f"output folder {os.fspath(out_dir)} does not exist")
     max_steps = 65535 if model.max_steps is None else min(65535, model.max_steps)
     if num_steps is not None:
         try:
             max_steps = min(max_steps, rules.POSITIVE(num_steps))
         except rules.RuleError as e:
             raise CExportError(f"num_steps {e}") from None
+    return max_steps
+
+
+def _describe(model: IntegerModel):
+    mode, a, bq = model.leak
+    leak = (f"multiply leak (v * {bq} + 2^{a - 1}) >> {a}" if mode == "multiply"
+            else f"shift leak v - (v >> {a})")
+    dims = "x".join(str(d) for d in model.input_shape)
+    return (f"input {dims} uint8 0..{model.input_max}, F = "
+            f"{'/'.join(str(L.frac_bits) for L in model.layers)}, {leak}, {model.reset} reset"
+            f"{'' if model.delay else ' in the step that fires'}.")
+
+
+def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):
+    """Write ``<out_dir>/<name>.h`` and ``<name>.c``; returns (paths, const bytes, state bytes).
+
+    name: a C identifier (lowercase letters, digits, underscores).  num_steps: the largest T the
+    C code accepts (default: the model's proof limit, else 65535 so that counts fit uint16).
+    The paper's layout gets the event-driven template below; any other chain of conv and linear
+    layers ending in a linear one the layer-by-layer code of mininsnn.deploy.cgeneral.
+    """
+    max_steps = _checked(model, out_dir, name, num_steps)
+    out_dir = os.fspath(out_dir)
+    if not reference_layout(model):
+        files, (const, state) = general_files(model, name, _describe(model), max_steps)
+        _write_atomic_pair(out_dir, files)
+        return [os.path.join(out_dir, f) for f in files], const, state
+    files, const, state = _paper_files(model, name, max_steps)
+    _write_atomic_pair(out_dir, files)
+    return [os.path.join(out_dir, f) for f in files], const, state
+
+
+def _paper_files(model: IntegerModel, name, max_steps):
+    """{file: text} of the paper's layout (the templates above), const and state bytes."""
     L1, L2, L3 = model.layers
     C, H, W = model.input_shape
     O1, OH1, OW1 = L1.out_shape
@@ -339,13 +333,9 @@ def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):
     const, state = c_sizes(model)
     P = name.upper()
     mode, a, bq = model.leak
-    leak = (f"multiply leak (v * {bq} + 2^{a - 1}) >> {a}" if mode == "multiply"
-            else f"shift leak v - (v >> {a})")
-    desc = (f"input {C}x{H}x{W} uint8 0..{model.input_max}, F = "
-            f"{'/'.join(str(L.frac_bits) for L in model.layers)}, {leak}, {model.reset} reset.")
-    fmt = dict(name=name, P=P, guard=f"{P}_H_INCLUDED", desc=desc, const=const, state=state,
-               C=C, H=H, W=W, input_max=model.input_max, static=int(model.static), K=K,
-               max_steps=max_steps, N1=O1 * OH1 * OW1, N1c=O1 * OH1 * OW1, N2=O2 * OH2 * OW2,
+    fmt = dict(name=name, P=P, guard=f"{P}_H_INCLUDED", desc=_describe(model), const=const,
+               state=state, C=C, H=H, W=W, input_max=model.input_max, static=int(model.static),
+               K=K, max_steps=max_steps, N1=O1 * OH1 * OW1, N1c=O1 * OH1 * OW1, N2=O2 * OH2 * OW2,
                input_doc=("C*H*W bytes, one image (fed at every step)" if model.static else
                           "num_steps*C*H*W bytes, one frame per step"),
                O1=O1, K1H=L1.weight.shape[2], K1W=L1.weight.shape[3], S1=L1.stride, OH1=OH1,
@@ -354,6 +344,5 @@ def export_c(model: IntegerModel, out_dir, name="snn", num_steps=None):
                leak_bq=bq if mode == "multiply" else 0, multiply=int(mode == "multiply"),
                zero=int(model.reset == "zero"), w2type=_ctype(arrays["w2"].dtype),
                arrays="".join(_array(k, v) for k, v in arrays.items()))
-    files = {f"{name}.h": _HEADER.format(**fmt), f"{name}.c": _SOURCE.format(**fmt)}
-    _write_atomic_pair(out_dir, files)
-    return [os.path.join(out_dir, f) for f in files], const, state
+    return ({f"{name}.h": _HEADER.format(**fmt), f"{name}.c": _SOURCE.format(**fmt)}, const,
+            state)

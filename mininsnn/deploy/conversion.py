@@ -31,6 +31,10 @@ The leak is ``("multiply", Q)``: leak(v) = (v * beta_q + 2^(Q-1)) >> Q, beta_q =
 (round half up of the product, int64 intermediate), or ``("shift", k)``: leak(v) = v - (v >> k),
 beta_eff = 1 - 2^-k. ``>>`` is an arithmetic shift (floor).
 
+This module folds the paper's layout from a state dict and its config (``convert``), and holds
+the pieces every conversion shares; mininsnn.deploy.chain converts any chain of layers read from
+a Network's layer list with the same pieces (``int_layer``).
+
 The overflow proof (mininsnn.deploy.proof: ``prove_layer``, ``membrane_bound``) bounds every accumulator, input current and membrane over all
 inputs in range (pixels 0..input_max, spikes 0/1) and all time steps, and the converter refuses
 with the numbers when one exceeds its width.
@@ -51,7 +55,7 @@ from mininsnn.deploy.proof import (ACC_BITS, MEM_BITS, ConversionError,  # noqa:
                                    prove_layer, tolerance)
 
 __all__ = ["IntegerModel", "IntLayer", "OverflowProofError", "ConversionError", "convert",
-           "convert_network", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
+           "reference_layout", "quant_codes", "fuse_pool_codes", "INPUT_SHAPES", "MEM_BITS",
            "ACC_BITS", "ZERO_GAIN_BITS", "FRAC_BITS_RANGE", "ProofTerms", "prove_layer",
            "check_bounds", "membrane_bound", "beta_eff_of"]
 
@@ -102,7 +106,7 @@ def _code_dtype(bits_needed):
 class IntLayer:
     """One synapse + LIF stage of an integer model.
 
-    kind "conv": weight (O, C, KH, KW) fused codes, stride ``stride``, no padding;
+    kind "conv": weight (O, C, KH, KW) fused codes, stride ``stride``, zero padding ``padding``;
     kind "linear": weight (O, F).  in_shape (C, H, W) or (F,); out_shape (O, OH, OW) or (O,).
     sign, bias, theta: (O,) per output channel; frac_bits F of this layer.
     """
@@ -123,6 +127,9 @@ class IntLayer:
     unit: np.ndarray = None  # (O,) float64 u_c: one membrane step in float units
     tol: np.ndarray = None   # (O,) float64: float margin |U - theta| above which spikes agree
     bounds: dict = field(default_factory=dict)
+    padding: int = 0        # zero padding of a conv's input, on every side
+    drive: np.ndarray = None  # (O,) int32 Drive_c of a synaptic layer (None: a Leaky)
+    leak: tuple = None        # its own leak when its beta differs from the model's (None: model.leak)
 
 
 @dataclass
@@ -143,6 +150,8 @@ class IntegerModel:
     num_steps: int           # the default T
     max_steps: int = None
     meta: dict = field(default_factory=dict)
+    delay: bool = True       # the reset one step late (R[t] = S[t-1]); False: in the step that fires
+    alpha_leak: tuple = None  # the synaptic current's leak, as ``leak`` (None: no synaptic layer)
 
     @property
     def num_classes(self):
@@ -159,12 +168,16 @@ class IntegerModel:
                 else f"leak v - (v >> {a}) (beta_eff {float(self.beta_eff()):.9f})")
         lines = [f"integer model: input {self.input_shape} ints 0..{self.input_max} "
                  f"({'static, fed at every step' if self.static else 'one frame per step'}), "
-                 f"{leak}, {self.reset} reset, membranes int{MEM_BITS}"
+                 f"{leak}, {self.reset} reset{'' if self.delay else ' in the step that fires'}, "
+                 f"membranes int{MEM_BITS}"
                  + ("" if self.max_steps is None else f", proven for T <= {self.max_steps}")]
         for L in self.layers:
             b = L.bounds
             lines.append(
-                f"  {L.name}: {L.kind} {L.weight.shape} codes {L.weight.dtype}, F={L.frac_bits}, "
+                f"  {L.name}: {L.kind} {L.weight.shape}"
+                + (f" stride {L.stride} padding {L.padding}" if L.padding else "")
+                + (f" (own leak {L.leak[0]} {L.leak[1]} {L.leak[2]})" if L.leak else "")
+                + f" codes {L.weight.dtype}, F={L.frac_bits}, "
                 f"|acc| <= {b['acc']} (int{L.acc_bits}), |input| <= {b['input']}, "
                 f"|membrane| <= {b['membrane']} (limit {2 ** (MEM_BITS - 1) - 1}), "
                 f"Theta {int(L.theta.min())}..{int(L.theta.max())}")
@@ -174,7 +187,7 @@ class IntegerModel:
 # ---------------------------------------------------------------------------------------------
 # folding: float parameters -> (k_c, b_c) per output channel
 
-def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area):
+def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area, eps=BN_EPS):
     """(k, b) float64 arrays (O,) with I_c = k_c * A + b_c (module docstring)."""
     _, s = codes_scale
     W = state[f"{prefix}.weight"]
@@ -187,7 +200,7 @@ def _fold_layer(state, prefix, bn, codes_scale, in_scale, pool_area):
         gamma = np.asarray(state[f"{bn}.weight"], np.float64)
         rm = np.asarray(state[f"{bn}.running_mean"], np.float64)
         rv = np.asarray(state[f"{bn}.running_var"], np.float64)
-        g = gamma / np.sqrt(rv + BN_EPS)                    # g_c = gamma_c / sqrt(rv_c + eps)
+        g = gamma / np.sqrt(rv + eps)                       # g_c = gamma_c / sqrt(rv_c + eps)
         k = k * g                                           # k_c = g_c s in_scale / P
         b = g * (b - rm) + np.asarray(state[f"{bn}.bias"], np.float64)  # b_c = beta_c + g_c (bias - rm_c)
     return k, b
@@ -199,9 +212,12 @@ def _rint(x):
 
 
 def _integerize(k, b, theta, F):
-    """sign, Bias, Theta (Python int lists) and the unit u_c (float64) for fractional bits F."""
+    """sign, Bias, Theta (Python int lists) and the unit u_c (float64) for fractional bits F;
+    theta one float or one per channel (O,)."""
     sign, bias, th, unit = [], [], [], []
-    for kc, bc in zip(k, b):
+    thetas = np.broadcast_to(np.asarray(theta, np.float64), np.shape(k))   # theta or theta_c
+    for kc, bc, theta in zip(k, b, thetas):
+        theta = float(theta)
         if kc == 0:     # the current is the constant b_c: its own unit, the accumulator ignored
             u = max(theta, abs(bc)) / 2.0 ** ZERO_GAIN_BITS
             sign.append(0)
@@ -281,19 +297,20 @@ def _weight_bits(cfg_bits, bits):
     return _require(rules.integer(*rules.BITS_RANGE), "bits", cfg_bits if bits is None else bits)
 
 
-def _frac_bits_list(frac_bits):
-    """F per LIF layer: an int each, or None for "max"."""
+def _frac_bits_list(frac_bits, n=3):
+    """F per LIF layer (``n`` of them): an int each, or None for "max"."""
     if isinstance(frac_bits, str):
         if frac_bits != "max":
-            raise ConversionError(f"frac_bits must be an integer, a list of 3 or 'max', got "
+            raise ConversionError(f"frac_bits must be an integer, a list of {n} or 'max', got "
                                   f"{frac_bits!r}")
-        return [None] * 3
+        return [None] * n
     if isinstance(frac_bits, (int, np.integer)) and not isinstance(frac_bits, bool):
-        Fs = [int(frac_bits)] * 3
+        Fs = [int(frac_bits)] * n
     else:
         Fs = [int(f) for f in frac_bits]
-        if len(Fs) != 3:
-            raise ConversionError(f"frac_bits: expected 3 values (one per LIF layer), got {len(Fs)}")
+        if len(Fs) != n:
+            raise ConversionError(f"frac_bits: expected {n} values (one per LIF layer), got "
+                                  f"{len(Fs)}")
     for f in Fs:
         if not FRAC_BITS_RANGE[0] <= f <= 30:
             raise ConversionError(f"frac_bits must lie in {FRAC_BITS_RANGE[0]}..30, got {f}")
@@ -336,6 +353,8 @@ class _Shared(NamedTuple):
     theta: float
     leak: tuple
     bits: int
+    drive: object = None    # a synaptic layer: drive_c (O,) floats, and alpha its float decay
+    alpha: float = None
 
 
 def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
@@ -343,9 +362,11 @@ def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
     FRAC_BITS_RANGE whose proof holds (stage.F None); OverflowProofError when none does."""
     def attempt(F):
         sign, bias, th, unit = _integerize(k, b, shared.theta, F)
-        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms)
+        drive = None if shared.drive is None else \
+            [_rint(d / u) for d, u in zip(shared.drive, unit)]   # Drive_c = rint(drive_c / u_c)
+        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms, drive)
         check_bounds(stage.name, bounds, shared.leak, F)
-        return F, sign, bias, th, unit, bounds
+        return F, sign, bias, th, unit, (bounds, drive)
 
     if stage.F is not None:
         return attempt(stage.F)
@@ -362,16 +383,34 @@ def _convert_layer(state, stage: _Stage, shape, shared: _Shared):
     W = np.asarray(state[f"{stage.name}.weight"])
     codes_scale, qf, out_shape, pool_area, stride = _layer_codes(stage.name, W, shape, shared.bits)
     k, b = _fold_layer(state, stage.name, stage.bn, codes_scale, stage.in_scale, pool_area)
-    F, sign, bias, th, unit, bounds = _integer_layer(stage, qf, k, b, shared)
+    kind = "conv" if stage.name.startswith("conv") else "linear"
+    return int_layer(stage, (kind, qf, stride, 0), (shape, out_shape), (k, b), shared)
+
+
+def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
+    """The IntLayer of a stage: synapse (kind, fused codes qf, stride, padding), shapes (in, out),
+    kb the folded (k, b) per output channel; F at stage.F or the largest proven."""
+    kind, qf, stride, padding = synapse
+    k, b = kb
+    F, sign, bias, th, unit, (bounds, drive) = _integer_layer(stage, qf, k, b, shared)
     qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
+    syn = None if drive is None else (shared.alpha, bounds["input"])
     return IntLayer(
-        name=stage.name, kind="conv" if stage.name.startswith("conv") else "linear",
-        weight=qf.astype(_code_dtype(qbits)), stride=stride, in_shape=tuple(shape),
-        out_shape=tuple(out_shape), sign=np.array(sign, np.int8),
+        name=stage.name, kind=kind, weight=qf.astype(_code_dtype(qbits)), stride=stride,
+        in_shape=tuple(shapes[0]), out_shape=tuple(shapes[1]), sign=np.array(sign, np.int8),
         bias=np.array(bias, np.int32), theta=np.array(th, np.int32), frac_bits=int(F),
         in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
-        unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F),
-        bounds=bounds)
+        unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F, syn),
+        bounds=bounds, padding=int(padding),
+        drive=None if drive is None else np.array(drive, np.int32))
+
+
+def reference_layout(model: IntegerModel):
+    """Whether ``model`` has the paper's layout (conv, conv, linear on a (C, H, W) input, no
+    padding, the delayed reset): the one the Numba kernels and the event-driven C template are written for."""
+    return ([L.kind for L in model.layers] == ["conv", "conv", "linear"] and model.delay
+            and all(L.leak is None and L.drive is None for L in model.layers)
+            and len(model.input_shape) == 3 and not any(L.padding for L in model.layers))
 
 
 def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30,
@@ -425,13 +464,3 @@ def convert(state, config, *, bits=None, frac_bits="max", leak="multiply", leak_
                         input_shape=tuple(input_shape), input_max=int(input_max), static=static,
                         num_steps=int(config.get("num_steps", DEFAULTS["num_steps"])),
                         max_steps=None if beta_eff < 1 else int(num_steps), meta=meta)
-
-
-def convert_network(net, **kwargs):
-    """:func:`convert` of a ``mininsnn.network.Network`` built by ``mininsnn.models`` (its
-    ``config`` and ``state_dict()``)."""
-    config = getattr(net, "config", None)
-    if config is None:
-        raise ConversionError("the network has no config; build it with mininsnn.models or pass "
-                              "a state dict and a config to convert()")
-    return convert(net.state_dict(), config, **kwargs)

@@ -42,21 +42,21 @@ class InputError(ValueError):
 
 
 def check_input(model: IntegerModel, x, num_steps=None):
-    """Validate ``x``: (B, C, H, W) static images or (T, B, C, H, W) frames, integers in
+    """Validate ``x``: (B, *input_shape) static images or (T, B, *input_shape) frames, integers in
     0..input_max. Returns (x, static, T)."""
     if not isinstance(x, np.ndarray):
         raise InputError(f"expected a numpy array input, got {type(x).__name__}")
     per = tuple(model.input_shape)
     dims = ", ".join(str(d) for d in per)
     if model.static:
-        if x.ndim != 4 or x.shape[1:] != per:
+        if x.ndim != len(per) + 1 or x.shape[1:] != per:
             raise InputError(f"expected input of shape (B, {dims}) (an image fed at every step), "
                              f"got {x.shape}")
         if num_steps is None:
             num_steps = model.num_steps
         T = num_steps
     else:
-        if x.ndim != 5 or x.shape[2:] != per:
+        if x.ndim != len(per) + 2 or x.shape[2:] != per:
             raise InputError(f"expected input of shape (T, B, {dims}) (one frame per step), got "
                              f"{x.shape}")
         T = x.shape[0]
@@ -223,7 +223,7 @@ def current_terms(A, sign, F, bias):
     return A, coef, bias.astype(np.int64)[:, None]
 
 
-def lif_run(drive, T, theta, leak, reset):
+def lif_run(drive, T, theta, leak, reset, delay=True):
     """Run integer LIF neurons over T steps, with input current I[t] = A[t] * coef + const.
     drive = (A, coef, const): A (TI, ...) ints, TI in {1, T};  coef, const, theta: int64 arrays
     broadcastable to A[0] (per channel: (O, 1) for A of shape (TI, N, O, M)).
@@ -232,6 +232,9 @@ def lif_run(drive, T, theta, leak, reset):
         R[t] = [V[t-1] > Theta]                 (the previous step's spike)
         V[t] = leak(V[t-1]) + I[t] - Theta R[t]   or  (leak(V[t-1]) + I[t]) (1 - R[t])
         S[t] = [V[t] > Theta]
+
+    ``delay=False`` (the reset in the step that fires): W = leak(V[t-1]) + I[t], S[t] = [W > Theta],
+    V[t] = W - Theta S[t]  or  W (1 - S[t]).
 
     Multiply leak: leak(v) + I = (v beta_q + 2^(Q-1) + I 2^Q) >> Q exactly (I is an integer), so a
     step is V beta_q + A coef 2^Q + (const 2^Q + 2^(Q-1)), one shift; with a static input
@@ -265,11 +268,45 @@ def lif_run(drive, T, theta, leak, reset):
             np.right_shift(V, a, out=tmp)
             V -= tmp
             V += drive
-        if reset == "subtract":
+        if not delay:                                 # the reset in the step that fires:
+            np.greater(V, Th, out=R)                  # S[t] = [V[t] > Theta], then V -= Theta S[t]
+        if reset == "subtract":                       # or V (1 - S[t]), V[t] now is U[t]
             np.subtract(V, Th, out=V, where=R)        # - Theta R[t]
         else:
             V[R] = 0                                  # (1 - R[t])
-        np.greater(V, Th, out=R)                      # S[t] = [V[t] > Theta] = R[t+1]
+        if delay:
+            np.greater(V, Th, out=R)                  # S[t] = [V[t] > Theta] = R[t+1]
+        S[t] = R
+    return S
+
+
+def _leak_of(v, leak):
+    """leak(v) = (v beta_q + 2^(Q-1)) >> Q  or  v - (v >> k), int64 arrays."""
+    mode, a, bq = leak
+    return (v * bq + (1 << (a - 1))) >> a if mode == "multiply" else v - (v >> a)
+
+
+def cuba_run(drive, T, theta, leaks, reset, delay, D):
+    """Synaptic neurons: lif_run's arguments and, per channel, Drive D (broadcastable like theta);
+    leaks = (leak, alpha_leak).  Returns S (T, ...) uint8.
+
+        J[t] = leak_alpha(J[t-1]) + I[t]          (never reset; J[-1] = 0)
+        V[t] = leak(V[t-1]) + J[t] + D - Theta R[t]    then spike and reset as lif_run
+    """
+    A, coef, const = drive
+    shape = A.shape[1:]
+    V = np.zeros(shape, np.int64)
+    J = np.zeros(shape, np.int64)
+    R = np.zeros(shape, bool)
+    S = np.empty((T,) + shape, np.uint8)
+    for t in range(T):
+        J = _leak_of(J, leaks[1]) + (A[t if A.shape[0] > 1 else 0] * coef + const)
+        V = _leak_of(V, leaks[0]) + J + D
+        if not delay:
+            R = V > theta
+        V = np.where(R, 0 if reset == "zero" else V - theta, V)
+        if delay:
+            R = V > theta
         S[t] = R
     return S
 
@@ -303,6 +340,11 @@ def forward(model: IntegerModel, x, num_steps=None, record=False):
     return out, {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
 
 
+def pad(x, p):
+    """x (N, C, H, W) with p zeros added on every side of H and W (p = 0: x itself)."""
+    return x if not p else np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+
 def _tables(model, L, dtype):
     """The pattern (or byte) table of layer L, built once per model: two kernel rows per slot
     (2^12 patterns of KW = 6) while the table stays under TABLE_BYTES, else one."""
@@ -326,12 +368,15 @@ def _forward(model, x, static, T, record):
     for li, L in enumerate(model.layers):
         O = L.out_shape[0]
         acc_dtype = np.int16 if L.acc_bits == 16 else np.int32
-        if li == 0:       # integer input: im2col (static: once)
+        if li == 0:       # integer input: im2col or a matmul (static: once)
             xs = x if static else x.reshape((T * B,) + x.shape[2:])
-            A = conv_int(xs, L.weight, L.stride)                # (TI * B, O, OH, OW)
+            if L.kind == "linear":
+                A = xs.reshape(xs.shape[0], -1).astype(np.int64) @ L.weight.T.astype(np.int64)
+            else:
+                A = conv_int(pad(xs, L.padding), L.weight, L.stride)   # (TI * B, O, OH, OW)
         elif L.kind == "conv":
             Tab, rows = _tables(model, L, acc_dtype)
-            S = h.reshape((T * B,) + tuple(L.in_shape))
+            S = pad(h.reshape((T * B,) + tuple(L.in_shape)), L.padding)
             A = conv_spikes(S, Tab, L.weight.shape[2], L.weight.shape[3], L.stride, L.out_shape[1:],
                             rows)
         else:
@@ -340,17 +385,21 @@ def _forward(model, x, static, T, record):
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
         theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
-        if TI == 1:       # static: only the neurons that can ever fire are simulated
+        if L.drive is not None:     # a synaptic layer
+            h = cuba_run((A, coef, const), T, theta, (L.leak or model.leak, model.alpha_leak),
+                         model.reset, model.delay, L.drive.astype(np.int64)[:, None])
+        elif TI == 1:     # static: only the neurons that can ever fire are simulated
             I = A[0] * coef + const                                # (B, O, M) constant current
             Th = np.broadcast_to(theta, I.shape)
-            cand = np.flatnonzero(may_fire(I, Th, model.leak))
+            cand = np.flatnonzero(may_fire(I, Th, L.leak or model.leak))
             one = np.ones(1, np.int64)
             Sc = lif_run((I.reshape(1, -1)[:, cand], one, 0 * one), T, Th.reshape(-1)[cand],
-                         model.leak, model.reset)                   # (T, n candidates)
+                         L.leak or model.leak, model.reset, model.delay)   # (T, candidates)
             h = np.zeros((T, I.size), np.uint8)
             h[:, cand] = Sc
         else:
-            h = lif_run((A, coef, const), T, theta, model.leak, model.reset)
+            h = lif_run((A, coef, const), T, theta, L.leak or model.leak, model.reset,
+                        model.delay)
         h = h.reshape((T, B) + tuple(L.out_shape))
         if record:
             recorded[L.name] = h

@@ -93,13 +93,23 @@ def model_arrays_meta(model: cv.IntegerModel):
         arrays[f"{L.name}.sign"] = L.sign.astype(np.int8)
         arrays[f"{L.name}.bias"] = L.bias.astype(np.int32)
         arrays[f"{L.name}.theta"] = L.theta.astype(np.int32)
+        if L.drive is not None:            # a synaptic layer
+            arrays[f"{L.name}.drive"] = L.drive.astype(np.int32)
         layers.append({"name": L.name, "kind": L.kind, "stride": L.stride,
                        "in_shape": list(L.in_shape), "out_shape": list(L.out_shape),
                        "frac_bits": L.frac_bits, "in_max": L.in_max})
+        if L.padding:                      # only when used: the paper's files stay as they were
+            layers[-1]["padding"] = L.padding
+        if L.leak is not None:             # its own beta
+            layers[-1]["leak"] = list(L.leak)
     meta = {"format": FORMAT, "version": VERSION, "leak": list(model.leak), "reset": model.reset,
             "input_shape": list(model.input_shape), "input_max": model.input_max,
             "static": model.static, "num_steps": model.num_steps, "max_steps": model.max_steps,
             "layers": layers, "model": model.meta}
+    if not model.delay:                    # only when used: the paper's files stay as they were
+        meta["reset_delay"] = False
+    if model.alpha_leak is not None:
+        meta["alpha_leak"] = list(model.alpha_leak)
     return arrays, meta
 
 
@@ -117,6 +127,15 @@ def _int(v, lo, hi, what, path):
         raise ModelFileError(f"{path}: {what} {e}") from None
 
 
+def _leak(leak, path, what):
+    """("multiply", Q, beta_q) or ("shift", k, 0) from a file's list, checked."""
+    if not (isinstance(leak, list) and len(leak) == 3 and leak[0] in ("multiply", "shift")):
+        raise ModelFileError(f"{path}: bad {what} {leak!r}")
+    _int(leak[1], 1, 30, f"{what} shift", path)
+    _int(leak[2], 0, 2 ** leak[1] if leak[0] == "multiply" else 0, f"{what} beta_q", path)
+    return tuple(leak)
+
+
 class _Header(NamedTuple):
     """The model-wide fields of a file's metadata, checked."""
 
@@ -128,6 +147,8 @@ class _Header(NamedTuple):
     shape: tuple
     static: bool
     specs: list
+    delay: bool
+    alpha_leak: tuple | None
 
 
 def _header(meta, path):
@@ -146,16 +167,23 @@ def _header(meta, path):
         if max_steps is not None:
             _int(max_steps, 1, 2 ** 31 - 1, "max_steps", path)
         shape = tuple(_int(d, 1, 4096, "input_shape", path) for d in meta["input_shape"])
-        if len(shape) != 3:
-            raise ModelFileError(f"{path}: input_shape must be (C, H, W), got {shape}")
+        if not 1 <= len(shape) <= 3:
+            raise ModelFileError(f"{path}: input_shape must be (C, H, W), (H, W) or (F,), got "
+                                 f"{shape}")
         static = bool(meta["static"])
         specs = meta["layers"]
-        if [s["kind"] for s in specs] != ["conv", "conv", "linear"]:
-            raise ModelFileError(f"{path}: expected layers conv, conv, linear")
+        if not specs or any(s["kind"] not in ("conv", "linear") for s in specs):
+            raise ModelFileError(f"{path}: expected a list of conv and linear layers")
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"{path}: incomplete metadata ({e})") from None
+    delay = meta.get("reset_delay", True)
+    if delay not in (True, False):
+        raise ModelFileError(f"{path}: bad reset_delay {delay!r}")
+    alpha_leak = meta.get("alpha_leak")
+    if alpha_leak is not None:
+        alpha_leak = _leak(alpha_leak, path, "alpha_leak")
     return _Header(tuple(leak), meta["reset"], input_max, num_steps, max_steps, shape, static,
-                   specs)
+                   specs, bool(delay), alpha_leak)
 
 
 def _layer_arrays(arrays, name, path):
@@ -180,9 +208,11 @@ def _out_shape(spec, W, prev, path):
     name, O = spec["name"], W.shape[0]
     if spec["kind"] == "conv":
         stride = _int(spec["stride"], 1, 64, "stride", path)
-        if W.ndim != 4 or W.shape[1] != prev[0]:
+        p = _int(spec.get("padding", 0), 0, 64, "padding", path)     # absent in older files: 0
+        if W.ndim != 4 or len(prev) != 3 or W.shape[1] != prev[0]:
             raise ModelFileError(f"{path}: {name}.weight has shape {W.shape}, input {prev}")
-        out = (O, (prev[1] - W.shape[2]) // stride + 1, (prev[2] - W.shape[3]) // stride + 1)
+        out = (O, (prev[1] + 2 * p - W.shape[2]) // stride + 1,
+               (prev[2] + 2 * p - W.shape[3]) // stride + 1)
         if min(out) < 1:
             raise ModelFileError(f"{path}: {name}: kernel larger than its input")
     else:
@@ -201,18 +231,28 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
     W, sign, bias, theta = _layer_arrays(arrays, name, path)
     F = _int(spec["frac_bits"], cv.FRAC_BITS_RANGE[0], 30, "frac_bits", path)
     stride, out = _out_shape(spec, W, prev, path)
-    terms = cv.ProofTerms(float(cv.beta_eff_of(head.leak)),
-                          0.5 if head.leak[0] == "multiply" else 1.0, head.reset, head.max_steps)
+    drive = arrays.get(f"{name}.drive")
+    if drive is not None and (drive.dtype != np.int32 or drive.shape != sign.shape or
+                              head.alpha_leak is None):
+        raise ModelFileError(f"{path}: {name}.drive inconsistent with the layer or the metadata")
+    alpha = None if head.alpha_leak is None else (
+        float(cv.beta_eff_of(head.alpha_leak)), 0.5 if head.alpha_leak[0] == "multiply" else 1.0)
+    own = None if spec.get("leak") is None else _leak(spec["leak"], path, f"{name}: leak")
+    leak = own or head.leak
+    terms = cv.ProofTerms(float(cv.beta_eff_of(leak)), 0.5 if leak[0] == "multiply" else 1.0,
+                          head.reset, head.max_steps, alpha)
     ints = ([int(v) for v in sign], [int(v) for v in bias], [int(v) for v in theta])
-    bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms)
+    bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms,
+                            None if drive is None else [int(v) for v in drive])
     try:
-        cv.check_bounds(name, bounds, head.leak, F)
+        cv.check_bounds(name, bounds, leak, F)
     except cv.OverflowProofError as err:
         raise ModelFileError(f"{path}: {err}") from None
     return cv.IntLayer(name=name, kind=spec["kind"], weight=W, stride=stride,
                        in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
                        frac_bits=F, in_max=in_max,
-                       acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds)
+                       acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds,
+                       padding=int(spec.get("padding", 0)), drive=drive, leak=own)
 
 
 def model_from_arrays(arrays, meta, path="model"):
@@ -222,7 +262,8 @@ def model_from_arrays(arrays, meta, path="model"):
     for i, spec in enumerate(head.specs):
         try:
             name = spec["name"]
-            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta"))
+            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta", "drive")
+                            if f"{name}.{k}" in arrays or k != "drive")
             layers.append(_file_layer(arrays, spec, prev, head.input_max if i == 0 else 1, head,
                                       path))
         except (KeyError, TypeError) as e:
@@ -234,7 +275,8 @@ def model_from_arrays(arrays, meta, path="model"):
     return cv.IntegerModel(layers=layers, leak=head.leak, reset=head.reset,
                            input_shape=head.shape, input_max=head.input_max, static=head.static,
                            num_steps=head.num_steps, max_steps=head.max_steps,
-                           meta=meta.get("model", {}))
+                           meta=meta.get("model", {}), delay=head.delay,
+                           alpha_leak=head.alpha_leak)
 
 
 def load_integer_model(path) -> cv.IntegerModel:

@@ -19,10 +19,11 @@ from typing import NamedTuple
 import numpy as np
 
 from mininsnn._jit import jit, prange
-from mininsnn.deploy.conversion import IntegerModel
+from mininsnn.deploy.conversion import IntegerModel, reference_layout
+from mininsnn.deploy import numba_general
 from mininsnn.deploy.engine import check_input
 
-__all__ = ["forward", "predict", "prepare"]
+__all__ = ["forward", "predict", "prepare", "fast_layout"]
 
 MULTIPLY, SHIFT = 0, 1
 
@@ -467,9 +468,16 @@ def _to_chw(rec, shape):
     return rec.reshape(T, B, H, W, C).transpose(0, 1, 4, 2, 3)
 
 
+fast_layout = reference_layout      # the layout these kernels are written for (the paper's)
+
+
 def forward(model: IntegerModel, x, num_steps=None, record=False):
     """Spike counts (B, classes) int32 of the integer model; with ``record`` also a dict layer name
-    -> spikes (T, B, *out_shape) of every LIF layer (as engine.forward records them)."""
+    -> spikes (T, B, *out_shape) of every LIF layer (as engine.forward records them).
+    Another layout runs on numba_general's kernel (with ``record``, or a conv as the last layer,
+    on the NumPy engine): the same integers."""
+    if not fast_layout(model):
+        return numba_general.forward(model, x, num_steps, record)
     x, static, T = check_input(model, x, num_steps)
     B = x.shape[0] if static else x.shape[1]
     counts = np.zeros((B, model.num_classes), np.int32)

@@ -65,12 +65,15 @@ class ProofTerms(NamedTuple):
     e: float
     reset: str
     num_steps: int | None
+    alpha: tuple | None = None     # synaptic layers: (alpha_eff, e_alpha) of the current's leak
 
 
-def prove_layer(qf, in_max, ints, F, terms: ProofTerms):
+def prove_layer(qf, in_max, ints, F, terms: ProofTerms, drive=None):
     """Bounds of one layer (dict of Python ints), exact integer arithmetic; None when unbounded.
     qf: its integer weight codes (O, ...); inputs are integers 0..in_max; ints: (sign, bias,
-    theta), Python int sequences (O,) each; F its fractional bits."""
+    theta), Python int sequences (O,) each; F its fractional bits. ``drive`` (O,) ints: a
+    synaptic layer, J[t] = leak_alpha(J[t-1]) + I[t] (never reset, |J| <= Bj by membrane_bound
+    with theta 0), V's input J + Drive_c (|.| <= Bj + |Drive_c|), terms.alpha its leak."""
     sign, bias, theta = ints
     flat = qf.reshape(qf.shape[0], -1)
     pos = np.where(flat > 0, flat, 0).sum(axis=1)           # A <= in_max * sum of positive codes
@@ -83,6 +86,12 @@ def prove_layer(qf, in_max, ints, F, terms: ProofTerms):
         shifted = max(shifted, *map(abs, ends))
         M = max(abs(v + bias[c]) for v in ends)             # |I_c| <= M_c
         inp = max(inp, M)
+        if drive is not None:                               # |J| <= Bj, V's input <= Bj + |D_c|
+            Bj = membrane_bound(M, 0, terms.alpha[0], terms.alpha[1], "zero", terms.num_steps)
+            if Bj is None:
+                return None
+            M = Bj + abs(drive[c])
+            inp = max(inp, M)
         B = membrane_bound(M, theta[c], terms.beta, terms.e, terms.reset, terms.num_steps)
         if B is None:
             return None
@@ -108,7 +117,7 @@ def check_bounds(name, bounds, leak, F):
                                  f"{bounds['membrane'] * leak[2]} > 2^63-1; lower Q")
 
 
-def tolerance(unit, bound_mem, beta_float, terms: ProofTerms, F):
+def tolerance(unit, bound_mem, beta_float, terms: ProofTerms, F, syn=None):
     """Float margin per channel above which the integer spike equals the float spike:
 
         |D[t]| <= beta |D[t-1]| + u (e + 1 + |beta_eff - beta| B + r)   D = V u - U, r = 1/2 if F < 0
@@ -116,6 +125,10 @@ def tolerance(unit, bound_mem, beta_float, terms: ProofTerms, F):
     """
     r = 0.5 if F < 0 else 0.0
     step = unit * (terms.e + 1.0 + abs(terms.beta - beta_float) * bound_mem + r)
+    if syn is not None:     # a synaptic layer (alpha, |J| bound): J's own error enters V each step
+        alpha, bound_j = syn
+        dj = unit * (terms.alpha[1] + 1.0 + abs(terms.alpha[0] - alpha) * bound_j + r)
+        step = step + (dj / (1 - alpha) if alpha < 1 else dj * (terms.num_steps or np.inf))
     if beta_float < 1:
         D = step / (1 - beta_float)
     else:

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""A trained run of any network (a spec run, or the paper's) as integers: float vs integer on a test set.
+
+    python benchmarks/spec_agreement.py RUN [RUN ...] --data-dir DIR [--test 10000] [--json OUT]
+
+For each run folder: its network rebuilt from the run's own record (best.h5, else last.h5), the
+integer model (mininsnn.deploy.chain.convert_network, default representation), on the first
+``--test`` test images at the run's test time steps: float and integer accuracy, the share of
+images whose output spike counts and whose predicted class are identical, and the C export
+compiled with -std=c99 -Wall -Wextra -Werror -pedantic and checked count for count against the
+integer engine on 64 images; const and RAM bytes.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from deploy_any import c_check  # noqa: E402
+from mininsnn.config import test_steps, validate_config  # noqa: E402
+from mininsnn.data import load_data  # noqa: E402
+from mininsnn.deploy import engine as npe  # noqa: E402
+from mininsnn.deploy.chain import agreement, convert_network  # noqa: E402
+from mininsnn.runfiles import read_training_checkpoint  # noqa: E402
+from mininsnn.sources import run_checkpoint  # noqa: E402
+from mininsnn.train import build_net  # noqa: E402
+
+
+def measure(run, data_dir, n_test):
+    tree = read_training_checkpoint(run_checkpoint(Path(run)))
+    cfg = validate_config(tree["config"])
+    net = build_net(cfg)
+    net.load_state_dict(tree["model"])
+    net.eval()
+    model = convert_network(net)
+    (test,) = load_data(cfg, data_dir, splits=("test",))
+    T = test_steps(cfg)
+    x, y = test.images[:n_test][:, None], test.labels[:n_test]
+    same = cls = acc_f = acc_i = 0
+    for lo in range(0, len(y), 500):
+        xb, yb = x[lo:lo + 500], y[lo:lo + 500]
+        s, c = agreement(net, model, xb, T)
+        same, cls = same + s * len(xb), cls + c * len(xb)
+        acc_i += int((npe.predict(model, xb, T).argmax(1) == yb).sum())
+        acc_f += int((net.forward(xb / np.float32(255), num_steps=T).sum(axis=0).argmax(1) == yb).sum())
+    ok, const, state = c_check(model, x[:64], T)
+    n = len(y)
+    spec = cfg.get("model") or {}
+    return {"run": str(run), "network": spec.get("name", cfg["config"]), "test_images": n, "T": T,
+            "float_acc": acc_f / n, "int_acc": acc_i / n, "identical_counts": same / n,
+            "identical_class": cls / n, "c_matches_engine_on_64": ok, "c_const_bytes": const,
+            "c_ram_bytes": state}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--data-dir", help="the data set's folder (default: the run's own lookup)")
+    p.add_argument("--test", type=int, default=10000, help="first N test images")
+    p.add_argument("--json", help="also write the results here")
+    a = p.parse_args()
+    results = []
+    for run in a.runs:
+        results.append(measure(run, a.data_dir, a.test))
+        print(json.dumps(results[-1]), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

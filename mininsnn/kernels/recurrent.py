@@ -25,7 +25,8 @@ from mininsnn.kernels.neuron import (ALPHA, BETA, DRIVE, GAIN, SYN_GAIN, THETA, 
                                      _forward_row)
 from mininsnn.surrogate import sg_grad, sg_primitive
 
-GROUP = 8  # samples per parallel work item: a row of W, once loaded, serves them all
+GROUP = 8  # samples per parallel work item
+CHUNK = 128  # (t, b) pairs per pass of the weight gradient over the rows of dW^T
 
 
 @jit
@@ -188,18 +189,21 @@ def recurrent_backward_weight(dXin, S, n, parts):
     B = N // n
     P = parts.shape[0]
     pairs = (T - 1) * B  # (t, b) with t >= 1, as r = (t - 1) * B + b
+    D = dXin.reshape(T * B, n)[B:]  # row r: dXin[t] of sample b, r = (t - 1) * B + b
+    Sp = S.reshape(T * B, n)  # row r: S[t-1] of sample b
     for p in prange(P):
         G = parts[p]
         G[...] = 0.0
-        for r in range(p * pairs // P, (p + 1) * pairs // P):
-            t, lo = 1 + r // B, (r % B) * n
-            s_prev, d = S[t - 1, lo:lo + n], dXin[t, lo:lo + n]
-            for j in range(n):
-                s = s_prev[j]
-                if s != 0:
-                    g = G[j]
-                    for i in range(n):
-                        g[i] += s * d[i]
+        idx, val = np.empty(CHUNK, np.int64), np.empty(CHUNK, parts.dtype)  # the pairs that fired at j
+        r1 = (p + 1) * pairs // P
+        for r0 in range(p * pairs // P, r1, CHUNK):  # CHUNK pairs at a time (their rows of D stay in cache)
+            for j in range(n):  # G[j] += S[t-1, j] dXin[t] over the pairs of the chunk that fired at j, in order
+                cnt = 0
+                for r in range(r0, min(r0 + CHUNK, r1)):
+                    if Sp[r, j] != 0:
+                        idx[cnt], val[cnt] = r, Sp[r, j]
+                        cnt += 1
+                _add_rows(G[j], D, idx, val, cnt)
 
 
 def recurrent_backward_weight_plain(dXin, S, n, parts):

@@ -60,10 +60,9 @@ def _add_rows(row, A, idx, val, cnt):
 def _nonzero(x, idx, val):
     """idx, val <- the positions and values of x's nonzero entries, in order; returns their count."""
     cnt = 0
-    for j in range(x.shape[0]):
-        if x[j] != 0:
-            idx[cnt], val[cnt] = j, x[j]
-            cnt += 1
+    for j in range(x.shape[0]):  # written always, kept when nonzero: no branch to mispredict
+        idx[cnt], val[cnt] = j, x[j]
+        cnt += x[j] != 0
     return cnt
 
 

@@ -62,17 +62,19 @@ def _u_prev(M, t, n, theta, v_reset, zero_reset, delay):
 def _forward_loop(X, ti, t, par, M, S, C, lo, hi, zero_reset, delay, cuba, smooth, sg_code, sg_k):
     """Step t of neurons lo..hi-1 (the module's equations); writes M[t], S[t] and C[t] (cuba).
     :func:`_forward_row` calls it with the flags as constants, so that their branches leave the loop."""
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
     tp = max(t - 1, 0)  # the previous step's row (read at t = 0 too, then not used)
     for n in range(lo, hi):
-        theta, v_reset = par[THETA, n], par[V_RESET, n]
+        k = n * w  # the neuron's column of par
+        theta, v_reset = par[THETA, k], par[V_RESET, k]
         zero = theta - theta
         c = X[ti, n]
         if cuba:
             c_prev = C[tp, n] if t > 0 else zero
-            c = par[ALPHA, n] * c_prev + par[SYN_GAIN, n] * c  # I[t] = alpha I[t-1] + syn_gain X[t]
+            c = par[ALPHA, k] * c_prev + par[SYN_GAIN, k] * c  # I[t] = alpha I[t-1] + syn_gain X[t]
             C[t, n] = c
         u_prev = _u_prev(M, t, n, theta, v_reset, zero_reset, delay)
-        m = par[BETA, n] * u_prev + par[GAIN, n] * c + par[DRIVE, n]  # Q[t] = beta U[t-1] + gain I[t] + drive
+        m = par[BETA, k] * u_prev + par[GAIN, k] * c + par[DRIVE, k]  # Q[t] = beta U[t-1] + gain I[t] + drive
         if delay:
             fired = t > 0 and u_prev > theta  # R[t] = 1
             m = (v_reset if zero_reset else m - theta) if fired else m
@@ -130,7 +132,7 @@ def neuron_forward_step(X, t, par, mode, M, S, C):
 def neuron_forward_plain(X, T, par, mode, M, S, C):
     """Plain twin of :func:`neuron_forward`: one neuron at a time, one line per equation."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
-    alpha, syn_gain, beta, gain, drive, theta, v_reset = par
+    alpha, syn_gain, beta, gain, drive, theta, v_reset = np.broadcast_to(par, (NPAR, M.shape[1]))  # one column: all
     for n in range(X.shape[1]):
         u, i, r = theta[n] - theta[n], theta[n] - theta[n], False  # U[-1] = I[-1] = 0, R[0] = 0
         for t in range(T):
@@ -155,15 +157,16 @@ def neuron_forward_plain(X, T, par, mode, M, S, C):
 def _sg_row(sg_code, sg_k, M, t, par, lo, hi, g):
     """g[n - lo] = sg'(M[t, n] - theta[n]) for n in lo..hi-1, rounded to g's dtype (sg_grad may
     widen). The surrogate is chosen once per row, outside the loop, so that the loop vectorises."""
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
     if sg_code == FAST_SIGMOID:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(FAST_SIGMOID, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(FAST_SIGMOID, sg_k, M[t, n] - par[THETA, n * w])
     elif sg_code == SIGMOID:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(SIGMOID, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(SIGMOID, sg_k, M[t, n] - par[THETA, n * w])
     else:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(ATAN, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(ATAN, sg_k, M[t, n] - par[THETA, n * w])
 
 
 @jit
@@ -174,11 +177,13 @@ def _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, zero_reset,
     flags as constants."""
     static, learn = dX.shape[0] == 1, dpar.shape[0] > 0
     ti = 0 if static else t
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
     tp = max(t - 1, 0)  # the previous step's row (read at t = 0 too, then not used)
     # fwd: S[t] = H(M[t] - theta)  =>  dS[t]/dM[t] = sg'(M[t] - theta)   (surrogate; true: Dirac delta)
     _sg_row(sg_code, sg_k, M, t, par, lo, hi, g)
     for n in range(lo, hi):
-        theta = par[THETA, n]
+        k = n * w  # the neuron's column of par
+        theta = par[THETA, k]
         zero = theta - theta
         ds_sg = dS[t, n] * g[n - lo]
         if delay:
@@ -192,18 +197,18 @@ def _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, zero_reset,
             # fwd: U[t] = V[t] (1 - S[t]) + v_reset S[t]  or  V[t] - theta S[t];  M[t] = V[t] = Q[t]
             dQ = ds_sg + (zero if (zero_reset and fired) else dU)
         # fwd: Q[t] = beta U[t-1] + gain I[t] + drive  =>  dI[t] = gain dQ[t] (+ alpha dI[t+1])
-        dI = par[GAIN, n] * dQ + ci[n]
-        cu[n] = par[BETA, n] * dQ
-        dx = par[SYN_GAIN, n] * dI if cuba else dI  # fwd: I[t] = alpha I[t-1] + syn_gain X[t]
+        dI = par[GAIN, k] * dQ + ci[n]
+        cu[n] = par[BETA, k] * dQ
+        dx = par[SYN_GAIN, k] * dI if cuba else dI  # fwd: I[t] = alpha I[t-1] + syn_gain X[t]
         if static:
             dX[0, n] += dx
         else:
             dX[t, n] = dx
         if cuba:
-            ci[n] = par[ALPHA, n] * dI
+            ci[n] = par[ALPHA, k] * dI
         if learn:
             x = X[ti, n]
-            dpar[BETA, n] += dQ * _u_prev(M, t, n, theta, par[V_RESET, n], zero_reset, delay)
+            dpar[BETA, n] += dQ * _u_prev(M, t, n, theta, par[V_RESET, k], zero_reset, delay)
             dpar[GAIN, n] += dQ * (C[t, n] if cuba else x)
             dpar[DRIVE, n] += dQ
             dUf = dU if fired else zero  # dU[t] F[t]
@@ -265,7 +270,7 @@ def neuron_backward_plain(dS, X, par, mode, M, C, dX, dpar):
     """Plain twin of :func:`neuron_backward`: one neuron at a time, t from T-1 down to 0, every
     forward line restated above its derivative."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
-    alpha, syn_gain, beta, gain, drive, theta, v_reset = par
+    alpha, syn_gain, beta, gain, drive, theta, v_reset = np.broadcast_to(par, (NPAR, dS.shape[1]))  # one column: all
     T, N = dS.shape
     d = dX.dtype.type
     for n in range(N):

@@ -89,6 +89,7 @@ def recurrent_forward_plain(Wt, par, mode, n, Xin, M, S, C):
     """Plain twin of :func:`recurrent_forward`: one sample, one step, one neuron at a time."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
     T, N = Xin.shape
+    par = np.broadcast_to(par, (len(par), N))  # one column: the same values for all
     for b in range(N // n):
         for t in range(T):
             for i in range(n):
@@ -142,6 +143,7 @@ def recurrent_backward_plain(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
     T, N = dS_tot.shape
     d = dXin.dtype.type
+    par = np.broadcast_to(par, (len(par), N))  # one column: the same values for all
     for b in range(N // n):
         cu, ci = np.zeros(n, dXin.dtype), np.zeros(n, dXin.dtype)  # carries from step t+1
         for t in range(T - 1, -1, -1):

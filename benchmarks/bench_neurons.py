@@ -13,7 +13,9 @@ Rows (medians over the repeats, ms per call of forward + backward, and per step)
   W_rec matmuls    the dense products the feedback costs, done by NumPy/BLAS: T x (B, n) @ (n, n)
                    forward and backward, plus dW_rec = (n, T*B) @ (T*B, n): a yardstick for the
                    feedback's arithmetic (the kernels add the forward's product by the spikes that fired)
-Ratios come from the same run. The machine may be shared: compare ratios, not absolute numbers.
+Ratios come from the same run. The machine may be shared: compare ratios, not absolute numbers
+(``--clock cpu`` times the process's CPU time instead of the wall clock: with one thread, less
+sensitive to other processes). The first line names the BLAS kernel set the NumPy row ran with.
 """
 import os
 
@@ -30,9 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numba  # noqa: E402
 
+from bench_step import blas_info  # noqa: E402  (this directory is on the path when run as a script)
 from mininsnn.layers import Context  # noqa: E402
 from mininsnn.neurons import Leaky, Synaptic  # noqa: E402
 from mininsnn.recurrent import RLeaky, RSynaptic  # noqa: E402
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # set by --clock
 
 
 def time_layer(layer, x, g, ctx, repeats):
@@ -41,10 +48,10 @@ def time_layer(layer, x, g, ctx, repeats):
     layer.backward(g)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         layer.forward(x, ctx)
         layer.backward(g)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 1e3 * float(np.median(times)), layer.firing_rate
 
 
@@ -56,12 +63,12 @@ def time_matmuls(T, B, n, repeats, rng):
     out = np.empty((B, n), np.float32)
     times = []
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0 = clock()
         for t in range(1, T):
             np.matmul(S[t - 1], W.T, out=out)  # forward: W S[t-1]
             np.matmul(D[t], W, out=out)  # backward: W^T dXin[t]
         D[1:].reshape(-1, n).T @ S[:-1].reshape(-1, n)  # dW_rec
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 1e3 * float(np.median(times[1:]))
 
 
@@ -72,7 +79,10 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall clock or process CPU time")
     a = ap.parse_args()
+    global clock
+    clock = CLOCKS[a.clock]
     if a.threads:
         numba.set_num_threads(a.threads)
     T, B, n = a.steps, a.batch, a.n
@@ -87,7 +97,9 @@ def main():
         "RLeaky": RLeaky(n, 0.9, 1.0, rng=np.random.default_rng(1)),
         "RSynaptic": RSynaptic(n, 0.8, 0.9, 1.0, rng=np.random.default_rng(1)),
     }
-    print(f"n = {n}, B = {B}, T = {T}, float32, {numba.get_num_threads()} Numba thread(s), {a.repeats} repeats")
+    print("BLAS:", ", ".join(f"{k} {v}" for k, v in blas_info().items()))
+    print(f"n = {n}, B = {B}, T = {T}, float32, {numba.get_num_threads()} Numba thread(s), {a.repeats} repeats, "
+          f"{a.clock} clock")
     res = {}
     for name, layer in layers.items():
         ms, rate = time_layer(layer, x, g, ctx, a.repeats)

@@ -108,16 +108,21 @@ class Neuron(Layer):
                              f"got {x.shape[0]}")
 
     def _build_par(self, B, per, dtype):
-        """par (NPAR, B * prod(per)): each parameter broadcast over the batch and the neurons."""
+        """par (NPAR, B * prod(per)): each parameter broadcast over the batch and the neurons; or
+        (NPAR, 1) when every parameter is one number (the kernels then read one column for all)."""
         self._check_params()
         M = int(np.prod(per, dtype=np.int64))
-        par = self._work_array("par", (kn.NPAR, B * M), dtype)  # (NPAR, N)
-        view = par.reshape((kn.NPAR, B) + tuple(per))
-        for key, (row, _) in PARAM_RULES.items():
-            v = self.value(key) if key in self.params or key in self._values else _DEFAULTS[key]
+        values = {key: self.value(key) if key in self.params or key in self._values else _DEFAULTS[key]
+                  for key in PARAM_RULES}
+        for key, v in values.items():
             if np.ndim(v) and _broadcast(np.shape(v), per) != tuple(per):
                 raise ValueError(f"{self.name}: {key} of shape {np.shape(v)} does not broadcast to the "
                                  f"neuron shape {tuple(per)}")
+        one = all(np.size(v) == 1 for v in values.values())  # one column serves every neuron
+        par = self._work_array("par", (kn.NPAR, 1 if one else B * M), dtype)  # (NPAR, N) or (NPAR, 1)
+        view = par.reshape((kn.NPAR, 1) if one else (kn.NPAR, B) + tuple(per))
+        for key, (row, _) in PARAM_RULES.items():
+            v = np.reshape(values[key], ()) if one else values[key]
             view[row] = np.clip(v, 0, 1) if key in CLIPPED else v
         return par
 

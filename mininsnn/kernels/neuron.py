@@ -50,35 +50,65 @@ NPAR = 7
 
 @jit
 def _u_prev(M, t, n, theta, v_reset, zero_reset, delay):
-    """U[t-1] from the stored M[t-1]: itself (delayed), or after its same-step reset."""
-    if t == 0:
-        return theta - theta  # U[-1] = 0
-    m = M[t - 1, n]
-    if delay or not m > theta:
-        return m
-    return v_reset if zero_reset else m - theta
+    """U[t-1] from the stored M[t-1]: itself (delayed), or after its same-step reset. Reads M[0]
+    at t = 0 and then selects 0, so that the loop has no branch around the load (it vectorises)."""
+    zero = theta - theta
+    m = M[max(t - 1, 0), n]
+    u = m if (delay or not m > theta) else (v_reset if zero_reset else m - theta)
+    return u if t > 0 else zero  # U[-1] = 0
 
 
 @jit
-def _forward_row(X, ti, t, par, mode, M, S, C, lo, hi):
-    """Step t of neurons lo..hi-1 (the module's equations); writes M[t], S[t] and C[t] (cuba)."""
-    zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
+def _forward_loop(X, ti, t, par, M, S, C, lo, hi, zero_reset, delay, cuba, smooth, sg_code, sg_k):
+    """Step t of neurons lo..hi-1 (the module's equations); writes M[t], S[t] and C[t] (cuba).
+    :func:`_forward_row` calls it with the flags as constants, so that their branches leave the loop."""
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
+    tp = max(t - 1, 0)  # the previous step's row (read at t = 0 too, then not used)
     for n in range(lo, hi):
-        theta, v_reset = par[THETA, n], par[V_RESET, n]
+        k = n * w  # the neuron's column of par
+        theta, v_reset = par[THETA, k], par[V_RESET, k]
+        zero = theta - theta
         c = X[ti, n]
         if cuba:
-            c_prev = C[t - 1, n] if t > 0 else theta - theta
-            c = par[ALPHA, n] * c_prev + par[SYN_GAIN, n] * c  # I[t] = alpha I[t-1] + syn_gain X[t]
+            c_prev = C[tp, n] if t > 0 else zero
+            c = par[ALPHA, k] * c_prev + par[SYN_GAIN, k] * c  # I[t] = alpha I[t-1] + syn_gain X[t]
             C[t, n] = c
         u_prev = _u_prev(M, t, n, theta, v_reset, zero_reset, delay)
-        m = par[BETA, n] * u_prev + par[GAIN, n] * c + par[DRIVE, n]  # Q[t] = beta U[t-1] + gain I[t] + drive
-        if delay and t > 0 and u_prev > theta:  # R[t] = 1
-            m = v_reset if zero_reset else m - theta
+        m = par[BETA, k] * u_prev + par[GAIN, k] * c + par[DRIVE, k]  # Q[t] = beta U[t-1] + gain I[t] + drive
+        if delay:
+            fired = t > 0 and u_prev > theta  # R[t] = 1
+            m = (v_reset if zero_reset else m - theta) if fired else m
         M[t, n] = m
         if smooth:
             S[t, n] = sg_primitive(sg_code, sg_k, m - theta)  # S[t] = g(M[t] - theta)
         else:
             S[t, n] = m > theta  # S[t] = H(M[t] - theta)
+
+
+@jit
+def _forward_row(X, ti, t, par, mode, M, S, C, lo, hi):
+    """Step t of neurons lo..hi-1: :func:`_forward_loop` specialised. In spiking mode the reset,
+    delay and current flags reach it as constants (one compiled loop per combination, no branch
+    on them inside); the smooth twin (gradient checks) runs the general loop."""
+    zr, dl, cb, smooth, code, k = mode
+    if smooth:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, zr, dl, cb, True, code, k)
+    elif zr and dl and cb:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, True, True, True, False, code, k)
+    elif zr and dl:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, True, True, False, False, code, k)
+    elif zr and cb:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, True, False, True, False, code, k)
+    elif zr:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, True, False, False, False, code, k)
+    elif dl and cb:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, False, True, True, False, code, k)
+    elif dl:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, False, True, False, False, code, k)
+    elif cb:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, False, False, True, False, code, k)
+    else:
+        _forward_loop(X, ti, t, par, M, S, C, lo, hi, False, False, False, False, code, k)
 
 
 @jit(parallel=True)
@@ -102,7 +132,7 @@ def neuron_forward_step(X, t, par, mode, M, S, C):
 def neuron_forward_plain(X, T, par, mode, M, S, C):
     """Plain twin of :func:`neuron_forward`: one neuron at a time, one line per equation."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
-    alpha, syn_gain, beta, gain, drive, theta, v_reset = par
+    alpha, syn_gain, beta, gain, drive, theta, v_reset = np.broadcast_to(par, (NPAR, M.shape[1]))  # one column: all
     for n in range(X.shape[1]):
         u, i, r = theta[n] - theta[n], theta[n] - theta[n], False  # U[-1] = I[-1] = 0, R[0] = 0
         for t in range(T):
@@ -127,33 +157,37 @@ def neuron_forward_plain(X, T, par, mode, M, S, C):
 def _sg_row(sg_code, sg_k, M, t, par, lo, hi, g):
     """g[n - lo] = sg'(M[t, n] - theta[n]) for n in lo..hi-1, rounded to g's dtype (sg_grad may
     widen). The surrogate is chosen once per row, outside the loop, so that the loop vectorises."""
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
     if sg_code == FAST_SIGMOID:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(FAST_SIGMOID, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(FAST_SIGMOID, sg_k, M[t, n] - par[THETA, n * w])
     elif sg_code == SIGMOID:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(SIGMOID, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(SIGMOID, sg_k, M[t, n] - par[THETA, n * w])
     else:
         for n in range(lo, hi):
-            g[n - lo] = sg_grad(ATAN, sg_k, M[t, n] - par[THETA, n])
+            g[n - lo] = sg_grad(ATAN, sg_k, M[t, n] - par[THETA, n * w])
 
 
 @jit
-def _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, g):
+def _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, zero_reset, delay, cuba, sg_code, sg_k):
     """BPTT step t of neurons lo..hi-1 (module docstring): reads carries cu, ci (from step t+1),
     leaves those of step t; writes dX[t] (or adds to dX[0] for a static input); adds to dpar.
-    g: scratch of at least hi - lo entries in dX's dtype."""
-    zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
+    g: scratch of at least hi - lo entries in dX's dtype. :func:`_backward_row` calls it with the
+    flags as constants."""
     static, learn = dX.shape[0] == 1, dpar.shape[0] > 0
     ti = 0 if static else t
+    w = 1 if par.shape[1] > 1 else 0  # par: a column per neuron, or one for all
+    tp = max(t - 1, 0)  # the previous step's row (read at t = 0 too, then not used)
     # fwd: S[t] = H(M[t] - theta)  =>  dS[t]/dM[t] = sg'(M[t] - theta)   (surrogate; true: Dirac delta)
     _sg_row(sg_code, sg_k, M, t, par, lo, hi, g)
     for n in range(lo, hi):
-        theta = par[THETA, n]
+        k = n * w  # the neuron's column of par
+        theta = par[THETA, k]
         zero = theta - theta
         ds_sg = dS[t, n] * g[n - lo]
         if delay:
-            fired = t > 0 and M[t - 1, n] > theta  # F = R[t] = H(U[t-1] - theta), detached
+            fired = t > 0 and M[tp, n] > theta  # F = R[t] = H(U[t-1] - theta), detached
             dU = ds_sg + cu[n]  # fwd: M[t] = U[t]
             # fwd: U[t] = Q[t] (1 - R[t]) + v_reset R[t]  or  Q[t] - theta R[t]
             dQ = zero if (zero_reset and fired) else dU
@@ -163,26 +197,49 @@ def _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, g):
             # fwd: U[t] = V[t] (1 - S[t]) + v_reset S[t]  or  V[t] - theta S[t];  M[t] = V[t] = Q[t]
             dQ = ds_sg + (zero if (zero_reset and fired) else dU)
         # fwd: Q[t] = beta U[t-1] + gain I[t] + drive  =>  dI[t] = gain dQ[t] (+ alpha dI[t+1])
-        dI = par[GAIN, n] * dQ + ci[n]
-        cu[n] = par[BETA, n] * dQ
-        dx = par[SYN_GAIN, n] * dI if cuba else dI  # fwd: I[t] = alpha I[t-1] + syn_gain X[t]
+        dI = par[GAIN, k] * dQ + ci[n]
+        cu[n] = par[BETA, k] * dQ
+        dx = par[SYN_GAIN, k] * dI if cuba else dI  # fwd: I[t] = alpha I[t-1] + syn_gain X[t]
         if static:
             dX[0, n] += dx
         else:
             dX[t, n] = dx
         if cuba:
-            ci[n] = par[ALPHA, n] * dI
+            ci[n] = par[ALPHA, k] * dI
         if learn:
             x = X[ti, n]
-            dpar[BETA, n] += dQ * _u_prev(M, t, n, theta, par[V_RESET, n], zero_reset, delay)
+            dpar[BETA, n] += dQ * _u_prev(M, t, n, theta, par[V_RESET, k], zero_reset, delay)
             dpar[GAIN, n] += dQ * (C[t, n] if cuba else x)
             dpar[DRIVE, n] += dQ
             dUf = dU if fired else zero  # dU[t] F[t]
             dpar[THETA, n] += -ds_sg - (zero if zero_reset else dUf)
             dpar[V_RESET, n] += dUf if zero_reset else zero
             if cuba:
-                dpar[ALPHA, n] += dI * (C[t - 1, n] if t > 0 else zero)
+                dpar[ALPHA, n] += dI * (C[tp, n] if t > 0 else zero)
                 dpar[SYN_GAIN, n] += dI * x
+
+
+@jit
+def _backward_row(dS, X, t, par, mode, M, C, cu, ci, dX, dpar, lo, hi, g):
+    """BPTT step t of neurons lo..hi-1: :func:`_backward_loop` with the reset, delay and current
+    flags as constants (one compiled loop per combination, no branch on them inside)."""
+    zr, dl, cb, _, code, k = mode
+    if zr and dl and cb:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, True, True, True, code, k)
+    elif zr and dl:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, True, True, False, code, k)
+    elif zr and cb:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, True, False, True, code, k)
+    elif zr:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, True, False, False, code, k)
+    elif dl and cb:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, False, True, True, code, k)
+    elif dl:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, False, True, False, code, k)
+    elif cb:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, False, False, True, code, k)
+    else:
+        _backward_loop(dS, X, t, par, M, C, cu, ci, dX, dpar, lo, hi, g, False, False, False, code, k)
 
 
 @jit(parallel=True)
@@ -213,7 +270,7 @@ def neuron_backward_plain(dS, X, par, mode, M, C, dX, dpar):
     """Plain twin of :func:`neuron_backward`: one neuron at a time, t from T-1 down to 0, every
     forward line restated above its derivative."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
-    alpha, syn_gain, beta, gain, drive, theta, v_reset = par
+    alpha, syn_gain, beta, gain, drive, theta, v_reset = np.broadcast_to(par, (NPAR, dS.shape[1]))  # one column: all
     T, N = dS.shape
     d = dX.dtype.type
     for n in range(N):

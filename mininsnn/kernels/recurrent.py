@@ -25,27 +25,62 @@ from mininsnn.kernels.neuron import (ALPHA, BETA, DRIVE, GAIN, SYN_GAIN, THETA, 
                                      _forward_row)
 from mininsnn.surrogate import sg_grad, sg_primitive
 
-GROUP = 8  # samples per parallel work item: a row of W, once loaded, serves them all
+GROUP = 8  # samples per parallel work item
+CHUNK = 128  # (t, b) pairs per pass of the weight gradient over the rows of dW^T
+
+
+@jit
+def _add_rows(row, A, idx, val, cnt):
+    """row += sum_q val[q] A[idx[q]], q = 0 .. cnt-1: each entry of row takes its terms one after
+    another in that order (as a plain loop adds them), four rows of A per pass over row."""
+    q = 0
+    while q + 8 <= cnt:
+        a0, a1, a2, a3 = A[idx[q]], A[idx[q + 1]], A[idx[q + 2]], A[idx[q + 3]]
+        a4, a5, a6, a7 = A[idx[q + 4]], A[idx[q + 5]], A[idx[q + 6]], A[idx[q + 7]]
+        v0, v1, v2, v3 = val[q], val[q + 1], val[q + 2], val[q + 3]
+        v4, v5, v6, v7 = val[q + 4], val[q + 5], val[q + 6], val[q + 7]
+        for k in range(row.shape[0]):
+            r = (((row[k] + v0 * a0[k]) + v1 * a1[k]) + v2 * a2[k]) + v3 * a3[k]
+            row[k] = (((r + v4 * a4[k]) + v5 * a5[k]) + v6 * a6[k]) + v7 * a7[k]
+        q += 8
+    while q + 4 <= cnt:
+        a0, a1, a2, a3 = A[idx[q]], A[idx[q + 1]], A[idx[q + 2]], A[idx[q + 3]]
+        v0, v1, v2, v3 = val[q], val[q + 1], val[q + 2], val[q + 3]
+        for k in range(row.shape[0]):
+            row[k] = (((row[k] + v0 * a0[k]) + v1 * a1[k]) + v2 * a2[k]) + v3 * a3[k]
+        q += 4
+    while q < cnt:
+        a, v = A[idx[q]], val[q]
+        for k in range(row.shape[0]):
+            row[k] += v * a[k]
+        q += 1
+
+
+@jit
+def _nonzero(x, idx, val):
+    """idx, val <- the positions and values of x's nonzero entries, in order; returns their count."""
+    cnt = 0
+    for j in range(x.shape[0]):  # written always, kept when nonzero: no branch to mispredict
+        idx[cnt], val[cnt] = j, x[j]
+        cnt += x[j] != 0
+    return cnt
 
 
 @jit(parallel=True)
 def recurrent_forward(Wt, par, mode, n, Xin, M, S, C):
-    """Wt (n, n) = W^T, rows by input neuron j; Xin (T, N) holds X + b_rec, the feedback is added.
-    Samples run in groups of GROUP: each row of Wt, once loaded, serves the whole group."""
+    """Wt (n, n) = W^T, rows by input neuron j; Xin (T, N) holds X + b_rec, the feedback is added:
+    per sample, the rows of Wt of the neurons that fired at t-1 (event-driven). Samples run in
+    groups of GROUP, in parallel."""
     T, N = Xin.shape
     B = N // n
     for grp in prange((B + GROUP - 1) // GROUP):
         b0, b1 = grp * GROUP, min(B, (grp + 1) * GROUP)
+        idx, val = np.empty(n, np.int64), np.empty(n, Xin.dtype)  # the spikes of one sample at t-1
         for t in range(T):
             if t > 0:
-                for j in range(n):  # Xin[t] += W S[t-1], one input neuron (one row of Wt) at a time
-                    w = Wt[j]
-                    for b in range(b0, b1):
-                        s = S[t - 1, b * n + j]
-                        if s != 0:
-                            row = Xin[t, b * n:b * n + n]
-                            for i in range(n):
-                                row[i] += s * w[i]
+                for b in range(b0, b1):  # Xin[t] += W S[t-1]: one row of Wt per input neuron that fired
+                    cnt = _nonzero(S[t - 1, b * n:b * n + n], idx, val)
+                    _add_rows(Xin[t, b * n:b * n + n], Wt, idx, val, cnt)
             for b in range(b0, b1):
                 _forward_row(Xin, t, t, par, mode, M, S, C, b * n, b * n + n)
 
@@ -54,6 +89,7 @@ def recurrent_forward_plain(Wt, par, mode, n, Xin, M, S, C):
     """Plain twin of :func:`recurrent_forward`: one sample, one step, one neuron at a time."""
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
     T, N = Xin.shape
+    par = np.broadcast_to(par, (len(par), N))  # one column: the same values for all
     for b in range(N // n):
         for t in range(T):
             for i in range(n):
@@ -89,19 +125,15 @@ def recurrent_backward(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
     for grp in prange((B + GROUP - 1) // GROUP):
         b0, b1 = grp * GROUP, min(B, (grp + 1) * GROUP)
         g = np.empty(n, dtype=dXin.dtype)  # sg'(M[t] - theta) of one sample
+        idx, val = np.empty(n, np.int64), np.empty(n, dXin.dtype)  # the nonzeros of dXin[t+1] of one sample
         if T == 1:
             dXin[0, b0 * n:b1 * n] = 0.0  # one step: the row kernel adds into it
         for t in range(T - 1, -1, -1):
             if t < T - 1:
                 # fwd: Xin[t+1, i] = ... + sum_j W[i, j] S[t, j]  =>  dS[t, j] += sum_i dXin[t+1, i] W[i, j]
-                for i in range(n):
-                    w = W[i]
-                    for b in range(b0, b1):
-                        d = dXin[t + 1, b * n + i]
-                        if d != 0:
-                            row = dS_tot[t, b * n:b * n + n]
-                            for j in range(n):
-                                row[j] += d * w[j]
+                for b in range(b0, b1):
+                    cnt = _nonzero(dXin[t + 1, b * n:b * n + n], idx, val)
+                    _add_rows(dS_tot[t, b * n:b * n + n], W, idx, val, cnt)
             for b in range(b0, b1):
                 _backward_row(dS_tot, Xin, t, par, mode, M, C, cu, ci, dXin, dpar, b * n, b * n + n, g)
 
@@ -111,6 +143,7 @@ def recurrent_backward_plain(W, par, mode, n, Xin, M, C, dS_tot, dXin, dpar):
     zero_reset, delay, cuba, smooth, sg_code, sg_k = mode
     T, N = dS_tot.shape
     d = dXin.dtype.type
+    par = np.broadcast_to(par, (len(par), N))  # one column: the same values for all
     for b in range(N // n):
         cu, ci = np.zeros(n, dXin.dtype), np.zeros(n, dXin.dtype)  # carries from step t+1
         for t in range(T - 1, -1, -1):
@@ -157,18 +190,21 @@ def recurrent_backward_weight(dXin, S, n, parts):
     B = N // n
     P = parts.shape[0]
     pairs = (T - 1) * B  # (t, b) with t >= 1, as r = (t - 1) * B + b
+    D = dXin.reshape(T * B, n)[B:]  # row r: dXin[t] of sample b, r = (t - 1) * B + b
+    Sp = S.reshape(T * B, n)  # row r: S[t-1] of sample b
     for p in prange(P):
         G = parts[p]
         G[...] = 0.0
-        for r in range(p * pairs // P, (p + 1) * pairs // P):
-            t, lo = 1 + r // B, (r % B) * n
-            s_prev, d = S[t - 1, lo:lo + n], dXin[t, lo:lo + n]
-            for j in range(n):
-                s = s_prev[j]
-                if s != 0:
-                    g = G[j]
-                    for i in range(n):
-                        g[i] += s * d[i]
+        idx, val = np.empty(CHUNK, np.int64), np.empty(CHUNK, parts.dtype)  # the pairs that fired at j
+        r1 = (p + 1) * pairs // P
+        for r0 in range(p * pairs // P, r1, CHUNK):  # CHUNK pairs at a time (their rows of D stay in cache)
+            for j in range(n):  # G[j] += S[t-1, j] dXin[t] over the pairs of the chunk that fired at j, in order
+                cnt = 0
+                for r in range(r0, min(r0 + CHUNK, r1)):
+                    if Sp[r, j] != 0:
+                        idx[cnt], val[cnt] = r, Sp[r, j]
+                        cnt += 1
+                _add_rows(G[j], D, idx, val, cnt)
 
 
 def recurrent_backward_weight_plain(dXin, S, n, parts):

@@ -10,6 +10,8 @@ Rows (medians over the repeats, ms per call of forward + backward, and per step)
   Synaptic         current-based LIF, kernels/neuron.py
   RLeaky           Leaky + feedback through W_rec (kernels/recurrent.py)
   RSynaptic        Synaptic + feedback through W_rec
+  Linear + Leaky   a feed-forward layer of the same size and weights: Linear(n, n) then Leaky, the
+                   cost a recurrent layer is fairly held against (its W_rec is an n x n weight too)
   W_rec matmuls    the dense products the feedback costs, done by NumPy/BLAS: T x (B, n) @ (n, n)
                    forward and backward, plus dW_rec = (n, T*B) @ (T*B, n): a yardstick for the
                    feedback's arithmetic (the kernels add the forward's product by the spikes that fired)
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numba  # noqa: E402
 
 from bench_step import blas_info  # noqa: E402  (this directory is on the path when run as a script)
-from mininsnn.layers import Context  # noqa: E402
+from mininsnn.layers import Context, Linear  # noqa: E402
 from mininsnn.neurons import Leaky, Synaptic  # noqa: E402
 from mininsnn.recurrent import RLeaky, RSynaptic  # noqa: E402
 
@@ -53,6 +55,27 @@ def time_layer(layer, x, g, ctx, repeats):
         layer.backward(g)
         times.append(clock() - t0)
     return 1e3 * float(np.median(times)), layer.firing_rate
+
+
+class _Chain:
+    """Linear then Leaky, timed as one layer: forward in order, backward in reverse."""
+
+    def __init__(self, *layers):
+        self.layers = layers
+
+    def forward(self, x, ctx):
+        for layer in self.layers:
+            x = layer.forward(x, ctx)
+        return x
+
+    def backward(self, g):
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+    @property
+    def firing_rate(self):
+        return self.layers[-1].firing_rate
 
 
 def time_matmuls(T, B, n, repeats, rng):
@@ -96,6 +119,7 @@ def main():
         "Synaptic": Synaptic(0.8, 0.9, 1.0),
         "RLeaky": RLeaky(n, 0.9, 1.0, rng=np.random.default_rng(1)),
         "RSynaptic": RSynaptic(n, 0.8, 0.9, 1.0, rng=np.random.default_rng(1)),
+        "Linear + Leaky": _Chain(Linear(n, n, rng=np.random.default_rng(1)), Leaky(0.9, 1.0)),
     }
     print("BLAS:", ", ".join(f"{k} {v}" for k, v in blas_info().items()))
     print(f"n = {n}, B = {B}, T = {T}, float32, {numba.get_num_threads()} Numba thread(s), {a.repeats} repeats, "
@@ -113,6 +137,8 @@ def main():
         print(f"  {name:14s} {res[name] / ref:6.2f}x")
     print(f"  RLeaky - W_rec matmuls (dense BLAS yardstick): {(res['RLeaky'] - mm) / ref:6.2f}x Leaky")
     print(f"  RLeaky / Leaky general: {res['RLeaky'] / res['Leaky general']:6.2f}x")
+    print(f"  RLeaky / (Linear + Leaky), a feed-forward layer of the same size: "
+          f"{res['RLeaky'] / res['Linear + Leaky']:6.2f}x")
 
 
 if __name__ == "__main__":

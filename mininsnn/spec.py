@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mininsnn import rules
 from mininsnn import surrogate as sg
 from mininsnn.config import ARCHITECTURES, DEFAULTS, SETTINGS, ConfigError, test_steps
 from mininsnn.layers import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
@@ -86,29 +87,13 @@ _TOP = ("format", "name", "input_shape", "input", "layers", "description")
 INPUTS = ("image", "rows")
 
 
-def _check_number(lo, hi, lo_open=False):
-    def check(v):
-        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and v <= hi
-        if not ok:
-            span = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f"> {lo:g}"
-            raise ValueError(f"must be a number {span}, got {v!r}")
-        return v
-    return check
-
-
-def _check_bool(v):
-    if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
-    return v
-
-
 #: field -> its check (ValueError "must be ..."); the run settings' fields use their own check
 _FIELD_CHECKS = {
     **{s.key: s.check for s in SETTINGS if s.model},
-    "alpha": _check_number(0, 1), "p": _check_number(0, 0.999999),
-    "eps": _check_number(0, math.inf, lo_open=True), "momentum": _check_number(0, 1),
-    "bias": _check_bool, "learn_alpha": _check_bool, "learn_beta": _check_bool,
-    "learn_threshold": _check_bool,
+    "alpha": rules.number(0, 1), "p": rules.DROPOUT,
+    "eps": rules.number(0, lo_open=True), "momentum": rules.number(0, 1),
+    "bias": rules.boolean, "learn_alpha": rules.boolean, "learn_beta": rules.boolean,
+    "learn_threshold": rules.boolean,
 }
 
 

@@ -192,7 +192,7 @@ def test_synaptic_recurrent_and_sum_pooling_layers_in_a_spec():
     ({"type": "RLeaky"}, r"layer 1 \(RLeaky\): field 'type': expects a flat input"),
     ({"type": "Synaptic"}, r"layer 1 \(Synaptic\): field 'alpha': required"),
     ({"type": "Synaptic", "alpha": 1.5},
-     r"layer 1 \(Synaptic\): field 'alpha': must be a number in \[0, 1\]"),
+     r"layer 1 \(Synaptic\): field 'alpha': must be a finite number in \[0, 1\]"),
     ({"type": "SumPool2d", "kernel_size": 2, "padding": -1},
      r"layer 1 \(SumPool2d\): field 'padding': must be an integer >= 0"),
     ({"type": "RSynaptic", "alpha": 0.5, "sparse_grad": 0.1},

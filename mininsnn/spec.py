@@ -167,11 +167,6 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_number(v) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_)) and math.isfinite(v))
-
-
 def net_shape(spec: dict) -> tuple:
     """The per-sample, per-step shape the network's first layer takes: ``input_shape``, or
     (C * W,) for an image read row by row (``"input": "rows"``)."""

@@ -46,7 +46,7 @@ __all__ = ["convert_layers", "convert_network", "agreement", "random_inputs", "f
 SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
 PASS = ("Flatten", "Dropout")
-NEURONS = ("Leaky", "Synaptic")
+NEURONS = ("Leaky", "Synaptic", "RLeaky")
 RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d",) + NEURONS   # what the integer engine runs
 
 
@@ -152,6 +152,7 @@ class _Neuron(NamedTuple):
     delay: bool
     alpha: float = None        # a Synaptic: its current's decay (one number) and syn_gain (O,)
     syn_gain: np.ndarray = None
+    rec: object = None         # an RLeaky: the layer itself (its W_rec, b_rec)
 
 
 def _neuron(lif, shape):
@@ -168,6 +169,9 @@ def _neuron(lif, shape):
     theta = _per_channel(lif, "threshold", shape)
     if (theta <= 0).any():
         _refuse(lif, "threshold", f"must be > 0, got {theta.min()}")
+    if type(lif).__name__ == "RLeaky" and tuple(shape) != (lif.n,):
+        _refuse(lif, "n", f"{lif.n} does not match its input {tuple(shape)} (an RLeaky follows a "
+                "Linear of n outputs)")
     alpha = syn_gain = None
     if type(lif).__name__ == "Synaptic":      # I[t] = alpha I[t-1] + syn_gain X[t]
         a = _per_channel(lif, "alpha", shape)
@@ -176,7 +180,34 @@ def _neuron(lif, shape):
         alpha, syn_gain = float(np.clip(a[0], 0, 1)), _per_channel(lif, "syn_gain", shape)
     return _Neuron(float(np.clip(beta[0], 0, 1)), theta, _per_channel(lif, "gain", shape),
                    _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay), alpha,
-                   syn_gain)
+                   syn_gain, lif if type(lif).__name__ == "RLeaky" else None)
+
+
+def _recurrent(lif, bits, gain):
+    """(gain_c Wq[c, j] (n, n), b_rec (n,) or 0) of an RLeaky: W_rec quantized per tensor to
+    ``bits`` as a Linear's weight (Wq = s q; the float twin must run with W_rec = Wq), b_rec folded
+    like a bias. The integer feedback is W_r = rint(gain_c Wq / u_c) (conversion._integer_layer)."""
+    W = np.asarray(lif.params["W_rec"], np.float64)
+    if not np.isfinite(W).all():
+        _refuse(lif, "W_rec", "must be finite")
+    q, s = cv.quant_codes(W, bits)
+    b = np.asarray(lif.params.get("b_rec", 0.0), np.float64)
+    if not np.isfinite(b).all():
+        _refuse(lif, "b_rec", "must be finite")
+    return gain[:, None] * (q * s), b
+
+
+def quantized_w_rec(lif, bits):
+    """The W_rec an RLeaky's integer model follows: quantized per tensor to ``bits``."""
+    q, s = cv.quant_codes(np.asarray(lif.params["W_rec"], np.float64), bits)
+    return q * s
+
+
+def _rec_tol(L, rec, beta, num_steps):
+    """An RLeaky's tolerance grows by the rounding of its feedback: per step at most
+    sum_j |W_r[c, j] u_c - gain_c Wq[c, j]|, summed with the leak like the other errors."""
+    err = np.abs(L.rec * L.unit[:, None] - rec).sum(axis=1)
+    L.tol = L.tol + (err / (1 - beta) if beta < 1 else err * (num_steps or np.inf))
 
 
 def _pool_k(pool, syn):
@@ -351,9 +382,13 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
                                area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
         n = neurons[i]
         base = (opt.terms[i], opt.betas[i], n.theta, opt.leaks[i], b)
+        rec = None
+        if n.rec is not None:      # X + W_rec S[t-1] + b_rec: b_rec as a bias
+            rec, brec = _recurrent(n.rec, b, n.gain)
+            bc = bc + brec
         if n.alpha is None:
             k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
-            shared = cv._Shared(*base)
+            shared = cv._Shared(*base, None, None, rec)
         else:      # J = gain I: J[t] = alpha J[t-1] + gain syn_gain X[t];  V += J + drive
             k, bc = n.gain * n.syn_gain * k, n.gain * n.syn_gain * bc
             shared = cv._Shared(*base, n.drive, opt.alpha)
@@ -361,6 +396,8 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
                                    shared))
         if opt.leaks[i] != opt.leaks[0]:       # its own beta: its own leak
             layers[-1].leak = opt.leaks[i]
+        if rec is not None:
+            _rec_tol(layers[-1], rec, opt.betas[i], num_steps)
         shape = out_shape
     config = getattr(net, "config", None) or {}
     meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",

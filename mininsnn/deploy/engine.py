@@ -311,6 +311,32 @@ def cuba_run(drive, T, theta, leaks, reset, delay, D):
     return S
 
 
+def rec_run(drive, T, theta, leak, reset, delay, Wr):
+    """Recurrent LIF neurons (an RLeaky): lif_run's arguments (A of shape (TI, B, O, 1)) and the
+    feedback W_r (O, O) ints, added to the current with one step delay (S[-1] = 0):
+
+        V[t] = leak(V[t-1]) + I[t] + W_r S[t-1] - Theta R[t]    then spike and reset as lif_run
+    """
+    A, coef, const = drive
+    shape = A.shape[1:]
+    Wt = Wr.astype(np.int64).T                        # (in, out)
+    V = np.zeros(shape, np.int64)
+    R = np.zeros(shape, bool)
+    S = np.zeros((T,) + shape, np.uint8)
+    prev = np.zeros(shape[:-1], np.int64)             # (B, O) S[t-1]
+    for t in range(T):
+        fb = (prev @ Wt)[..., None]                   # W_r S[t-1]
+        V = _leak_of(V, leak) + (A[t if A.shape[0] > 1 else 0] * coef + const) + fb
+        if not delay:
+            R = V > theta
+        V = np.where(R, 0 if reset == "zero" else V - theta, V)
+        if delay:
+            R = V > theta
+        S[t] = R
+        prev = S[t][..., 0].astype(np.int64)
+    return S
+
+
 def may_fire(I, theta, leak):
     """Whether a neuron with the constant input I can ever fire (as numba_engine._may_fire):
     without a spike V[t] <= (I + e) / (1 - beta) (e = 1/2 multiply, 1 shift) and V[t] <= 0 for
@@ -385,7 +411,10 @@ def _forward(model, x, static, T, record):
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
         theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
-        if L.drive is not None:     # a synaptic layer
+        if L.rec is not None:       # a recurrent layer
+            h = rec_run((A, coef, const), T, theta, L.leak or model.leak, model.reset,
+                        model.delay, L.rec)
+        elif L.drive is not None:     # a synaptic layer
             h = cuba_run((A, coef, const), T, theta, (L.leak or model.leak, model.alpha_leak),
                          model.reset, model.delay, L.drive.astype(np.int64)[:, None])
         elif TI == 1:     # static: only the neurons that can ever fire are simulated

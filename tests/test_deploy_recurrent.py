@@ -1,0 +1,93 @@
+"""Integer deploy of recurrent layers (RLeaky): W_rec quantized per tensor like a Linear's weight,
+b_rec folded like a bias, the feedback W_r S[t-1] added to the integer current one step late."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mininsnn.deploy import conversion as cv
+from mininsnn.deploy import engine as npe
+from mininsnn.deploy.chain import convert_layers, quantized_w_rec
+from mininsnn.layers import Conv2d, Flatten, Linear
+from mininsnn.network import Network
+from mininsnn.neurons import Leaky
+from mininsnn.recurrent import RLeaky
+from tests.test_deploy_any import follows_float
+
+
+def rec_mlp(seed, bits=4, beta=0.9, reset="subtract", delay=True, h=10, k=4, bias=True):
+    """Flatten, Linear, RLeaky, Linear, Leaky on (1, 6, 6); float64 with W_rec set to the value
+    the integer model follows (quantized per tensor to ``bits``)."""
+    rng = np.random.default_rng(seed)
+    rl = RLeaky(h, beta, rng.uniform(0.5, 1.5, h), reset=reset, reset_delay=delay, bias=bias,
+                gain=rng.uniform(0.5, 2.0, h), drive=rng.normal(0, 0.05, h), dtype=np.float64,
+                rng=rng)
+    layers = [("flat", Flatten()), ("fc1", Linear(36, h, bits=bits, rng=rng, dtype=np.float64)),
+              ("rec1", rl), ("fc2", Linear(h, k, bits=bits, rng=rng, dtype=np.float64)),
+              ("lif2", Leaky(beta, 1.0, reset=reset, reset_delay=delay))]
+    net = Network(layers, (1, 6, 6), dtype=np.float64).eval()
+    for p in net.params.values():
+        p[...] = rng.normal(0.1, 0.5, p.shape)
+    rl.params["W_rec"][...] = quantized_w_rec(rl, bits)
+    return net
+
+
+def _inputs(seed, T, static, B=6):
+    rng = np.random.default_rng(seed + 1)
+    return rng.integers(0, 256, (B, 1, 6, 6) if static else (T, B, 1, 6, 6)).astype(np.uint8)
+
+
+@given(seed=st.integers(0, 2 ** 16), reset=st.sampled_from(["subtract", "zero"]),
+       delay=st.booleans(), static=st.booleans(), bits=st.integers(2, 8),
+       beta=st.sampled_from([0.5, 0.8, 0.95]), bias=st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_rleaky_network_follows_its_float_model(seed, reset, delay, static, bits, beta, bias):
+    net = rec_mlp(seed, bits=bits, beta=beta, reset=reset, delay=delay, bias=bias)
+    model = convert_layers(net, static=static)
+    L = model.layers[0]
+    assert L.rec is not None and L.rec.shape == (10, 10) and model.layers[1].rec is None
+    T = 16
+    follows_float(net, model, _inputs(seed, T, static), T, static)
+
+
+def test_rleaky_spike_counts_agree_with_the_float_model():
+    """The share of samples whose output counts equal the float twin's (the >= 99 % standard)."""
+    same = total = 0
+    for seed in range(4):
+        net = rec_mlp(seed, bits=8)
+        model = convert_layers(net, static=True)
+        x = _inputs(seed, 20, True, B=100)
+        out = net.forward(x / 255.0, num_steps=20)
+        fc = np.asarray(out).sum(axis=0)
+        ic = npe.predict(model, x, 20)
+        same += int((fc == ic).all(axis=1).sum())
+        total += len(x)
+    assert same / total >= 0.99, same / total
+
+
+def test_the_feedback_changes_the_spikes_and_enters_the_proof():
+    """W_rec matters (zeroing W_r changes the spikes) and the proof bounds I + W_r S."""
+    net = rec_mlp(3, bits=8)
+    model = convert_layers(net, static=True)
+    x = _inputs(3, 20, True, B=40)
+    a = npe.forward(model, x, 20)
+    model.layers[0].rec = np.zeros_like(model.layers[0].rec)
+    assert not np.array_equal(a, npe.forward(model, x, 20))
+    L = convert_layers(net, static=True).layers[0]
+    pos = np.where(L.rec > 0, L.rec, 0).sum(axis=1)
+    assert L.bounds["input"] >= int((np.abs(L.bias) + pos).max())
+
+
+def test_rleaky_after_a_conv_is_refused_in_one_line():
+    rng = np.random.default_rng(0)
+    net = Network([("c", Conv2d(1, 2, 3, rng=rng, dtype=np.float64)), ("r", RLeaky(8, 0.9)),
+                   ], (1, 4, 4), dtype=np.float64)
+    with pytest.raises(cv.ConversionError, match=r"^r: n 8 does not match"):
+        convert_layers(net)
+
+
+def test_bad_w_rec_is_refused():
+    net = rec_mlp(0)
+    net.layers[2].params["W_rec"][0, 0] = np.nan
+    with pytest.raises(cv.ConversionError, match=r"rec1: W_rec must be finite"):
+        convert_layers(net)

@@ -7,12 +7,16 @@ from hypothesis import strategies as st
 
 from mininsnn.deploy import conversion as cv
 from mininsnn.deploy import engine as npe
+from mininsnn.deploy import modelfile as mf
+from mininsnn.deploy import numba_engine as nbe
 from mininsnn.deploy.chain import convert_layers, quantized_w_rec
 from mininsnn.layers import Conv2d, Flatten, Linear
 from mininsnn.network import Network
 from mininsnn.neurons import Leaky
 from mininsnn.recurrent import RLeaky
+from mininsnn.deploy.cexport import c_sizes
 from tests.test_deploy_any import follows_float
+from tests.test_deploy_c import needs_cc, run_c
 
 
 def rec_mlp(seed, bits=4, beta=0.9, reset="subtract", delay=True, h=10, k=4, bias=True):
@@ -91,3 +95,42 @@ def test_bad_w_rec_is_refused():
     net.layers[2].params["W_rec"][0, 0] = np.nan
     with pytest.raises(cv.ConversionError, match=r"rec1: W_rec must be finite"):
         convert_layers(net)
+
+
+def test_rleaky_model_file_round_trip_and_numba_route(tmp_path):
+    """The feedback is saved, its proof redone at load; the Numba engine gives the same counts."""
+    net = rec_mlp(5, bits=6, reset="zero")
+    model = convert_layers(net, static=False)
+    path = tmp_path / "rec.npz"
+    mf.save_integer_model(model, path)
+    back = mf.load_integer_model(path)
+    assert np.array_equal(back.layers[0].rec, model.layers[0].rec)
+    x = _inputs(5, 15, False)
+    assert np.array_equal(npe.predict(back, x, 15), npe.predict(model, x, 15))
+    assert np.array_equal(nbe.predict(model, x, 15), npe.predict(model, x, 15))
+    arrays, meta = mf.model_arrays_meta(model)
+    arrays["fc1.rec"] = arrays["fc1.rec"][:, :3]
+    with pytest.raises(mf.ModelFileError, match=r"fc1.rec inconsistent"):
+        mf.model_from_arrays(arrays, meta)
+
+
+@needs_cc
+@pytest.mark.parametrize("reset,delay,leak,static", [("subtract", True, "multiply", True),
+                                                     ("zero", False, "shift", False),
+                                                     ("subtract", False, "multiply", False)])
+def test_exported_rleaky_network_matches_the_engine_count_for_count(tmp_path, reset, delay, leak,
+                                                                    static):
+    """cc -std=c99 -Wall -Wextra -Werror -pedantic (tests.test_deploy_c.run_c), count for count."""
+    net = rec_mlp(7, bits=6, reset=reset, delay=delay)
+    model = convert_layers(net, leak=leak, static=static)
+    T = 14
+    x = _inputs(7, T, static, B=12)
+    if not static:      # sparse frames, as a sensor stream (dense 0..255 frames saturate)
+        x[np.random.default_rng(8).random(x.shape) < 0.8] = 0
+    size, counts, cls, state = run_c(model, x, T, tmp_path, "recmlp")
+    ref = npe.predict(model, x, T)
+    assert np.array_equal(counts, ref) and ref.sum() > 0
+    assert np.array_equal(cls, ref.argmax(axis=1))
+    assert size == state == c_sizes(model)[1]
+    model.layers[0].rec = np.zeros_like(model.layers[0].rec)    # the feedback is in the C code
+    assert not np.array_equal(counts, npe.predict(model, x, T))

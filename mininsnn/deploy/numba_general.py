@@ -211,8 +211,9 @@ def _run(x, static, T, pl, counts):
 
 def forward(model: IntegerModel, x, num_steps=None, record=False):
     """numba_engine.forward of a model of any layout: counts (B, classes) int32 from the kernel;
-    with ``record``, or a conv as the last layer, from the NumPy engine (the same integers)."""
-    if record or len(model.layers[-1].out_shape) != 1:
+    with ``record``, a conv as the last layer, or a recurrent layer (no kernel for its feedback
+    yet), from the NumPy engine (the same integers)."""
+    if record or len(model.layers[-1].out_shape) != 1 or any(L.rec is not None for L in model.layers):
         out = npe.forward(model, x, num_steps, record)
         counts = (out[0] if record else out).sum(axis=0, dtype=np.int32)
         return (counts, out[1]) if record else counts

@@ -9,7 +9,7 @@ from mininsnn.deploy import conversion as cv
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy import modelfile as mf
 from mininsnn.deploy import numba_engine as nbe
-from mininsnn.deploy.chain import convert_layers, quantized_w_rec
+from mininsnn.deploy.chain import agreement, convert_layers, quantized_w_rec
 from mininsnn.layers import Conv2d, Flatten, Linear
 from mininsnn.network import Network
 from mininsnn.neurons import Leaky
@@ -134,3 +134,16 @@ def test_exported_rleaky_network_matches_the_engine_count_for_count(tmp_path, re
     assert size == state == c_sizes(model)[1]
     model.layers[0].rec = np.zeros_like(model.layers[0].rec)    # the feedback is in the C code
     assert not np.array_equal(counts, npe.predict(model, x, T))
+
+
+def test_agreement_runs_the_float_twin_with_the_quantized_w_rec():
+    """chain.agreement swaps in the quantized W_rec for the float run and puts the float one back."""
+    rng = np.random.default_rng(11)
+    net = rec_mlp(11, bits=3)
+    W = rng.normal(0, 0.5, (10, 10))
+    net.layers[2].params["W_rec"][...] = W
+    model = convert_layers(net, static=True)
+    x = _inputs(11, 20, True, B=200)
+    same, cls = agreement(net, model, x, 20)
+    assert np.array_equal(net.layers[2].params["W_rec"], W)
+    assert same >= 0.99 and cls >= 0.99, (same, cls)

@@ -370,7 +370,7 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
     opt = _options(groups, neurons, net, dict(leak=leak, leak_bits=leak_bits, shift=shift,
                                      num_steps=num_steps, static=static, input_max=input_max,
                                      frac_bits=frac_bits))
-    layers, shape, used_bits = [], tuple(net.input_shape), set()
+    layers, shape, used_bits, rec_bits = [], tuple(net.input_shape), set(), {}
     for i, g in enumerate(groups):
         b = _layer_bits(g.synapse, bits)
         used_bits.add(b)
@@ -398,11 +398,13 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
             layers[-1].leak = opt.leaks[i]
         if rec is not None:
             _rec_tol(layers[-1], rec, opt.betas[i], num_steps)
+            rec_bits[g.lif.name] = int(b)
         shape = out_shape
     config = getattr(net, "config", None) or {}
     meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
                                               "dataset") if k in config},
-            "bits": int(max(used_bits)), "name": config.get("config", config.get("name"))}
+            "bits": int(max(used_bits)), "name": config.get("config", config.get("name")),
+            **({"rec_bits": rec_bits} if rec_bits else {})}
     return cv.IntegerModel(layers=layers, leak=opt.leaks[0], reset=opt.reset,
                            input_shape=tuple(net.input_shape), input_max=opt.input_max,
                            static=opt.static,
@@ -432,9 +434,18 @@ def random_inputs(model: cv.IntegerModel, n, T, seed=0, rate=0.2):
 def agreement(net, model: cv.IntegerModel, x, T):
     """(share of samples whose output spike counts are identical, share whose predicted class is
     the same) between the float network ``net`` (run in eval mode on x/255 for a static model,
-    else on the integer frames as floats) and the integer model, on integer inputs ``x``."""
+    else on the integer frames as floats; an RLeaky with its W_rec quantized as the integer model's)
+    and the integer model, on integer inputs ``x``."""
     xin = (x / 255.0) if model.static else x
-    out = net.eval().forward(np.asarray(xin, net.dtype), num_steps=T if model.static else None)
+    recs = {L.name: L for L in net.layers if L.name in model.meta.get("rec_bits", {})}
+    kept = {k: L.params["W_rec"].copy() for k, L in recs.items()}
+    try:        # the float twin of an RLeaky runs with the W_rec the integer model follows
+        for k, L in recs.items():
+            L.params["W_rec"][...] = quantized_w_rec(L, model.meta["rec_bits"][k])
+        out = net.eval().forward(np.asarray(xin, net.dtype), num_steps=T if model.static else None)
+    finally:
+        for k, L in recs.items():
+            L.params["W_rec"][...] = kept[k]
     fc = np.asarray(out).sum(axis=0).reshape(out.shape[1], -1)
     ic = npe.predict(model, x, T).reshape(fc.shape[0], -1)
     return float((fc == ic).all(axis=1).mean()), float((fc.argmax(1) == ic.argmax(1)).mean())

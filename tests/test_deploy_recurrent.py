@@ -1,5 +1,7 @@
 """Integer deploy of recurrent layers (RLeaky): W_rec quantized per tensor like a Linear's weight,
 b_rec folded like a bias, the feedback W_r S[t-1] added to the integer current one step late."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from mininsnn.layers import Conv2d, Flatten, Linear
 from mininsnn.network import Network
 from mininsnn.neurons import Leaky
 from mininsnn.recurrent import RLeaky
+from mininsnn.spec import as_input, build_network, read_spec
 from mininsnn.deploy.cexport import c_sizes
 from tests.test_deploy_any import follows_float
 from tests.test_deploy_c import needs_cc, run_c
@@ -147,3 +150,26 @@ def test_agreement_runs_the_float_twin_with_the_quantized_w_rec():
     same, cls = agreement(net, model, x, 20)
     assert np.array_equal(net.layers[2].params["W_rec"], W)
     assert same >= 0.99 and cls >= 0.99, (same, cls)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_spec_read_row_by_row_converts_with_frames_of_pixels(seed):
+    """examples/specs/rows-mnist.json (Linear, RLeaky, Linear, Leaky; an image read row by row):
+    the integer model takes the H rows as H frames of C * W pixels (frame_scale 1/255) and gives
+    the float network's counts (its W_rec quantized) on >= 99 % of the images."""
+    spec = read_spec(Path(__file__).resolve().parents[1] / "examples/specs/rows-mnist.json")
+    net = build_network(spec, {"dtype": "float64", "bits": 6}, seed=seed).eval()
+    rng = np.random.default_rng(seed)
+    for p in net.params.values():        # weights that make both layers fire
+        p[...] = rng.normal(0.05, 0.3, p.shape)
+    model = convert_layers(net, static=False, frame_scale=1.0 / 255)
+    assert model.input_shape == (28,) and model.layers[0].rec is not None
+    rec = next(L for L in net.layers if type(L).__name__ == "RLeaky")
+    rec.params["W_rec"][...] = quantized_w_rec(rec, model.meta["rec_bits"][rec.name])
+    img = rng.integers(0, 256, (200, 1, 28, 28)).astype(np.uint8)
+    img[rng.random(img.shape) < 0.7] = 0
+    fc = np.asarray(net.forward(as_input(net, img / 255.0, 28), num_steps=None)).sum(axis=0)
+    frames = np.ascontiguousarray(img.transpose(2, 0, 1, 3).reshape(28, 200, 28))
+    ic = npe.predict(model, frames, 28)
+    assert ic.sum() > 0
+    assert (fc == ic).all(axis=1).mean() >= 0.99, (fc == ic).all(axis=1).mean()

@@ -356,11 +356,13 @@ def _options(groups, neurons, net, kw):
 
 
 def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30, shift=None,
-                   input_max=255, num_steps=None, static=None):
+                   input_max=255, num_steps=None, static=None, frame_scale=1.0):
     """The integer model of any chain of supported layers (``net``: a mininsnn Network in eval
     form; its ``layers``, ``input_shape`` and, if present, ``config``). Arguments as
     conversion.convert (frac_bits: one per neuron layer); static defaults to the config's data
-    set (pixels/255 fed at every step), else True. ConversionError names the layer and field."""
+    set (pixels/255 fed at every step), else True; frame_scale: the float value of one unit of
+    a frame (1/255: frames of pixels, as an image read row by row; mininsnn.spec's "input":
+    "rows"). ConversionError names the layer and field."""
     groups = _groups(net.layers)
     shapes, shape = [], tuple(net.input_shape)
     for g in groups:                       # the neuron shapes, checked before anything is folded
@@ -375,7 +377,8 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
         b = _layer_bits(g.synapse, bits)
         used_bits.add(b)
         kind, codes_scale, qf, stride, pad, out_shape, area = _synapse(g, shape, b)
-        in_max, in_scale = (opt.input_max, 1.0 / 255 if opt.static else 1.0) if i == 0 else (1, 1.0)
+        in_max, in_scale = (opt.input_max, 1.0 / 255 if opt.static else frame_scale) if i == 0 \
+            else (1, 1.0)
         stage = cv._Stage(g.synapse.name, None if g.bn is None else g.bn.name, in_max, in_scale,
                           opt.Fs[i])
         k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,

@@ -1,5 +1,6 @@
 """Integer deploy of recurrent layers (RLeaky): W_rec quantized per tensor like a Linear's weight,
 b_rec folded like a bias, the feedback W_r S[t-1] added to the integer current one step late."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mininsnn.cli import main
 from mininsnn.deploy import conversion as cv
 from mininsnn.deploy import engine as npe
 from mininsnn.deploy import modelfile as mf
@@ -173,3 +175,29 @@ def test_a_spec_read_row_by_row_converts_with_frames_of_pixels(seed):
     ic = npe.predict(model, frames, 28)
     assert ic.sum() > 0
     assert (fc == ic).all(axis=1).mean() >= 0.99, (fc == ic).all(axis=1).mean()
+
+
+def test_a_trained_rleaky_rows_spec_exports_and_runs_on_the_integer_engine(tmp_path, capsys):
+    """train -> export --format npz / c -> infer --engine int on (N, 28, 28) images, which a model
+    read row by row takes as 28 frames of 28 pixels."""
+    spec = {"name": "tiny-rows", "input_shape": [1, 28, 28], "input": "rows",
+            "layers": [{"type": "Linear", "out_features": 12}, {"type": "RLeaky"},
+                       {"type": "Linear", "out_features": 10}, {"type": "Leaky"}]}
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(spec))
+    run = tmp_path / "run"
+    tiny = ["--subset", "32", "--test-subset", "16", "--batch-size", "16", "--num-steps", "28"]
+    assert main(["train", "--model", str(path), *tiny, "--out", str(run)]) == 0
+    assert main(["export", str(run), "--format", "npz", "--out", str(tmp_path / "m"),
+                 "--name", "rows"]) == 0
+    model = mf.load_integer_model(tmp_path / "m" / "rows.npz")
+    assert not model.static and model.input_shape == (28,) and model.layers[0].rec is not None
+    assert main(["export", str(run), "--format", "c", "--out", str(tmp_path / "c"),
+                 "--name", "rows"]) == 0
+    assert (tmp_path / "c" / "rows.c").read_text().count("rec_add(") == 2
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    capsys.readouterr()
+    assert main(["infer", str(tmp_path / "m" / "rows.npz"), "--input", str(tmp_path / "x.npy"),
+                 "--engine", "int"]) == 0
+    assert "5 samples, T=28, engine int" in capsys.readouterr().out

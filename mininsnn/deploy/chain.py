@@ -355,6 +355,15 @@ def _options(groups, neurons, net, kw):
                     alpha_leak)
 
 
+def _meta(config, used_bits, rec_bits):
+    """The model's meta: its config's model fields, the weight bits, the name, and per RLeaky the
+    bits its W_rec was quantized to (chain.agreement's float twin uses them)."""
+    return {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
+                                              "dataset") if k in config},
+            "bits": int(max(used_bits)), "name": config.get("config", config.get("name")),
+            **({"rec_bits": rec_bits} if rec_bits else {})}
+
+
 def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30, shift=None,
                    input_max=255, num_steps=None, static=None, frame_scale=1.0):
     """The integer model of any chain of supported layers (``net``: a mininsnn Network in eval
@@ -404,10 +413,7 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
             rec_bits[g.lif.name] = int(b)
         shape = out_shape
     config = getattr(net, "config", None) or {}
-    meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
-                                              "dataset") if k in config},
-            "bits": int(max(used_bits)), "name": config.get("config", config.get("name")),
-            **({"rec_bits": rec_bits} if rec_bits else {})}
+    meta = _meta(config, used_bits, rec_bits)
     return cv.IntegerModel(layers=layers, leak=opt.leaks[0], reset=opt.reset,
                            input_shape=tuple(net.input_shape), input_max=opt.input_max,
                            static=opt.static,

@@ -17,20 +17,25 @@ from mininsnn.deploy.chain import agreement, convert_layers, quantized_w_rec
 from mininsnn.layers import Conv2d, Flatten, Linear
 from mininsnn.network import Network
 from mininsnn.neurons import Leaky
-from mininsnn.recurrent import RLeaky
+from mininsnn.recurrent import RLeaky, RSynaptic
 from mininsnn.spec import as_input, build_network, read_spec
 from mininsnn.deploy.cexport import c_sizes
 from tests.test_deploy_any import follows_float
 from tests.test_deploy_c import needs_cc, run_c
 
 
-def rec_mlp(seed, bits=4, beta=0.9, reset="subtract", delay=True, h=10, k=4, bias=True):
-    """Flatten, Linear, RLeaky, Linear, Leaky on (1, 6, 6); float64 with W_rec set to the value
-    the integer model follows (quantized per tensor to ``bits``)."""
+def rec_mlp(seed, bits=4, beta=0.9, reset="subtract", delay=True, h=10, k=4, bias=True,
+            alpha=None):
+    """Flatten, Linear, RLeaky (RSynaptic with ``alpha``), Linear, Leaky on (1, 6, 6); float64
+    with W_rec set to the value the integer model follows (quantized per tensor to ``bits``)."""
     rng = np.random.default_rng(seed)
-    rl = RLeaky(h, beta, rng.uniform(0.5, 1.5, h), reset=reset, reset_delay=delay, bias=bias,
-                gain=rng.uniform(0.5, 2.0, h), drive=rng.normal(0, 0.05, h), dtype=np.float64,
-                rng=rng)
+    theta = rng.uniform(0.5, 1.5, h)
+    kw = dict(reset=reset, reset_delay=delay, bias=bias, gain=rng.uniform(0.5, 2.0, h),
+              drive=rng.normal(0, 0.05, h), dtype=np.float64, rng=rng)
+    if alpha is None:
+        rl = RLeaky(h, beta, theta, **kw)
+    else:
+        rl = RSynaptic(h, alpha, beta, theta, syn_gain=rng.uniform(0.3, 1.0, h), **kw)
     layers = [("flat", Flatten()), ("fc1", Linear(36, h, bits=bits, rng=rng, dtype=np.float64)),
               ("rec1", rl), ("fc2", Linear(h, k, bits=bits, rng=rng, dtype=np.float64)),
               ("lif2", Leaky(beta, 1.0, reset=reset, reset_delay=delay))]
@@ -201,3 +206,50 @@ def test_a_trained_rleaky_rows_spec_exports_and_runs_on_the_integer_engine(tmp_p
     assert main(["infer", str(tmp_path / "m" / "rows.npz"), "--input", str(tmp_path / "x.npy"),
                  "--engine", "int"]) == 0
     assert "5 samples, T=28, engine int" in capsys.readouterr().out
+
+
+@given(seed=st.integers(0, 2 ** 16), reset=st.sampled_from(["subtract", "zero"]),
+       delay=st.booleans(), static=st.booleans(), alpha=st.sampled_from([0.5, 0.8, 0.95]))
+@settings(max_examples=25, deadline=None)
+def test_rsynaptic_network_follows_its_float_model(seed, reset, delay, static, alpha):
+    """The feedback enters the synaptic current: J[t] = leak_alpha(J[t-1]) + I[t] + W_r S[t-1]."""
+    net = rec_mlp(seed, bits=6, reset=reset, delay=delay, alpha=alpha)
+    model = convert_layers(net, static=static)
+    L = model.layers[0]
+    assert L.rec is not None and L.drive is not None
+    T = 16
+    follows_float(net, model, _inputs(seed, T, static), T, static)
+
+
+def test_rsynaptic_spike_counts_agree_and_the_feedback_matters():
+    same = total = 0
+    for seed in range(4):
+        net = rec_mlp(seed, bits=8, alpha=0.8)
+        model = convert_layers(net, static=True)
+        x = _inputs(seed, 20, True, B=100)
+        fc = np.asarray(net.forward(x / 255.0, num_steps=20)).sum(axis=0)
+        ic = npe.predict(model, x, 20)
+        same += int((fc == ic).all(axis=1).sum())
+        total += len(x)
+    assert same / total >= 0.99, same / total
+    model.layers[0].rec = np.zeros_like(model.layers[0].rec)
+    assert not np.array_equal(ic, npe.predict(model, x, 20))
+
+
+@needs_cc
+@pytest.mark.parametrize("reset,delay,leak,static", [("subtract", True, "multiply", True),
+                                                     ("zero", False, "shift", False)])
+def test_exported_rsynaptic_network_matches_the_engine_count_for_count(tmp_path, reset, delay,
+                                                                       leak, static):
+    net = rec_mlp(9, bits=6, reset=reset, delay=delay, alpha=0.8)
+    model = convert_layers(net, leak=leak, static=static)
+    T = 14
+    x = _inputs(9, T, static, B=12)
+    if not static:
+        x[np.random.default_rng(8).random(x.shape) < 0.8] = 0
+    size, counts, _, state = run_c(model, x, T, tmp_path, "rsyn")
+    ref = npe.predict(model, x, T)
+    assert np.array_equal(counts, ref) and ref.sum() > 0
+    assert size == state == c_sizes(model)[1]
+    model.layers[0].rec = np.zeros_like(model.layers[0].rec)
+    assert not np.array_equal(counts, npe.predict(model, x, T))

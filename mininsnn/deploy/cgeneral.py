@@ -89,8 +89,7 @@ def general_sizes(model: IntegerModel):
     offset = 0
     for L in model.layers:
         n = int(np.prod(L.out_shape))
-        for size in ((4, 4, 4, 4, 1) if L.drive is not None else
-                     (4, 4, 4, 1) if L.rec is not None else (4, 4, 1)):
+        for size in (4, 4) + (4, 4) * (L.drive is not None) + (4,) * (L.rec is not None) + (1,):
             offset = -(-offset // size) * size + n * size
     return const, -(-offset // 4) * 4
 
@@ -265,16 +264,16 @@ def _predict(model, name, P):
         if i:
             per_step += f"        layer{i}(st->s{i - 1}, st->cur{i});\n"
         m = int(np.prod(L.out_shape[1:])) if len(L.out_shape) > 1 else 1
+        cur = f"st->cur{i}"
+        if L.rec is not None:       # st->fb{i}: cur + W_r S[t-1], before s{i} is overwritten
+            per_step += (f"        rec_add(st->cur{i}, st->s{i}, rec{i}, "
+                         f"{int(np.prod(L.out_shape))}, st->fb{i});\n")
+            cur = f"st->fb{i}"
         if L.drive is not None:     # st->in{i}: J + Drive, formed where cur{i} is not needed
-            per_step += (f"        cuba_step(st->v{i}, st->j{i}, st->cur{i}, st->s{i}, "
+            per_step += (f"        cuba_step(st->v{i}, st->j{i}, {cur}, st->s{i}, "
                          f"{int(np.prod(L.out_shape))}, {m}, theta{i}, leak{i}, drive{i}, "
                          f"st->in{i});\n")
             continue
-        cur = f"st->cur{i}"
-        if L.rec is not None:       # st->in{i}: cur + W_r S[t-1], before s{i} is overwritten
-            per_step += (f"        rec_add(st->cur{i}, st->s{i}, rec{i}, "
-                         f"{int(np.prod(L.out_shape))}, st->in{i});\n")
-            cur = f"st->in{i}"
         per_step += (f"        lif_step(st->v{i}, {cur}, st->s{i}, "
                      f"{int(np.prod(L.out_shape))}, {m}, theta{i}, leak{i});\n")
     return f"""\
@@ -311,7 +310,7 @@ def _header(model, name, P, desc, sizes, max_steps):
         + (f"    int32_t j{i}[{n}];     /* synaptic currents */\n"
            f"    int32_t in{i}[{n}];    /* J + Drive: the membranes' input */\n"
            if L.drive is not None else "")
-        + (f"    int32_t in{i}[{n}];    /* I + W_r S[t-1]: the membranes' input */\n"
+        + (f"    int32_t fb{i}[{n}];    /* I + W_r S[t-1]: the recurrent layer's input */\n"
            if L.rec is not None else "")
         + f"    uint8_t s{i}[{n}];     /* spikes of the last step */\n"
         for i, L in enumerate(model.layers) for n in [int(np.prod(L.out_shape))])

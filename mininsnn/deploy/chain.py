@@ -46,7 +46,8 @@ __all__ = ["convert_layers", "convert_network", "agreement", "random_inputs", "f
 SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
 PASS = ("Flatten", "Dropout")
-NEURONS = ("Leaky", "Synaptic", "RLeaky")
+NEURONS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
+RECURRENT = ("RLeaky", "RSynaptic")
 RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d",) + NEURONS   # what the integer engine runs
 
 
@@ -152,7 +153,7 @@ class _Neuron(NamedTuple):
     delay: bool
     alpha: float = None        # a Synaptic: its current's decay (one number) and syn_gain (O,)
     syn_gain: np.ndarray = None
-    rec: object = None         # an RLeaky: the layer itself (its W_rec, b_rec)
+    rec: object = None         # an RLeaky / RSynaptic: the layer itself (its W_rec, b_rec)
 
 
 def _neuron(lif, shape):
@@ -169,18 +170,18 @@ def _neuron(lif, shape):
     theta = _per_channel(lif, "threshold", shape)
     if (theta <= 0).any():
         _refuse(lif, "threshold", f"must be > 0, got {theta.min()}")
-    if type(lif).__name__ == "RLeaky" and tuple(shape) != (lif.n,):
-        _refuse(lif, "n", f"{lif.n} does not match its input {tuple(shape)} (an RLeaky follows a "
-                "Linear of n outputs)")
+    if type(lif).__name__ in RECURRENT and tuple(shape) != (lif.n,):
+        _refuse(lif, "n", f"{lif.n} does not match its input {tuple(shape)} (a recurrent layer "
+                "follows a Linear of n outputs)")
     alpha = syn_gain = None
-    if type(lif).__name__ == "Synaptic":      # I[t] = alpha I[t-1] + syn_gain X[t]
+    if type(lif).__name__ in ("Synaptic", "RSynaptic"):      # I[t] = alpha I[t-1] + syn_gain X[t]
         a = _per_channel(lif, "alpha", shape)
         if (a != a[0]).any():
             _refuse(lif, "alpha", "differs between channels (the integer model shares one leak)")
         alpha, syn_gain = float(np.clip(a[0], 0, 1)), _per_channel(lif, "syn_gain", shape)
     return _Neuron(float(np.clip(beta[0], 0, 1)), theta, _per_channel(lif, "gain", shape),
                    _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay), alpha,
-                   syn_gain, lif if type(lif).__name__ == "RLeaky" else None)
+                   syn_gain, lif if type(lif).__name__ in RECURRENT else None)
 
 
 def _recurrent(lif, bits, gain):
@@ -203,11 +204,14 @@ def quantized_w_rec(lif, bits):
     return q * s
 
 
-def _rec_tol(L, rec, beta, num_steps):
-    """An RLeaky's tolerance grows by the rounding of its feedback: per step at most
-    sum_j |W_r[c, j] u_c - gain_c Wq[c, j]|, summed with the leak like the other errors."""
+def _rec_tol(L, rec, leaks, num_steps):
+    """A recurrent layer's tolerance grows by the rounding of its feedback: per step at most
+    sum_j |W_r[c, j] u_c - gain_c Wq[c, j]|, summed with the leak like the other errors (an
+    RSynaptic's first through its current's leak alpha, then the membrane's beta)."""
     err = np.abs(L.rec * L.unit[:, None] - rec).sum(axis=1)
-    L.tol = L.tol + (err / (1 - beta) if beta < 1 else err * (num_steps or np.inf))
+    for a in (x for x in leaks[::-1] if x is not None):
+        err = err / (1 - a) if a < 1 else err * (num_steps or np.inf)
+    L.tol = L.tol + err
 
 
 def _pool_k(pool, syn):
@@ -396,20 +400,20 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
         base = (opt.terms[i], opt.betas[i], n.theta, opt.leaks[i], b)
         rec = None
         if n.rec is not None:      # X + W_rec S[t-1] + b_rec: b_rec as a bias
-            rec, brec = _recurrent(n.rec, b, n.gain)
+            rec, brec = _recurrent(n.rec, b, n.gain if n.alpha is None else n.gain * n.syn_gain)
             bc = bc + brec
         if n.alpha is None:
             k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
             shared = cv._Shared(*base, None, None, rec)
         else:      # J = gain I: J[t] = alpha J[t-1] + gain syn_gain X[t];  V += J + drive
             k, bc = n.gain * n.syn_gain * k, n.gain * n.syn_gain * bc
-            shared = cv._Shared(*base, n.drive, opt.alpha)
+            shared = cv._Shared(*base, n.drive, opt.alpha, rec)
         layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
                                    shared))
         if opt.leaks[i] != opt.leaks[0]:       # its own beta: its own leak
             layers[-1].leak = opt.leaks[i]
         if rec is not None:
-            _rec_tol(layers[-1], rec, opt.betas[i], num_steps)
+            _rec_tol(layers[-1], rec, (opt.betas[i], n.alpha), num_steps)
             rec_bits[g.lif.name] = int(b)
         shape = out_shape
     config = getattr(net, "config", None) or {}

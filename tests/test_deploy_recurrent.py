@@ -107,8 +107,8 @@ def test_bad_w_rec_is_refused():
         convert_layers(net)
 
 
-def test_rleaky_model_file_round_trip_and_numba_route(tmp_path):
-    """The feedback is saved, its proof redone at load; the Numba engine gives the same counts."""
+def test_rleaky_model_file_round_trip_and_the_numba_engine(tmp_path):
+    """The feedback is saved, its proof redone at load; the Numba kernel gives the same counts."""
     net = rec_mlp(5, bits=6, reset="zero")
     model = convert_layers(net, static=False)
     path = tmp_path / "rec.npz"
@@ -253,3 +253,15 @@ def test_exported_rsynaptic_network_matches_the_engine_count_for_count(tmp_path,
     assert size == state == c_sizes(model)[1]
     model.layers[0].rec = np.zeros_like(model.layers[0].rec)
     assert not np.array_equal(counts, npe.predict(model, x, T))
+
+
+@pytest.mark.parametrize("alpha", [None, 0.8])
+@pytest.mark.parametrize("static,delay,reset", [(True, True, "subtract"), (False, False, "zero")])
+def test_numba_general_kernel_runs_the_feedback_spike_for_spike(alpha, static, delay, reset):
+    """numba_general's kernel adds W_r S[t-1] (_feedback): its counts equal the NumPy engine's."""
+    net = rec_mlp(13, bits=6, reset=reset, delay=delay, alpha=alpha)
+    model = convert_layers(net, static=static)
+    x = _inputs(13, 18, static, B=40)
+    ref = npe.predict(model, x, 18)
+    assert ref.sum() > 0
+    assert np.array_equal(nbe.predict(model, x, 18), ref)

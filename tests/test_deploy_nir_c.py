@@ -100,8 +100,9 @@ def test_cubalif_graph_exports_to_c(tmp_path, capsys):
     assert np.array_equal(counts, ref) and ref.sum() > 0
 
 
-def test_nir_nodes_the_integer_engine_cannot_run_are_refused_in_one_line(tmp_path, capsys):
-    """A recurrent graph (lif <-> w_rec reads as RLeaky) has no integer engine yet."""
+def test_a_recurrent_nir_graph_exports_to_c_with_its_agreement(tmp_path, capsys):
+    """A recurrent graph (lif <-> w_rec reads as RLeaky) converts (it was refused before the
+    integer engine had a feedback term) and prints its agreement."""
     n = 3
     graph = nir.NIRGraph(nodes={
         "input": nir.Input(input_type=np.array([4])),
@@ -113,10 +114,10 @@ def test_nir_nodes_the_integer_engine_cannot_run_are_refused_in_one_line(tmp_pat
         edges=[("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"),
                ("lif", "output")], type_check=False)
     nir.write(tmp_path / "g.nir", graph)
-    assert main(["export", str(tmp_path / "g.nir"), "--bits", "8", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "type RLeaky has no integer form" in err[0], err
-    assert not (tmp_path / "o").exists()
+    assert main(["export", str(tmp_path / "g.nir"), "--bits", "8", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "identical output spike counts 100.0%" in out, out
+    assert "rec_add(" in (tmp_path / "o" / "g.c").read_text()
 
 
 def test_infer_runs_a_nir_graph_on_the_integer_engines(tmp_path, capsys):

@@ -106,12 +106,10 @@ def _integer_model(found, a):
     spec = found.config.get("model")
     if spec is None:                 # the paper's network as a state dict
         return convert(found.model, found.config, **kw)
-    if spec.get("input") == "rows":
-        raise UsageError(f"{a.src}: the spec {spec.get('name', '')!r} reads an image row by row; "
-                         "the integer engines feed the whole image at every step: run it with "
-                         "--engine float or export it with --format nir")
     net = build_net(validate_config(found.config))      # a run of a spec: its layer list
     net.load_state_dict(found.model)
+    if spec.get("input") == "rows":     # an image read row by row: H frames of C * W pixels
+        return convert_network(net.eval(), static=False, frame_scale=1.0 / 255, **kw)
     return convert_network(net.eval(), **kw)
 
 

@@ -75,6 +75,8 @@ def general_arrays(model: IntegerModel):
         out[f"theta{i}"] = L.theta.astype(np.int32)
         if L.drive is not None:
             out[f"drive{i}"] = L.drive.astype(np.int32)
+        if L.rec is not None:       # the feedback W_r transposed: a row per input neuron
+            out[f"rec{i}"] = np.ascontiguousarray(L.rec.T.astype(np.int32))
         mode, a, bq = L.leak or model.leak
         out[f"leak{i}"] = np.array([mode == "multiply", a, bq], np.int32)   # this layer's leak
     return out
@@ -87,7 +89,7 @@ def general_sizes(model: IntegerModel):
     offset = 0
     for L in model.layers:
         n = int(np.prod(L.out_shape))
-        for size in ((4, 4, 4, 4, 1) if L.drive is not None else (4, 4, 1)):
+        for size in (4, 4) + (4, 4) * (L.drive is not None) + (4,) * (L.rec is not None) + (1,):
             offset = -(-offset // size) * size + n * size
     return const, -(-offset // 4) * 4
 
@@ -155,6 +157,25 @@ static void cuba_step(int32_t *v, int32_t *j, const int32_t *cur, uint8_t *s, in
         in[k] = j[k] + drive[k / m];
     }
     lif_step(v, in, s, n, m, theta, lk);
+}
+"""
+
+_REC = """\
+/* in = cur + W_r S[t-1] of a recurrent layer of n neurons (s: its spikes of the last step);
+ * event-driven: a spike of neuron f adds row f of r (W_r transposed). The overflow proof bounds
+ * cur plus any partial sum of the feedback. */
+static void rec_add(const int32_t *cur, const uint8_t *s, const int32_t *r, int n, int32_t *in)
+{
+    int f, k;
+    memcpy(in, cur, sizeof(int32_t) * (size_t)n);
+    for (f = 0; f < n; ++f) {
+        if (s[f]) {
+            const int32_t *row = &r[f * n];
+            for (k = 0; k < n; ++k) {
+                in[k] += row[k];
+            }
+        }
+    }
 }
 """
 
@@ -243,12 +264,17 @@ def _predict(model, name, P):
         if i:
             per_step += f"        layer{i}(st->s{i - 1}, st->cur{i});\n"
         m = int(np.prod(L.out_shape[1:])) if len(L.out_shape) > 1 else 1
+        cur = f"st->cur{i}"
+        if L.rec is not None:       # st->fb{i}: cur + W_r S[t-1], before s{i} is overwritten
+            per_step += (f"        rec_add(st->cur{i}, st->s{i}, rec{i}, "
+                         f"{int(np.prod(L.out_shape))}, st->fb{i});\n")
+            cur = f"st->fb{i}"
         if L.drive is not None:     # st->in{i}: J + Drive, formed where cur{i} is not needed
-            per_step += (f"        cuba_step(st->v{i}, st->j{i}, st->cur{i}, st->s{i}, "
+            per_step += (f"        cuba_step(st->v{i}, st->j{i}, {cur}, st->s{i}, "
                          f"{int(np.prod(L.out_shape))}, {m}, theta{i}, leak{i}, drive{i}, "
                          f"st->in{i});\n")
             continue
-        per_step += (f"        lif_step(st->v{i}, st->cur{i}, st->s{i}, "
+        per_step += (f"        lif_step(st->v{i}, {cur}, st->s{i}, "
                      f"{int(np.prod(L.out_shape))}, {m}, theta{i}, leak{i});\n")
     return f"""\
 int {name}_predict(const uint8_t *input, int32_t num_steps, {name}_state *st, uint16_t *counts)
@@ -284,6 +310,8 @@ def _header(model, name, P, desc, sizes, max_steps):
         + (f"    int32_t j{i}[{n}];     /* synaptic currents */\n"
            f"    int32_t in{i}[{n}];    /* J + Drive: the membranes' input */\n"
            if L.drive is not None else "")
+        + (f"    int32_t fb{i}[{n}];    /* I + W_r S[t-1]: the recurrent layer's input */\n"
+           if L.rec is not None else "")
         + f"    uint8_t s{i}[{n}];     /* spikes of the last step */\n"
         for i, L in enumerate(model.layers) for n in [int(np.prod(L.out_shape))])
     return f"""\
@@ -345,7 +373,9 @@ def general_files(model: IntegerModel, name, desc, max_steps):
               f"#define ZERO_RESET {int(model.reset == 'zero')}\n"
               f"#define RESET_DELAY {int(model.delay)}\n{_alpha_macros(model)}\n{arrays}"
               + _helpers_without_leak() + _LEAK_BY + _LIF + "\n"
-              + (_CUBA + "\n" if model.alpha_leak is not None else "") + layers + "\n"
+              + (_CUBA + "\n" if model.alpha_leak is not None else "")
+              + (_REC + "\n" if any(L.rec is not None for L in model.layers) else "")
+              + layers + "\n"
               + _predict(model, name, P))
     return ({f"{name}.h": _header(model, name, P, desc, sizes, max_steps), f"{name}.c": source},
             sizes)

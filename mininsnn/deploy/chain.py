@@ -46,7 +46,8 @@ __all__ = ["convert_layers", "convert_network", "agreement", "random_inputs", "f
 SYNAPSES = ("Conv2d", "Linear")
 POOLS = ("AvgPool2d", "SumPool2d")
 PASS = ("Flatten", "Dropout")
-NEURONS = ("Leaky", "Synaptic")
+NEURONS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
+RECURRENT = ("RLeaky", "RSynaptic")
 RUNS = SYNAPSES + POOLS + PASS + ("BatchNorm2d",) + NEURONS   # what the integer engine runs
 
 
@@ -152,6 +153,7 @@ class _Neuron(NamedTuple):
     delay: bool
     alpha: float = None        # a Synaptic: its current's decay (one number) and syn_gain (O,)
     syn_gain: np.ndarray = None
+    rec: object = None         # an RLeaky / RSynaptic: the layer itself (its W_rec, b_rec)
 
 
 def _neuron(lif, shape):
@@ -168,15 +170,48 @@ def _neuron(lif, shape):
     theta = _per_channel(lif, "threshold", shape)
     if (theta <= 0).any():
         _refuse(lif, "threshold", f"must be > 0, got {theta.min()}")
+    if type(lif).__name__ in RECURRENT and tuple(shape) != (lif.n,):
+        _refuse(lif, "n", f"{lif.n} does not match its input {tuple(shape)} (a recurrent layer "
+                "follows a Linear of n outputs)")
     alpha = syn_gain = None
-    if type(lif).__name__ == "Synaptic":      # I[t] = alpha I[t-1] + syn_gain X[t]
+    if type(lif).__name__ in ("Synaptic", "RSynaptic"):      # I[t] = alpha I[t-1] + syn_gain X[t]
         a = _per_channel(lif, "alpha", shape)
         if (a != a[0]).any():
             _refuse(lif, "alpha", "differs between channels (the integer model shares one leak)")
         alpha, syn_gain = float(np.clip(a[0], 0, 1)), _per_channel(lif, "syn_gain", shape)
     return _Neuron(float(np.clip(beta[0], 0, 1)), theta, _per_channel(lif, "gain", shape),
                    _per_channel(lif, "drive", shape), lif.reset, bool(lif.reset_delay), alpha,
-                   syn_gain)
+                   syn_gain, lif if type(lif).__name__ in RECURRENT else None)
+
+
+def _recurrent(lif, bits, gain):
+    """(gain_c Wq[c, j] (n, n), b_rec (n,) or 0) of an RLeaky: W_rec quantized per tensor to
+    ``bits`` as a Linear's weight (Wq = s q; the float twin must run with W_rec = Wq), b_rec folded
+    like a bias. The integer feedback is W_r = rint(gain_c Wq / u_c) (conversion._integer_layer)."""
+    W = np.asarray(lif.params["W_rec"], np.float64)
+    if not np.isfinite(W).all():
+        _refuse(lif, "W_rec", "must be finite")
+    q, s = cv.quant_codes(W, bits)
+    b = np.asarray(lif.params.get("b_rec", 0.0), np.float64)
+    if not np.isfinite(b).all():
+        _refuse(lif, "b_rec", "must be finite")
+    return gain[:, None] * (q * s), b
+
+
+def quantized_w_rec(lif, bits):
+    """The W_rec an RLeaky's integer model follows: quantized per tensor to ``bits``."""
+    q, s = cv.quant_codes(np.asarray(lif.params["W_rec"], np.float64), bits)
+    return q * s
+
+
+def _rec_tol(L, rec, leaks, num_steps):
+    """A recurrent layer's tolerance grows by the rounding of its feedback: per step at most
+    sum_j |W_r[c, j] u_c - gain_c Wq[c, j]|, summed with the leak like the other errors (an
+    RSynaptic's first through its current's leak alpha, then the membrane's beta)."""
+    err = np.abs(L.rec * L.unit[:, None] - rec).sum(axis=1)
+    for a in (x for x in leaks[::-1] if x is not None):
+        err = err / (1 - a) if a < 1 else err * (num_steps or np.inf)
+    L.tol = L.tol + err
 
 
 def _pool_k(pool, syn):
@@ -324,12 +359,23 @@ def _options(groups, neurons, net, kw):
                     alpha_leak)
 
 
+def _meta(config, used_bits, rec_bits):
+    """The model's meta: its config's model fields, the weight bits, the name, and per RLeaky the
+    bits its W_rec was quantized to (chain.agreement's float twin uses them)."""
+    return {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
+                                              "dataset") if k in config},
+            "bits": int(max(used_bits)), "name": config.get("config", config.get("name")),
+            **({"rec_bits": rec_bits} if rec_bits else {})}
+
+
 def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bits=30, shift=None,
-                   input_max=255, num_steps=None, static=None):
+                   input_max=255, num_steps=None, static=None, frame_scale=1.0):
     """The integer model of any chain of supported layers (``net``: a mininsnn Network in eval
     form; its ``layers``, ``input_shape`` and, if present, ``config``). Arguments as
     conversion.convert (frac_bits: one per neuron layer); static defaults to the config's data
-    set (pixels/255 fed at every step), else True. ConversionError names the layer and field."""
+    set (pixels/255 fed at every step), else True; frame_scale: the float value of one unit of
+    a frame (1/255: frames of pixels, as an image read row by row; mininsnn.spec's "input":
+    "rows"). ConversionError names the layer and field."""
     groups = _groups(net.layers)
     shapes, shape = [], tuple(net.input_shape)
     for g in groups:                       # the neuron shapes, checked before anything is folded
@@ -339,33 +385,39 @@ def convert_layers(net, *, bits=None, frac_bits="max", leak="multiply", leak_bit
     opt = _options(groups, neurons, net, dict(leak=leak, leak_bits=leak_bits, shift=shift,
                                      num_steps=num_steps, static=static, input_max=input_max,
                                      frac_bits=frac_bits))
-    layers, shape, used_bits = [], tuple(net.input_shape), set()
+    layers, shape, used_bits, rec_bits = [], tuple(net.input_shape), set(), {}
     for i, g in enumerate(groups):
         b = _layer_bits(g.synapse, bits)
         used_bits.add(b)
         kind, codes_scale, qf, stride, pad, out_shape, area = _synapse(g, shape, b)
-        in_max, in_scale = (opt.input_max, 1.0 / 255 if opt.static else 1.0) if i == 0 else (1, 1.0)
+        in_max, in_scale = (opt.input_max, 1.0 / 255 if opt.static else frame_scale) if i == 0 \
+            else (1, 1.0)
         stage = cv._Stage(g.synapse.name, None if g.bn is None else g.bn.name, in_max, in_scale,
                           opt.Fs[i])
         k, bc = cv._fold_layer(_stage_state(g), g.synapse.name, stage.bn, codes_scale, in_scale,
                                area, eps=cv.BN_EPS if g.bn is None else g.bn.eps)
         n = neurons[i]
         base = (opt.terms[i], opt.betas[i], n.theta, opt.leaks[i], b)
+        rec = None
+        if n.rec is not None:      # X + W_rec S[t-1] + b_rec: b_rec as a bias
+            rec, brec = _recurrent(n.rec, b, n.gain if n.alpha is None else n.gain * n.syn_gain)
+            bc = bc + brec
         if n.alpha is None:
             k, bc = n.gain * k, n.gain * bc + n.drive          # gain_c I + drive_c
-            shared = cv._Shared(*base)
+            shared = cv._Shared(*base, None, None, rec)
         else:      # J = gain I: J[t] = alpha J[t-1] + gain syn_gain X[t];  V += J + drive
             k, bc = n.gain * n.syn_gain * k, n.gain * n.syn_gain * bc
-            shared = cv._Shared(*base, n.drive, opt.alpha)
+            shared = cv._Shared(*base, n.drive, opt.alpha, rec)
         layers.append(cv.int_layer(stage, (kind, qf, stride, pad), (shape, out_shape), (k, bc),
                                    shared))
         if opt.leaks[i] != opt.leaks[0]:       # its own beta: its own leak
             layers[-1].leak = opt.leaks[i]
+        if rec is not None:
+            _rec_tol(layers[-1], rec, (opt.betas[i], n.alpha), num_steps)
+            rec_bits[g.lif.name] = int(b)
         shape = out_shape
     config = getattr(net, "config", None) or {}
-    meta = {"config": {k: config[k] for k in ("beta", "threshold", "reset", "bits", "batchnorm",
-                                              "dataset") if k in config},
-            "bits": int(max(used_bits)), "name": config.get("config", config.get("name"))}
+    meta = _meta(config, used_bits, rec_bits)
     return cv.IntegerModel(layers=layers, leak=opt.leaks[0], reset=opt.reset,
                            input_shape=tuple(net.input_shape), input_max=opt.input_max,
                            static=opt.static,
@@ -395,9 +447,18 @@ def random_inputs(model: cv.IntegerModel, n, T, seed=0, rate=0.2):
 def agreement(net, model: cv.IntegerModel, x, T):
     """(share of samples whose output spike counts are identical, share whose predicted class is
     the same) between the float network ``net`` (run in eval mode on x/255 for a static model,
-    else on the integer frames as floats) and the integer model, on integer inputs ``x``."""
+    else on the integer frames as floats; an RLeaky with its W_rec quantized as the integer model's)
+    and the integer model, on integer inputs ``x``."""
     xin = (x / 255.0) if model.static else x
-    out = net.eval().forward(np.asarray(xin, net.dtype), num_steps=T if model.static else None)
+    recs = {L.name: L for L in net.layers if L.name in model.meta.get("rec_bits", {})}
+    kept = {k: L.params["W_rec"].copy() for k, L in recs.items()}
+    try:        # the float twin of an RLeaky runs with the W_rec the integer model follows
+        for k, L in recs.items():
+            L.params["W_rec"][...] = quantized_w_rec(L, model.meta["rec_bits"][k])
+        out = net.eval().forward(np.asarray(xin, net.dtype), num_steps=T if model.static else None)
+    finally:
+        for k, L in recs.items():
+            L.params["W_rec"][...] = kept[k]
     fc = np.asarray(out).sum(axis=0).reshape(out.shape[1], -1)
     ic = npe.predict(model, x, T).reshape(fc.shape[0], -1)
     return float((fc == ic).all(axis=1).mean()), float((fc.argmax(1) == ic.argmax(1)).mean())

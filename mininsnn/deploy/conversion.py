@@ -130,6 +130,7 @@ class IntLayer:
     padding: int = 0        # zero padding of a conv's input, on every side
     drive: np.ndarray = None  # (O,) int32 Drive_c of a synaptic layer (None: a Leaky)
     leak: tuple = None        # its own leak when its beta differs from the model's (None: model.leak)
+    rec: np.ndarray = None    # (O, O) int32 feedback W_r of a recurrent layer: I[t] += W_r S[t-1]
 
 
 @dataclass
@@ -355,6 +356,7 @@ class _Shared(NamedTuple):
     bits: int
     drive: object = None    # a synaptic layer: drive_c (O,) floats, and alpha its float decay
     alpha: float = None
+    rec: object = None      # a recurrent layer: gain_c Wq_rec[c, j] (O, O) floats
 
 
 def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
@@ -364,9 +366,10 @@ def _integer_layer(stage: _Stage, qf, k, b, shared: _Shared):
         sign, bias, th, unit = _integerize(k, b, shared.theta, F)
         drive = None if shared.drive is None else \
             [_rint(d / u) for d, u in zip(shared.drive, unit)]   # Drive_c = rint(drive_c / u_c)
-        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms, drive)
+        rec = None if shared.rec is None else np.rint(shared.rec / unit[:, None]).astype(np.int64)
+        bounds = prove_layer(qf, stage.in_max, (sign, bias, th), F, shared.terms, drive, rec)
         check_bounds(stage.name, bounds, shared.leak, F)
-        return F, sign, bias, th, unit, (bounds, drive)
+        return F, sign, bias, th, unit, (bounds, drive, rec)
 
     if stage.F is not None:
         return attempt(stage.F)
@@ -392,7 +395,7 @@ def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
     kb the folded (k, b) per output channel; F at stage.F or the largest proven."""
     kind, qf, stride, padding = synapse
     k, b = kb
-    F, sign, bias, th, unit, (bounds, drive) = _integer_layer(stage, qf, k, b, shared)
+    F, sign, bias, th, unit, (bounds, drive, rec) = _integer_layer(stage, qf, k, b, shared)
     qbits = max(1, int(np.abs(qf).max()).bit_length() + 1)
     syn = None if drive is None else (shared.alpha, bounds["input"])
     return IntLayer(
@@ -402,7 +405,8 @@ def int_layer(stage: _Stage, synapse, shapes, kb, shared: _Shared):
         in_max=int(stage.in_max), acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32,
         unit=unit, tol=tolerance(unit, bounds["membrane"], shared.beta, shared.terms, F, syn),
         bounds=bounds, padding=int(padding),
-        drive=None if drive is None else np.array(drive, np.int32))
+        drive=None if drive is None else np.array(drive, np.int32),
+        rec=None if rec is None else rec.astype(np.int32))
 
 
 def reference_layout(model: IntegerModel):

@@ -286,11 +286,12 @@ def _leak_of(v, leak):
     return (v * bq + (1 << (a - 1))) >> a if mode == "multiply" else v - (v >> a)
 
 
-def cuba_run(drive, T, theta, leaks, reset, delay, D):
+def cuba_run(drive, T, theta, leaks, reset, delay, D, Wr=None):
     """Synaptic neurons: lif_run's arguments and, per channel, Drive D (broadcastable like theta);
-    leaks = (leak, alpha_leak).  Returns S (T, ...) uint8.
+    leaks = (leak, alpha_leak); Wr (O, O) the feedback of an RSynaptic (A (TI, B, O, 1)).
+    Returns S (T, ...) uint8.
 
-        J[t] = leak_alpha(J[t-1]) + I[t]          (never reset; J[-1] = 0)
+        J[t] = leak_alpha(J[t-1]) + I[t] (+ W_r S[t-1])   (never reset; J[-1] = 0, S[-1] = 0)
         V[t] = leak(V[t-1]) + J[t] + D - Theta R[t]    then spike and reset as lif_run
     """
     A, coef, const = drive
@@ -301,6 +302,8 @@ def cuba_run(drive, T, theta, leaks, reset, delay, D):
     S = np.empty((T,) + shape, np.uint8)
     for t in range(T):
         J = _leak_of(J, leaks[1]) + (A[t if A.shape[0] > 1 else 0] * coef + const)
+        if Wr is not None and t:
+            J = J + (S[t - 1][..., 0].astype(np.int64) @ Wr.astype(np.int64).T)[..., None]
         V = _leak_of(V, leaks[0]) + J + D
         if not delay:
             R = V > theta
@@ -308,6 +311,32 @@ def cuba_run(drive, T, theta, leaks, reset, delay, D):
         if delay:
             R = V > theta
         S[t] = R
+    return S
+
+
+def rec_run(drive, T, theta, leak, reset, delay, Wr):
+    """Recurrent LIF neurons (an RLeaky): lif_run's arguments (A of shape (TI, B, O, 1)) and the
+    feedback W_r (O, O) ints, added to the current with one step delay (S[-1] = 0):
+
+        V[t] = leak(V[t-1]) + I[t] + W_r S[t-1] - Theta R[t]    then spike and reset as lif_run
+    """
+    A, coef, const = drive
+    shape = A.shape[1:]
+    Wt = Wr.astype(np.int64).T                        # (in, out)
+    V = np.zeros(shape, np.int64)
+    R = np.zeros(shape, bool)
+    S = np.zeros((T,) + shape, np.uint8)
+    prev = np.zeros(shape[:-1], np.int64)             # (B, O) S[t-1]
+    for t in range(T):
+        fb = (prev @ Wt)[..., None]                   # W_r S[t-1]
+        V = _leak_of(V, leak) + (A[t if A.shape[0] > 1 else 0] * coef + const) + fb
+        if not delay:
+            R = V > theta
+        V = np.where(R, 0 if reset == "zero" else V - theta, V)
+        if delay:
+            R = V > theta
+        S[t] = R
+        prev = S[t][..., 0].astype(np.int64)
     return S
 
 
@@ -385,9 +414,12 @@ def _forward(model, x, static, T, record):
         TI = 1 if (li == 0 and static) else T
         A, coef, const = current_terms(A.reshape(TI, B, O, -1), L.sign, L.frac_bits, L.bias)
         theta = L.theta.astype(np.int64)[:, None]                  # (O, 1)
-        if L.drive is not None:     # a synaptic layer
+        if L.rec is not None and L.drive is None:       # an RLeaky
+            h = rec_run((A, coef, const), T, theta, L.leak or model.leak, model.reset,
+                        model.delay, L.rec)
+        elif L.drive is not None:     # a synaptic layer
             h = cuba_run((A, coef, const), T, theta, (L.leak or model.leak, model.alpha_leak),
-                         model.reset, model.delay, L.drive.astype(np.int64)[:, None])
+                         model.reset, model.delay, L.drive.astype(np.int64)[:, None], L.rec)
         elif TI == 1:     # static: only the neurons that can ever fire are simulated
             I = A[0] * coef + const                                # (B, O, M) constant current
             Th = np.broadcast_to(theta, I.shape)

@@ -95,6 +95,8 @@ def model_arrays_meta(model: cv.IntegerModel):
         arrays[f"{L.name}.theta"] = L.theta.astype(np.int32)
         if L.drive is not None:            # a synaptic layer
             arrays[f"{L.name}.drive"] = L.drive.astype(np.int32)
+        if L.rec is not None:              # a recurrent layer's feedback W_r (O, O)
+            arrays[f"{L.name}.rec"] = L.rec.astype(np.int32)
         layers.append({"name": L.name, "kind": L.kind, "stride": L.stride,
                        "in_shape": list(L.in_shape), "out_shape": list(L.out_shape),
                        "frac_bits": L.frac_bits, "in_max": L.in_max})
@@ -235,6 +237,9 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
     if drive is not None and (drive.dtype != np.int32 or drive.shape != sign.shape or
                               head.alpha_leak is None):
         raise ModelFileError(f"{path}: {name}.drive inconsistent with the layer or the metadata")
+    rec = arrays.get(f"{name}.rec")
+    if rec is not None and (rec.dtype != np.int32 or rec.shape != sign.shape * 2 or len(out) != 1):
+        raise ModelFileError(f"{path}: {name}.rec inconsistent with the layer")
     alpha = None if head.alpha_leak is None else (
         float(cv.beta_eff_of(head.alpha_leak)), 0.5 if head.alpha_leak[0] == "multiply" else 1.0)
     own = None if spec.get("leak") is None else _leak(spec["leak"], path, f"{name}: leak")
@@ -243,7 +248,8 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
                           head.reset, head.max_steps, alpha)
     ints = ([int(v) for v in sign], [int(v) for v in bias], [int(v) for v in theta])
     bounds = cv.prove_layer(W.astype(np.int64), in_max, ints, F, terms,
-                            None if drive is None else [int(v) for v in drive])
+                            None if drive is None else [int(v) for v in drive],
+                            None if rec is None else rec.astype(np.int64))
     try:
         cv.check_bounds(name, bounds, leak, F)
     except cv.OverflowProofError as err:
@@ -252,7 +258,7 @@ def _file_layer(arrays, spec, prev, in_max, head: _Header, path):
                        in_shape=tuple(prev), out_shape=out, sign=sign, bias=bias, theta=theta,
                        frac_bits=F, in_max=in_max,
                        acc_bits=16 if bounds["acc"] <= 2 ** 15 - 1 else 32, bounds=bounds,
-                       padding=int(spec.get("padding", 0)), drive=drive, leak=own)
+                       padding=int(spec.get("padding", 0)), drive=drive, leak=own, rec=rec)
 
 
 def model_from_arrays(arrays, meta, path="model"):
@@ -262,8 +268,8 @@ def model_from_arrays(arrays, meta, path="model"):
     for i, spec in enumerate(head.specs):
         try:
             name = spec["name"]
-            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta", "drive")
-                            if f"{name}.{k}" in arrays or k != "drive")
+            expected.update(f"{name}.{k}" for k in ("weight", "sign", "bias", "theta", "drive", "rec")
+                            if f"{name}.{k}" in arrays or k not in ("drive", "rec"))
             layers.append(_file_layer(arrays, spec, prev, head.input_max if i == 0 else 1, head,
                                       path))
         except (KeyError, TypeError) as e:

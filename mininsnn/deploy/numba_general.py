@@ -28,7 +28,8 @@ from mininsnn.deploy.conversion import IntegerModel
 __all__ = ["Plan", "plan", "forward", "predict"]
 
 # columns of Plan.geo
-KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT, CUBA, LMODE, LA, LBQ = range(20)
+KIND, C, H, W, O, OH, OW, KH, KW, S, P, F, WOFF, COFF, NIN, NOUT, CUBA, LMODE, LA, LBQ, ROFF = \
+    range(21)
 
 
 class Plan(NamedTuple):
@@ -36,13 +37,15 @@ class Plan(NamedTuple):
     concatenated (conv (C, KH, KW, O), linear (n_in, O) in channels-last input order); chan
     (sum O, 4) int64 sign, bias, theta, Drive; leak: the model's leak (mode 0 multiply / 1 shift,
     a, beta_q) then the synaptic current's (each layer's own in geo); flags (zero reset, delayed
-    reset) int64."""
+    reset) int64; rec: every recurrent layer's W_r transposed (n_out, n_out) concatenated, int64
+    (geo ROFF its offset, -1: none)."""
 
     geo: np.ndarray
     weights: np.ndarray
     chan: np.ndarray
     leak: np.ndarray
     flags: np.ndarray
+    rec: np.ndarray
 
 
 def _hwc_rows(shape):
@@ -58,8 +61,8 @@ def plan(model: IntegerModel) -> Plan:
     cached = getattr(model, "_numba_plan", None)
     if cached is not None:
         return cached
-    geo = np.zeros((len(model.layers), 20), np.int64)
-    ws, chans, woff, coff = [], [], 0, 0
+    geo = np.zeros((len(model.layers), 21), np.int64)
+    ws, chans, woff, coff, recs, roff = [], [], 0, 0, [np.zeros(1, np.int64)], 1
     for i, L in enumerate(model.layers):
         n_in, n_out = int(np.prod(L.in_shape)), int(np.prod(L.out_shape))
         ins = tuple(L.in_shape) if len(L.in_shape) == 3 else (1, 1, n_in)
@@ -76,14 +79,18 @@ def plan(model: IntegerModel) -> Plan:
         geo[i] = (int(L.kind == "linear"), ins[0], ins[1], ins[2], outs[0], outs[1], outs[2],
                   kh, kw, L.stride, L.padding, L.frac_bits, woff, coff, n_in, n_out,
                   int(L.drive is not None), int((L.leak or model.leak)[0] == "shift"),
-                  (L.leak or model.leak)[1], (L.leak or model.leak)[2])
+                  (L.leak or model.leak)[1], (L.leak or model.leak)[2],
+                  -1 if L.rec is None else roff)
+        if L.rec is not None:
+            recs.append(np.ascontiguousarray(L.rec.T, np.int64).reshape(-1))
+            roff += recs[-1].size
         woff += ws[-1].size
         coff += outs[0]
     leaks = [model.leak, model.alpha_leak or ("multiply", 1, 0)]
     out = Plan(geo, np.concatenate(ws), np.concatenate(chans),
                np.array([v for mode, a, bq in leaks
                          for v in (0 if mode == "multiply" else 1, a, bq)], np.int64),
-               np.array([model.reset == "zero", model.delay], np.int64))
+               np.array([model.reset == "zero", model.delay], np.int64), np.concatenate(recs))
     model._numba_plan = out
     return out
 
@@ -176,10 +183,25 @@ def _lif(g, chan, cur, state, Sp, leak, flags):
             Sp[k] = u > th
 
 
+@jit
+def _feedback(g, rec, s, src, dst):
+    """dst = src + W_r S[t-1] of a recurrent layer (s: its spikes of the last step): a spike of
+    neuron j adds row j of W_r transposed."""
+    n = g[NOUT]
+    off = g[ROFF]
+    for k in range(n):
+        dst[k] = src[k]
+    for j in range(n):
+        if s[j]:
+            row = off + j * n
+            for k in range(n):
+                dst[k] += rec[row + k]
+
+
 @jit(parallel=True)
 def _run(x, static, T, pl, counts):
     """counts (B, classes) += output spikes; x (TI, B, n_in0) ints channels-last."""
-    geo, weights, chan, leak, flags = pl
+    geo, weights, chan, leak, flags, rec = pl
     L = geo.shape[0]
     B = x.shape[1]
     n_max = 1
@@ -192,6 +214,7 @@ def _run(x, static, T, pl, counts):
         acc = np.zeros(n_max, np.int32)
         cur0 = np.zeros(n_max, np.int64)
         cur = np.zeros(n_max, np.int64)
+        fb = np.zeros(n_max, np.int64)
         for t in range(T):
             for li in range(L):
                 g = geo[li]
@@ -199,11 +222,15 @@ def _run(x, static, T, pl, counts):
                     if t == 0 or not static:
                         _accumulate(g, weights, x[0 if static else t, b], acc)
                         _current(g, chan, acc, cur0)
-                    _lif(g, chan, cur0, (V[0], J[0]), Sp[0], leak, flags)
+                    src = cur0
                 else:
                     _accumulate(g, weights, Sp[li - 1], acc)
                     _current(g, chan, acc, cur)
-                    _lif(g, chan, cur, (V[li], J[li]), Sp[li], leak, flags)
+                    src = cur
+                if g[ROFF] >= 0:        # a recurrent layer: + W_r S[t-1]
+                    _feedback(g, rec, Sp[li], src, fb)
+                    src = fb
+                _lif(g, chan, src, (V[li], J[li]), Sp[li], leak, flags)
             last = geo[L - 1]
             for k in range(last[NOUT]):
                 counts[b, k] += Sp[L - 1, k]

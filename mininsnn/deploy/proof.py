@@ -68,12 +68,14 @@ class ProofTerms(NamedTuple):
     alpha: tuple | None = None     # synaptic layers: (alpha_eff, e_alpha) of the current's leak
 
 
-def prove_layer(qf, in_max, ints, F, terms: ProofTerms, drive=None):
+def prove_layer(qf, in_max, ints, F, terms: ProofTerms, drive=None, rec=None):
     """Bounds of one layer (dict of Python ints), exact integer arithmetic; None when unbounded.
     qf: its integer weight codes (O, ...); inputs are integers 0..in_max; ints: (sign, bias,
     theta), Python int sequences (O,) each; F its fractional bits. ``drive`` (O,) ints: a
     synaptic layer, J[t] = leak_alpha(J[t-1]) + I[t] (never reset, |J| <= Bj by membrane_bound
-    with theta 0), V's input J + Drive_c (|.| <= Bj + |Drive_c|), terms.alpha its leak."""
+    with theta 0), V's input J + Drive_c (|.| <= Bj + |Drive_c|), terms.alpha its leak. ``rec``
+    (O, O) ints: a recurrent layer's feedback W_r S[t-1] (S 0/1), between the sums of the
+    negative and of the positive entries of row c, added to I_c."""
     sign, bias, theta = ints
     flat = qf.reshape(qf.shape[0], -1)
     pos = np.where(flat > 0, flat, 0).sum(axis=1)           # A <= in_max * sum of positive codes
@@ -84,7 +86,8 @@ def prove_layer(qf, in_max, ints, F, terms: ProofTerms, drive=None):
         acc = max(acc, -a_lo, a_hi)
         ends = [sign[c] * _shifted(a, F) for a in (a_lo, a_hi)]
         shifted = max(shifted, *map(abs, ends))
-        M = max(abs(v + bias[c]) for v in ends)             # |I_c| <= M_c
+        fb = (0, 0) if rec is None else (int(rec[c][rec[c] < 0].sum()), int(rec[c][rec[c] > 0].sum()))
+        M = max(abs(v + bias[c] + f) for v in ends for f in fb)   # |I_c| <= M_c
         inp = max(inp, M)
         if drive is not None:                               # |J| <= Bj, V's input <= Bj + |D_c|
             Bj = membrane_bound(M, 0, terms.alpha[0], terms.alpha[1], "zero", terms.num_steps)

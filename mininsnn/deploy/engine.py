@@ -286,6 +286,18 @@ def _leak_of(v, leak):
     return (v * bq + (1 << (a - 1))) >> a if mode == "multiply" else v - (v >> a)
 
 
+def _fire(V, R, theta, reset, delay):
+    """One step's spike and reset, as in lif_run: with ``delay`` R holds last step's spikes and the
+    reset it makes, then R = [V > Theta] for the next step; without, R = [V > Theta] resets now.
+    Returns the new (V, R); S[t] = R."""
+    if not delay:
+        R = V > theta
+    V = np.where(R, 0 if reset == "zero" else V - theta, V)
+    if delay:
+        R = V > theta
+    return V, R
+
+
 def cuba_run(drive, T, theta, leaks, reset, delay, D, Wr=None):
     """Synaptic neurons: lif_run's arguments and, per channel, Drive D (broadcastable like theta);
     leaks = (leak, alpha_leak); Wr (O, O) the feedback of an RSynaptic (A (TI, B, O, 1)).
@@ -305,11 +317,7 @@ def cuba_run(drive, T, theta, leaks, reset, delay, D, Wr=None):
         if Wr is not None and t:
             J = J + (S[t - 1][..., 0].astype(np.int64) @ Wr.astype(np.int64).T)[..., None]
         V = _leak_of(V, leaks[0]) + J + D
-        if not delay:
-            R = V > theta
-        V = np.where(R, 0 if reset == "zero" else V - theta, V)
-        if delay:
-            R = V > theta
+        V, R = _fire(V, R, theta, reset, delay)
         S[t] = R
     return S
 
@@ -330,11 +338,7 @@ def rec_run(drive, T, theta, leak, reset, delay, Wr):
     for t in range(T):
         fb = (prev @ Wt)[..., None]                   # W_r S[t-1]
         V = _leak_of(V, leak) + (A[t if A.shape[0] > 1 else 0] * coef + const) + fb
-        if not delay:
-            R = V > theta
-        V = np.where(R, 0 if reset == "zero" else V - theta, V)
-        if delay:
-            R = V > theta
+        V, R = _fire(V, R, theta, reset, delay)
         S[t] = R
         prev = S[t][..., 0].astype(np.int64)
     return S
